@@ -1,0 +1,73 @@
+"""The command-line options, shared by ``main.py`` and by the Python API (which takes the same options)."""
+from __future__ import annotations
+
+import argparse
+from typing import Any, Mapping
+
+from extractors.registry import feature_types
+from io_utils.outputs import ON_EXTRACTION_CHOICES
+from io_utils.sampling import parse_extract_method
+from io_utils.weights import WEIGHTS_DIR_ENV
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="main.py",
+        description="Extract features from videos with pretrained networks.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--feature_type", required=True, choices=feature_types(), metavar="FEATURE_TYPE",
+                        help=f"one of: {', '.join(feature_types())}")
+
+    inputs = parser.add_mutually_exclusive_group(required=True)
+    inputs.add_argument("--video_paths", nargs="+", metavar="PATH", help="video files")
+    inputs.add_argument("--video_dir", metavar="DIR", help="a folder of videos (by file extension)")
+    inputs.add_argument("--file_with_video_paths", metavar="FILE",
+                        help="one video path per line, or a CSV with the header video_path,feature_path")
+    parser.add_argument("--recursive", action="store_true", help="with --video_dir: also take sub-folders")
+
+    parser.add_argument("--extract_method", type=parse_extract_method, default=parse_extract_method("fix_1"),
+                        metavar="METHOD", help="uni_N: N evenly spaced frames; fix_F: F frames per second")
+    parser.add_argument("--batch_size", type=_positive_int, default=32, help="frames per forward pass")
+
+    devices = parser.add_mutually_exclusive_group()
+    devices.add_argument("--device_ids", type=int, nargs="+", default=[0], metavar="ID", help="CUDA devices")
+    devices.add_argument("--cpu", action="store_true", help="run on the CPU")
+
+    parser.add_argument("--on_extraction", choices=ON_EXTRACTION_CHOICES, default="print")
+    parser.add_argument("--output_path", default="./output", metavar="DIR")
+    parser.add_argument("--output_direct", action="store_true",
+                        help="write into --output_path itself, not a sub-folder named after the feature type")
+
+    parser.add_argument("--weights_dir", default=None, metavar="DIR",
+                        help=f"folder of checkpoints under their official file names (or ${WEIGHTS_DIR_ENV})")
+    parser.add_argument("--clip_checkpoint", default=None, metavar="PATH",
+                        help="an OpenAI-format CLIP checkpoint (TorchScript archive or state dict) to use instead")
+    parser.add_argument("--show_pred", action="store_true", help="print the top-5 zero-shot classes per frame")
+    parser.add_argument("--pred_texts", nargs="+", default=None, metavar="TEXT",
+                        help="with --show_pred: score these texts instead of the Kinetics-400 classes")
+    parser.add_argument("--verbose", action="store_true", help="full tracebacks for unexpected errors")
+    return parser
+
+
+def complete_args(args: argparse.Namespace | Mapping[str, Any]) -> argparse.Namespace:
+    """Fill every option the caller left out with the CLI default, so the Python API takes partial options.
+
+    Strings for ``extract_method`` are parsed as the CLI parses them.
+    """
+    given = dict(vars(args) if isinstance(args, argparse.Namespace) else args)
+    parser = build_parser()
+    completed = {action.dest: action.default for action in parser._actions if action.dest != "help"}
+    completed.update(given)
+    if isinstance(completed["extract_method"], str):
+        completed["extract_method"] = parse_extract_method(completed["extract_method"])
+    if completed.get("feature_type") is None:
+        raise ValueError("feature_type is required")
+    return argparse.Namespace(**completed)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value

@@ -1,0 +1,115 @@
+"""CLIP image features (all OpenAI variants), with open_clip's model definition.
+
+OpenAI's checkpoints are TorchScript archives; fine-tuned ones (CLIP4Clip and the like) are often plain state
+dicts, sometimes with a ``module.`` or ``clip.`` prefix. Both load through the same path: read a state dict,
+let open_clip build the matching architecture from its tensor shapes, load it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from torchvision.models.video import R2Plus1D_18_Weights
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
+
+from extractors.base import FrameWiseExtractor
+from extractors.registry import register
+from io_utils.errors import UsageError
+from io_utils.weights import Checkpoint, resolve_checkpoint
+
+_OPENAI = "https://openaipublic.azureedge.net/clip/models"
+
+
+def _openai(sha256: str, file_name: str, image_size: int, embed_dim: int) -> Checkpoint:
+    """OpenAI publishes each checkpoint under its own SHA-256."""
+    return Checkpoint(f"{_OPENAI}/{sha256}/{file_name}", sha256, {"image_size": image_size, "embed_dim": embed_dim})
+
+
+CLIP_WEIGHTS: dict[str, Checkpoint] = {
+    "CLIP-RN50": _openai("afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762", "RN50.pt", 224, 1024),
+    "CLIP-RN101": _openai("8fa8567bab74a42d41c5915025a8e4538c3bdbe8804a470a72f30b0d94fab599", "RN101.pt", 224, 512),
+    "CLIP-RN50x4": _openai("7e526bd135e493cef0776de27d5f42653e6b4c8bf9e0f653bb11773263205fdd", "RN50x4.pt", 288, 640),
+    "CLIP-RN50x16": _openai("52378b407f34354e150460fe41077663dd5b39c54cd0bfd2b27167a4a06ec9aa", "RN50x16.pt", 384, 768),
+    "CLIP-RN50x64": _openai("be1cfb55d75a9666199fb2206c106743da0f6468c9d327f3e0d0a543a9919d9c", "RN50x64.pt", 448, 1024),
+    "CLIP-ViT-B/32": _openai("40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af", "ViT-B-32.pt", 224, 512),
+    "CLIP-ViT-B/16": _openai("5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f", "ViT-B-16.pt", 224, 512),
+    "CLIP-ViT-L/14": _openai("b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836", "ViT-L-14.pt", 224, 768),
+    "CLIP-ViT-L/14@336px": _openai(
+        "3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02", "ViT-L-14-336px.pt", 336, 768
+    ),
+}
+
+
+@register(*CLIP_WEIGHTS)
+class ExtractCLIP(FrameWiseExtractor):
+    """Image embeddings (before normalisation) of sampled frames; fp16 weights on CUDA, fp32 on the CPU."""
+
+    main_key = "clip"
+
+    def load_model(self) -> torch.nn.Module:
+        path = self.args.clip_checkpoint or resolve_checkpoint(CLIP_WEIGHTS[self.feature_type], self.args.weights_dir)
+        state_dict = load_openai_state_dict(Path(path))
+        half = self.device.type == "cuda"
+        try:
+            model = open_clip.model.build_model_from_openai_state_dict(state_dict, cast_dtype=torch.float16 if half else None)
+        except (KeyError, RuntimeError) as error:
+            raise UsageError(f"{path}: not an OpenAI-format CLIP checkpoint ({error})") from error
+        self.image_size: int = model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size
+        self._text_features: torch.Tensor | None = None
+        return model if half else model.float()
+
+    def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
+        """CLIP's transform: bicubic resize of the short side, centre crop, CLIP mean/std."""
+        image = torch.from_numpy(rgb).permute(2, 0, 1)
+        image = TF.resize(image, [self.image_size], interpolation=InterpolationMode.BICUBIC, antialias=True)
+        image = TF.center_crop(image, [self.image_size, self.image_size])
+        image = TF.to_dtype(image, torch.float32, scale=True)
+        return TF.normalize(image, OPENAI_DATASET_MEAN, OPENAI_DATASET_STD)
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(batch.to(self.model.visual.conv1.weight.dtype))
+
+    def show_predictions(self, features: np.ndarray, timestamps_ms: np.ndarray) -> None:
+        """Top-5 zero-shot classes per frame, over ``--pred_texts`` or "a photo of {Kinetics-400 label}"."""
+        texts = self.args.pred_texts or [f"a photo of {label}" for label in R2Plus1D_18_Weights.KINETICS400_V1.meta["categories"]]
+        if self._text_features is None:
+            with torch.inference_mode():
+                tokens = open_clip.tokenize(texts, context_length=self.model.context_length).to(self.device)
+                self._text_features = torch.nn.functional.normalize(self.model.encode_text(tokens).float(), dim=-1).cpu()
+        image_features = torch.nn.functional.normalize(torch.from_numpy(features), dim=-1)
+        probabilities = (100.0 * image_features @ self._text_features.T).softmax(dim=-1)
+        top = probabilities.topk(min(5, len(texts)), dim=-1)
+        for time_ms, scores, indices in zip(timestamps_ms, top.values, top.indices):
+            ranked = ", ".join(f"{texts[i]} ({p:.3f})" for p, i in zip(scores.tolist(), indices.tolist()))
+            print(f"  {time_ms:9.1f} ms: {ranked}")
+
+
+def load_openai_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a TorchScript archive or a (possibly wrapped or prefixed) state dict."""
+    if not path.is_file():
+        raise UsageError(f"CLIP checkpoint {path}: no such file")
+    try:
+        return torch.jit.load(str(path), map_location="cpu").state_dict()
+    except RuntimeError:
+        pass  # not TorchScript: a pickled state dict
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several unrelated types for unreadable files
+        raise UsageError(f"CLIP checkpoint {path}: cannot be read ({type(error).__name__}: {error})") from error
+    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, dict):
+        raise UsageError(f"CLIP checkpoint {path}: holds a {type(loaded).__name__}, not a state dict")
+    return _strip_prefixes(loaded)
+
+
+def _strip_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``module.`` (DataParallel) and ``clip.`` (CLIP4Clip, whose other modules are dropped)."""
+    state_dict = {key.removeprefix("module."): value for key, value in state_dict.items()}
+    if any(key.startswith("clip.") for key in state_dict):
+        state_dict = {key.removeprefix("clip."): value for key, value in state_dict.items() if key.startswith("clip.")}
+    return state_dict

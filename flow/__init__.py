@@ -1,0 +1,1 @@
+"""Optical flow models (RAFT, PWC-Net): to come."""

@@ -1,0 +1,1 @@
+"""Input and output: the video list, decoding and sampling, checkpoints, writing results."""

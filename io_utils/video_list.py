@@ -1,0 +1,98 @@
+"""Building the list of videos to process, and where each one's outputs go.
+
+Outputs are named after the video's stem. With ``--video_dir`` the folders below the input directory are
+mirrored under the output directory, so ``a/clip.mp4`` and ``b/clip.mp4`` never collide. In every other
+mode, two inputs that would write the same output are refused up front with the full list of collisions.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+from typing import Iterable
+
+from io_utils.errors import UsageError
+
+VIDEO_EXTENSIONS = frozenset(
+    ".mp4 .m4v .mov .mkv .webm .avi .mpg .mpeg .ts .mts .m2ts .wmv .flv .3gp .ogv .vob .mxf".split()
+)
+CSV_HEADER = ("video_path", "feature_path")
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    """One video to process: where it is and where its outputs go."""
+
+    path: Path
+    output_stem: PurePath  # relative; outputs are ``<output_stem>_<key>.<ext>``
+    feature_path: Path | None = None  # set by a CSV list: the file of the main feature
+
+
+def build_video_list(
+    video_paths: Iterable[str] | None = None,
+    video_dir: str | None = None,
+    file_with_video_paths: str | None = None,
+    recursive: bool = False,
+) -> tuple[list[VideoJob], list[Path]]:
+    """Return the jobs for existing videos and the paths that do not exist (exactly one mode is given)."""
+    if video_dir is not None:
+        jobs = _jobs_from_dir(Path(video_dir), recursive)
+    elif file_with_video_paths is not None:
+        jobs = _jobs_from_list_file(Path(file_with_video_paths))
+    else:
+        jobs = [VideoJob(Path(p), PurePath(Path(p).stem)) for p in video_paths or []]
+    jobs = list(dict.fromkeys(jobs))  # the same video named twice is done once
+    _refuse_collisions(jobs)
+    missing = [job.path for job in jobs if not job.path.exists()]
+    return [job for job in jobs if job.path.exists()], missing
+
+
+def _jobs_from_dir(video_dir: Path, recursive: bool) -> list[VideoJob]:
+    if not video_dir.is_dir():
+        raise UsageError(f"--video_dir {video_dir}: not a directory")
+    candidates = video_dir.rglob("*") if recursive else video_dir.iterdir()
+    paths = sorted(p for p in candidates if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+    if not paths:
+        where = "or below it " if recursive else ""
+        raise UsageError(f"--video_dir {video_dir}: no video files in it {where}(extensions: {' '.join(sorted(VIDEO_EXTENSIONS))})")
+    return [VideoJob(p, p.relative_to(video_dir).with_suffix("")) for p in paths]
+
+
+def _jobs_from_list_file(list_file: Path) -> list[VideoJob]:
+    """One path per line (blank lines, CRLF and trailing spaces tolerated), or a HowTo100M-style CSV."""
+    if not list_file.is_file():
+        raise UsageError(f"--file_with_video_paths {list_file}: no such file")
+    text = list_file.read_text(encoding="utf-8-sig")
+    lines = [line.strip() for line in text.splitlines()]
+    lines = [line for line in lines if line]
+    if lines and tuple(field.strip() for field in lines[0].split(",")) == CSV_HEADER:
+        return _jobs_from_csv("\n".join(lines), list_file)
+    return [VideoJob(Path(line), PurePath(Path(line).stem)) for line in lines]
+
+
+def _jobs_from_csv(text: str, list_file: Path) -> list[VideoJob]:
+    jobs = []
+    for row_number, row in enumerate(csv.DictReader(io.StringIO(text)), start=2):
+        video, feature = (row.get(key) or "" for key in CSV_HEADER)
+        if not video.strip() or not feature.strip():
+            raise UsageError(f"{list_file}, line {row_number}: both video_path and feature_path are required")
+        feature_path = Path(feature.strip())
+        jobs.append(VideoJob(Path(video.strip()), PurePath(feature_path.stem), feature_path))
+    return jobs
+
+
+def _refuse_collisions(jobs: list[VideoJob]) -> None:
+    """Refuse outputs that would overwrite each other (compared case-insensitively, for shared disks)."""
+    by_output: dict[str, list[Path]] = defaultdict(list)
+    for job in jobs:
+        key = str(job.feature_path.with_suffix("") if job.feature_path else job.output_stem)
+        by_output[key.casefold()].append(job.path)
+    collisions = {key: paths for key, paths in by_output.items() if len(paths) > 1}
+    if collisions:
+        listing = "; ".join(f"{' and '.join(map(str, paths))} -> {key}" for key, paths in collisions.items())
+        raise UsageError(
+            f"{len(collisions)} output name(s) would be written by more than one video: {listing}. "
+            "Rename the videos, use --video_dir (which mirrors sub-folders), or give a CSV list with feature_path."
+        )

@@ -1,0 +1,98 @@
+"""Finding pretrained checkpoints: a local folder, the torch hub cache, or a verified download.
+
+Every checkpoint is described once, by a :class:`Checkpoint` (official URL, SHA-256, metadata). It is looked
+up, in order, under its official file name (the last part of its URL) in ``--weights_dir`` (or the
+``VIDEO_FEATURES_WEIGHTS_DIR`` environment variable), then in the torch hub cache
+(``$TORCH_HOME/hub/checkpoints``, by default ``~/.cache/torch/hub/checkpoints``). Only if both miss is it
+downloaded, into the cache, through a temporary file that is renamed into place after its SHA-256 matches.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from io_utils.errors import UsageError
+
+WEIGHTS_DIR_ENV = "VIDEO_FEATURES_WEIGHTS_DIR"
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One published checkpoint file."""
+
+    url: str
+    sha256: str
+    meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def file_name(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+
+def cache_dir() -> Path:
+    """The torch hub checkpoint cache, which honours ``$TORCH_HOME`` and ``$XDG_CACHE_HOME``."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def resolve_checkpoint(checkpoint: Checkpoint, weights_dir: str | os.PathLike | None = None) -> Path:
+    """Return a local path to ``checkpoint``, downloading it into the cache if it is nowhere local."""
+    weights_dir = weights_dir or os.environ.get(WEIGHTS_DIR_ENV)
+    folders = [Path(weights_dir)] if weights_dir else []
+    folders.append(cache_dir())
+    for folder in folders:
+        candidate = folder / checkpoint.file_name
+        if candidate.is_file():
+            return candidate
+    return download(checkpoint, cache_dir())
+
+
+def download(checkpoint: Checkpoint, folder: Path) -> Path:
+    """Download into ``folder`` atomically, checking the SHA-256 before the file gets its final name."""
+    destination = folder / checkpoint.file_name
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = tempfile.NamedTemporaryFile(dir=folder, prefix=f".{checkpoint.file_name}.", suffix=".part", delete=False)
+    try:
+        with partial:
+            digest = _copy_url(checkpoint.url, partial)
+        if digest != checkpoint.sha256:
+            raise UsageError(
+                f"{checkpoint.file_name}: downloaded file has SHA-256 {digest}, expected {checkpoint.sha256}; "
+                f"it was discarded, try again or download {checkpoint.url} yourself"
+            )
+        os.replace(partial.name, destination)
+    except (urllib.error.URLError, OSError) as error:
+        raise UsageError(_offline_message(checkpoint, error)) from error
+    finally:
+        Path(partial.name).unlink(missing_ok=True)
+    return destination
+
+
+def _copy_url(url: str, handle) -> str:
+    sha256 = hashlib.sha256()
+    with urllib.request.urlopen(url, timeout=60) as response:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1], leave=False) as progress:
+            while chunk := response.read(_CHUNK):
+                handle.write(chunk)
+                sha256.update(chunk)
+                progress.update(len(chunk))
+    return sha256.hexdigest()
+
+
+def _offline_message(checkpoint: Checkpoint, error: Exception) -> str:
+    reason = getattr(error, "reason", None) or error
+    return (
+        f"checkpoint {checkpoint.file_name} is not available locally and could not be downloaded from "
+        f"{checkpoint.url} ({reason}); download it elsewhere and put it in {cache_dir()} "
+        f"or in a folder given by --weights_dir (or ${WEIGHTS_DIR_ENV})"
+    )

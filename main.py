@@ -1,0 +1,23 @@
+"""Command-line front: parse the options and run. The work lives in ``extractors`` and ``io_utils``."""
+import sys
+
+from extractors import feature_types  # noqa: F401  (registers every feature type before parsing)
+from extractors.cli import build_parser
+from extractors.runner import run
+from io_utils.errors import UsageError
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
