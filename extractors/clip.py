@@ -6,13 +6,11 @@ let open_clip build the matching architecture from its tensor shapes, load it.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
-import open_clip
 import torch
-from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
-from torchvision.models.video import R2Plus1D_18_Weights
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
@@ -22,6 +20,9 @@ from io_utils.errors import UsageError
 from io_utils.weights import Checkpoint, resolve_checkpoint
 
 _OPENAI = "https://openaipublic.azureedge.net/clip/models"
+# OpenAI's normalisation constants (open_clip.constants.OPENAI_DATASET_MEAN / _STD).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def _openai(sha256: str, file_name: str, image_size: int, embed_dim: int) -> Checkpoint:
@@ -51,6 +52,8 @@ class ExtractCLIP(FrameWiseExtractor):
     main_key = "clip"
 
     def load_model(self) -> torch.nn.Module:
+        import open_clip  # imported here: it pulls in timm and the HF hub, seconds that --help need not wait
+
         path = self.args.clip_checkpoint or resolve_checkpoint(CLIP_WEIGHTS[self.feature_type], self.args.weights_dir)
         state_dict = load_openai_state_dict(Path(path))
         half = self.device.type == "cuda"
@@ -68,14 +71,18 @@ class ExtractCLIP(FrameWiseExtractor):
         image = TF.resize(image, [self.image_size], interpolation=InterpolationMode.BICUBIC, antialias=True)
         image = TF.center_crop(image, [self.image_size, self.image_size])
         image = TF.to_dtype(image, torch.float32, scale=True)
-        return TF.normalize(image, OPENAI_DATASET_MEAN, OPENAI_DATASET_STD)
+        return TF.normalize(image, CLIP_MEAN, CLIP_STD)
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(batch.to(self.model.visual.conv1.weight.dtype))
 
     def show_predictions(self, features: np.ndarray, timestamps_ms: np.ndarray) -> None:
         """Top-5 zero-shot classes per frame, over ``--pred_texts`` or "a photo of {Kinetics-400 label}"."""
-        texts = self.args.pred_texts or [f"a photo of {label}" for label in R2Plus1D_18_Weights.KINETICS400_V1.meta["categories"]]
+        import open_clip
+        from torchvision.models.video import R2Plus1D_18_Weights  # its meta holds the Kinetics-400 labels
+
+        labels = R2Plus1D_18_Weights.KINETICS400_V1.meta["categories"]
+        texts = self.args.pred_texts or [f"a photo of {label}" for label in labels]
         if self._text_features is None:
             with torch.inference_mode():
                 tokens = open_clip.tokenize(texts, context_length=self.model.context_length).to(self.device)
@@ -93,7 +100,9 @@ def load_openai_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise UsageError(f"CLIP checkpoint {path}: no such file")
     try:
-        return torch.jit.load(str(path), map_location="cpu").state_dict()
+        with warnings.catch_warnings():  # TorchScript is deprecated, but it is the format OpenAI published
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.jit.load(str(path), map_location="cpu").state_dict()
     except RuntimeError:
         pass  # not TorchScript: a pickled state dict
     try:

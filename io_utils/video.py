@@ -63,7 +63,8 @@ class VideoReader:
         self._container = _open_container(self.path)
         try:
             if not self._container.streams.video:
-                raise VideoError("no video stream")
+                kinds = sorted({stream.type for stream in self._container.streams})
+                raise VideoError(f"no video stream (only {', '.join(kinds)})" if kinds else "no streams (truncated or not a video)")
             self._stream = self._container.streams.video[0]
             if threads:
                 self._stream.thread_type = "AUTO"
@@ -178,7 +179,10 @@ def _open_container(path: Path) -> av.container.InputContainer:
     try:
         return av.open(str(path), mode="r")
     except av.error.FFmpegError as error:
-        raise VideoError(f"not a readable video ({_reason(error)})") from error
+        with path.open("rb") as handle:
+            is_mp4 = handle.read(12)[4:8] == b"ftyp"
+        what = "a truncated or corrupt MP4/MOV file" if is_mp4 else "not a readable video"
+        raise VideoError(f"{what} ({_reason(error)})") from error
 
 
 def _build_index(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> FrameIndex:
@@ -186,10 +190,14 @@ def _build_index(container: av.container.InputContainer, stream: av.video.stream
     pts: list[int] = []
     keyframes: list[int] = []
     end_pts = None
+    packets = 0
     try:
         for packet in container.demux(stream):
+            if packet.size == 0:
+                continue
+            packets += 1
             timestamp = packet.pts if packet.pts is not None else packet.dts
-            if packet.size == 0 or timestamp is None or packet.is_discard:
+            if timestamp is None or packet.is_discard:
                 continue
             pts.append(timestamp)
             if packet.is_keyframe:
@@ -198,6 +206,8 @@ def _build_index(container: av.container.InputContainer, stream: av.video.stream
                 end_pts = max(end_pts if end_pts is not None else timestamp, timestamp + packet.duration)
     except av.error.FFmpegError as error:
         raise VideoError(f"truncated or corrupt ({_reason(error)})") from error
+    if stream.frames and packets < stream.frames:
+        raise VideoError(f"truncated: {packets} of the {stream.frames} frames it declares are in the file")
     if not pts:
         raise VideoError("the video stream has no frames")
     pts.sort()

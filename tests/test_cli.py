@@ -1,0 +1,145 @@
+"""The command line: argument errors, the main job, CLI == Python API, npy == pkl, bad inputs."""
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import main
+from io_utils.outputs import atomic_write
+from tests.clips import write_audio_only, write_clip
+from tests.conftest import REPO, SAMPLE_19FPS
+
+
+@pytest.fixture(scope="module")
+def weights_dir(clip_checkpoint, tmp_path_factory):
+    """The random checkpoint under its official file name, as a user would place a downloaded one."""
+    folder = tmp_path_factory.mktemp("weights_dir")
+    os.link(clip_checkpoint, folder / "ViT-B-32.pt")
+    return folder
+
+
+def run_main(*argv: str) -> int:
+    return main.main(["--feature_type", "CLIP-ViT-B/32", "--cpu", *argv])
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--video_paths", "a.mp4", "--video_dir", "d"], "not allowed with argument"),
+        ([], "one of the arguments --video_paths --video_dir --file_with_video_paths is required"),
+        (["--video_paths", "a.mp4", "--extract_method", "uni_0"], "must be positive; accepted forms: uni_N"),
+        (["--video_paths", "a.mp4", "--extract_method", "fix_0"], "must be positive"),
+        (["--video_paths", "a.mp4", "--extract_method", "fix_-2"], "must be positive"),
+        (["--video_paths", "a.mp4", "--extract_method", "uni_abc"], "is not a number"),
+        (["--video_paths", "a.mp4", "--extract_method", "uni_2.5"], "whole number"),
+        (["--video_paths", "a.mp4", "--extract_method", "every_3"], "unknown extraction method"),
+    ],
+)
+def test_argument_errors_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as caught:
+        run_main(*argv)
+    assert caught.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_equals_python_api_and_npy_equals_pkl(clip_extractor, weights_dir, tmp_path):
+    common = ["--extract_method", "uni_4", "--video_paths", str(SAMPLE_19FPS), "--weights_dir", str(weights_dir)]
+    assert run_main(*common, "--on_extraction", "save_numpy", "--output_path", str(tmp_path / "npy")) == 0
+    assert run_main(*common, "--on_extraction", "save_pickle", "--output_path", str(tmp_path / "pkl"),
+                    "--output_direct") == 0
+    api = clip_extractor.extract(SAMPLE_19FPS)
+    for key in ("clip", "fps", "timestamps_ms"):
+        from_npy = np.load(tmp_path / "npy" / "CLIP-ViT-B_32" / f"v_GGSY1Qvo990_{key}.npy")
+        with open(tmp_path / "pkl" / f"v_GGSY1Qvo990_{key}.pkl", "rb") as handle:
+            from_pkl = pickle.load(handle)
+        np.testing.assert_array_equal(from_npy, from_pkl)
+        np.testing.assert_allclose(from_npy, api[key], rtol=1e-5, atol=1e-6)
+    assert np.load(tmp_path / "npy" / "CLIP-ViT-B_32" / "v_GGSY1Qvo990_clip.npy").dtype == np.float32
+
+
+def test_csv_list_and_mirrored_video_dir(weights_dir, tmp_path):
+    videos = tmp_path / "videos"
+    write_clip(videos / "a" / "clip.mp4", num_frames=8)
+    write_clip(videos / "b" / "clip.mp4", num_frames=8)
+    out = tmp_path / "out"
+    assert run_main("--video_dir", str(videos), "--recursive", "--extract_method", "uni_2", "--weights_dir",
+                    str(weights_dir), "--on_extraction", "save_numpy", "--output_path", str(out), "--output_direct") == 0
+    assert np.load(out / "a" / "clip_clip.npy").shape == (2, 512)
+    assert np.load(out / "b" / "clip_clip.npy").shape == (2, 512)
+
+    csv_file = tmp_path / "list.csv"
+    csv_file.write_text(f"video_path,feature_path\n{videos / 'a' / 'clip.mp4'},{tmp_path / 'feats' / 'first.npy'}\n")
+    assert run_main("--file_with_video_paths", str(csv_file), "--extract_method", "uni_2", "--weights_dir",
+                    str(weights_dir), "--on_extraction", "save_numpy") == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "feats" / "first.npy"), np.load(out / "a" / "clip_clip.npy"))
+    assert (tmp_path / "feats" / "first_timestamps_ms.npy").is_file()
+
+
+def test_bad_inputs_each_get_one_line_and_the_rest_go_on(weights_dir, tmp_path):
+    """Run as a user does (a subprocess): exit 1, one line per bad file, a summary, only good outputs."""
+    good = write_clip(tmp_path / "good.mp4", num_frames=12)
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    text = tmp_path / "text.mp4"
+    text.write_text("this is not a video\n" * 50)
+    audio = write_audio_only(tmp_path / "audio.m4a")
+    short = write_clip(tmp_path / "short.mp4", num_frames=2)
+    cut_moov = write_clip(tmp_path / "cut_moov.mp4", num_frames=30)
+    cut_moov.write_bytes(cut_moov.read_bytes()[: cut_moov.stat().st_size // 2])
+    cut_data = write_clip(tmp_path / "cut_data.mp4", num_frames=30, container_options={"movflags": "faststart"})
+    cut_data.write_bytes(cut_data.read_bytes()[: cut_data.stat().st_size // 2])
+    missing = tmp_path / "missing.mp4"
+    videos = [good, empty, text, audio, short, cut_moov, cut_data, missing]
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "main.py", "--feature_type", "CLIP-ViT-B/32", "--cpu", "--extract_method", "uni_4",
+         "--weights_dir", str(weights_dir), "--on_extraction", "save_numpy", "--output_path", str(out),
+         "--video_paths", *map(str, videos)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    reasons = {
+        empty: "empty file (0 bytes)",
+        text: "not a readable video",
+        audio: "no video stream (only audio)",
+        short: "too short: 2 frames, fewer than the 4 that uni_4 asks for",
+        cut_moov: "a truncated or corrupt MP4/MOV file",
+        cut_data: "truncated:",
+    }
+    for path, reason in reasons.items():
+        lines = [line for line in result.stderr.splitlines() if str(path) in line]
+        assert len(lines) == 1 and reason in lines[0], (path, result.stderr)
+    assert f"1 input path(s) do not exist: {missing}" in result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "done: 1, skipped: 0, failed: 7"
+    written = sorted(path.name for path in (out / "CLIP-ViT-B_32").iterdir())
+    assert written == ["good_clip.npy", "good_fps.npy", "good_timestamps_ms.npy"]
+
+
+def test_missing_checkpoint_offline_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("extractors.clip._OPENAI", "http://127.0.0.1:9")
+    from extractors import clip
+
+    monkeypatch.setitem(clip.CLIP_WEIGHTS, "CLIP-ViT-B/32", clip._openai("0" * 64, "ViT-B-32.pt", 224, 512))
+    video = write_clip(tmp_path / "v.mp4", num_frames=4)
+    assert run_main("--video_paths", str(video)) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: checkpoint ViT-B-32.pt is not available locally")
+
+
+def test_interrupted_write_leaves_no_file(tmp_path):
+    target = tmp_path / "features.npy"
+
+    def failing_write(handle):
+        handle.write(b"half of the bytes")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, failing_write)
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,84 @@
+"""CLIP: features equal open_clip's own pipeline; every checkpoint format loads the same tensors."""
+from __future__ import annotations
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from PIL import Image
+
+from extractors.clip import CLIP_WEIGHTS, load_openai_state_dict
+from extractors.registry import extractor_class
+from io_utils.errors import UsageError
+from io_utils.sampling import parse_extract_method
+from io_utils.video import VideoReader
+from tests.checkpoints import random_clip_state_dict
+from tests.conftest import SAMPLE_19FPS
+
+
+def test_features_equal_open_clip_on_pil_frames(clip_extractor, clip_checkpoint):
+    """Same frames through open_clip's own loader and official PIL transform: cosine >= 0.9999."""
+    features = clip_extractor.extract(SAMPLE_19FPS)
+    with VideoReader(SAMPLE_19FPS) as video:
+        targets = parse_extract_method("uni_4").target_pts(video.start_pts, video.end_pts, video.time_base)
+        images = [Image.fromarray(frame.rgb) for frame in video.read_at(targets)]
+    reference_model = open_clip.load_openai_model(str(clip_checkpoint), precision="fp32", device="cpu").eval()
+    transform = open_clip.image_transform(reference_model.visual.image_size, is_train=False)
+    with torch.inference_mode():
+        reference = reference_model.encode_image(torch.stack([transform(image) for image in images])).numpy()
+    ours = features["clip"]
+    assert ours.shape == (4, 512) and ours.dtype == np.float32
+    cosine = (ours * reference).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(reference, axis=1)
+    assert cosine.min() >= 0.9999, cosine
+    assert features["timestamps_ms"].shape == (4,) and float(features["fps"]) == pytest.approx(19.62)
+
+
+def test_state_dict_formats_load_the_same_tensors(tmp_path, clip_checkpoint):
+    """TorchScript archive, plain state dict, DataParallel-wrapped and CLIP4Clip-prefixed files agree."""
+    official = load_openai_state_dict(clip_checkpoint)
+    plain = random_clip_state_dict()
+    variants = {
+        "plain.pt": plain,
+        "wrapped.pt": {"state_dict": {f"module.{key}": value for key, value in plain.items()}},
+        "clip4clip.bin": {**{f"clip.{key}": value for key, value in plain.items()}, "loose_type.weight": torch.ones(2)},
+    }
+    for name, content in variants.items():
+        torch.save(content, tmp_path / name)
+        loaded = load_openai_state_dict(tmp_path / name)
+        assert loaded.keys() == official.keys(), name
+        assert all(torch.equal(loaded[key], official[key]) for key in official), name
+
+
+def test_unreadable_checkpoint_is_one_clear_line(tmp_path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(UsageError, match=r"garbage.pt: cannot be read"):
+        load_openai_state_dict(garbage)
+    with pytest.raises(UsageError, match="no such file"):
+        load_openai_state_dict(tmp_path / "absent.pt")
+
+
+def test_every_openai_variant_is_registered_with_its_official_file():
+    expected = {"RN50", "RN101", "RN50x4", "RN50x16", "RN50x64", "ViT-B/32", "ViT-B/16", "ViT-L/14", "ViT-L/14@336px"}
+    assert set(CLIP_WEIGHTS) == {f"CLIP-{name}" for name in expected}
+    for feature_type, checkpoint in CLIP_WEIGHTS.items():
+        assert extractor_class(feature_type).__name__ == "ExtractCLIP"
+        assert checkpoint.url.endswith("/" + checkpoint.file_name)
+        assert f"/{checkpoint.sha256}/" in checkpoint.url  # OpenAI publishes each file under its SHA-256
+    assert CLIP_WEIGHTS["CLIP-ViT-L/14@336px"].file_name == "ViT-L-14-336px.pt"
+
+
+def test_show_pred_prints_top5_over_given_texts(clip_extractor, capsys):
+    texts = ["a dog", "a cat", "a car", "a tree", "a house", "a river"]
+    clip_extractor.args.show_pred, clip_extractor.args.pred_texts = True, texts
+    try:
+        features = clip_extractor.extract(SAMPLE_19FPS)
+    finally:
+        clip_extractor.args.show_pred, clip_extractor.args.pred_texts = False, None
+        clip_extractor._text_features = None
+    lines = [line for line in capsys.readouterr().out.splitlines() if " ms: " in line]
+    assert len(lines) == len(features["timestamps_ms"])
+    ranked = lines[0].split(" ms: ")[1].split(", ")
+    assert len(ranked) == 5 and all(entry.rsplit(" (", 1)[0] in texts for entry in ranked)
+    scores = [float(entry.rsplit("(", 1)[1].rstrip(")")) for entry in ranked]
+    assert scores == sorted(scores, reverse=True)

@@ -1,0 +1,159 @@
+"""Sampling and decoding: exact frames, presentation-time semantics, formats, cost."""
+from __future__ import annotations
+
+import bisect
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from io_utils import video as video_module
+from io_utils.errors import VideoError
+from io_utils.sampling import parse_extract_method
+from io_utils.video import VideoReader
+from tests.clips import sequential_decode, set_mp4_rotation, write_clip
+from tests.conftest import SAMPLE_19FPS, SAMPLE_30FPS
+
+VFR_TIMES_MS = np.cumsum([0] + [20, 40, 70, 33, 100, 17] * 12).tolist()  # 73 frames, irregular spacing
+
+
+def assert_sampled_equal_sequential(path, method_text):
+    """Each sampled frame is the sequential decode's frame with the last pts <= target, bit for bit."""
+    reference_pts, reference_frames = sequential_decode(path)
+    with VideoReader(path) as video:
+        targets = parse_extract_method(method_text).target_pts(video.start_pts, video.end_pts, video.time_base)
+        sampled = list(video.read_at(targets))
+        assert [int(p) for p in video.index.pts] == reference_pts
+        time_base, start = video.time_base, video.start_pts
+    assert len(sampled) == len(targets)
+    for target, frame in zip(targets, sampled):
+        position = bisect.bisect_right(reference_pts, target) - 1
+        assert frame.pts == reference_pts[position]
+        assert np.array_equal(frame.rgb, reference_frames[position])
+        assert frame.time_ms == pytest.approx(float((frame.pts - start) * time_base * 1000))
+    return sampled
+
+
+@pytest.mark.parametrize("method", ["uni_12", "uni_100", "fix_1", "fix_0.5", "fix_19.62", "fix_40"])
+def test_sample_video_frames_equal_sequential_decode(method):
+    assert_sampled_equal_sequential(SAMPLE_19FPS, method)
+
+
+@pytest.mark.parametrize("method", ["uni_7", "uni_73", "fix_3", "fix_0.7", "fix_60"])
+def test_variable_frame_rate_frames_equal_sequential_decode(tmp_path, method):
+    path = write_clip(tmp_path / "vfr.mp4", num_frames=len(VFR_TIMES_MS), times_ms=VFR_TIMES_MS, gop=8)
+    assert_sampled_equal_sequential(path, method)
+
+
+def test_variable_frame_rate_picks_frame_on_screen(tmp_path):
+    """Frames at 0, 20, 60, 130 ms...: at 100 ms the frame shown since 60 ms is on screen."""
+    path = write_clip(tmp_path / "vfr.mp4", num_frames=len(VFR_TIMES_MS), times_ms=VFR_TIMES_MS, gop=8)
+    with VideoReader(path) as video:
+        ticks_per_ms = 1 / (1000 * video.time_base)
+        frames = list(video.read_at([round(100 * ticks_per_ms), round(129 * ticks_per_ms), round(130 * ticks_per_ms)]))
+    assert [frame.time_ms for frame in frames] == [60.0, 60.0, 130.0]
+
+
+def test_index_duration_and_frame_count(tmp_path):
+    path = write_clip(tmp_path / "cfr.mp4", num_frames=50, rate=25)
+    with VideoReader(path) as video:
+        assert video.num_frames == 50
+        assert float((video.end_pts - video.start_pts) * video.time_base) == pytest.approx(2.0)
+        assert video.fps == 25.0
+    with VideoReader(SAMPLE_19FPS) as video:
+        assert (video.num_frames, round(video.fps, 2)) == (355, 19.62)
+
+
+def test_target_formulas():
+    uni = parse_extract_method("uni_4")
+    assert [float(t) for t in uni.target_offsets(Fraction(10))] == [1.25, 3.75, 6.25, 8.75]
+    fix = parse_extract_method("fix_0.5")
+    assert [float(t) for t in fix.target_offsets(Fraction(5))] == [0.0, 2.0, 4.0]
+    assert len(parse_extract_method("fix_1").target_offsets(Fraction(3))) == 3
+
+
+def test_pure_red_clip_is_red_in_rgb_order(tmp_path):
+    path = write_clip(tmp_path / "red.mp4", num_frames=10, color=(255, 0, 0))
+    with VideoReader(path) as video:
+        frame = next(video.read_at([video.start_pts]))
+    red, green, blue = frame.rgb[16:48, 16:80].reshape(-1, 3).mean(axis=0)
+    assert red > 240 and green < 15 and blue < 15
+
+
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("vp9.webm", dict(codec="libvpx-vp9")),
+        ("mpeg4.avi", dict(codec="mpeg4")),
+        ("h264.mkv", dict(codec="libx264")),
+        ("hevc_10bit.mkv", dict(codec="libx265", pix_fmt="yuv420p10le")),
+        ("h264_10bit.mp4", dict(codec="libx264", pix_fmt="yuv420p10le")),
+        ("odd_size.mp4", dict(codec="libx264", pix_fmt="yuv444p", size=(97, 61))),
+    ],
+)
+def test_formats(tmp_path, name, options):
+    path = write_clip(tmp_path / name, num_frames=30, **options)
+    sampled = assert_sampled_equal_sequential(path, "uni_5")
+    width, height = options.get("size", (96, 64))
+    assert sampled[0].rgb.shape == (height, width, 3) and sampled[0].rgb.dtype == np.uint8
+
+
+@pytest.mark.parametrize("matrix, quarter_turns", [((0, 1, -1, 0), -1), ((-1, 0, 0, -1), 2), ((0, -1, 1, 0), 1)])
+def test_rotation_metadata_is_applied(tmp_path, matrix, quarter_turns):
+    """A portrait phone video (matrix 0 1 -1 0, "rotate 90") is turned clockwise, as FFmpeg's autorotate does.
+
+    The reader's output was checked against the FFmpeg command line on files tagged rotate=90/180/270.
+    """
+    path = write_clip(tmp_path / "phone.mp4", num_frames=5, size=(96, 64), pix_fmt="yuv444p")
+    _, (plain, *_) = sequential_decode(path)
+    set_mp4_rotation(path, matrix)
+    with VideoReader(path) as video:
+        frame = next(video.read_at([video.start_pts]))
+    assert np.array_equal(frame.rgb, np.rot90(plain, quarter_turns))
+
+
+def test_sparse_sampling_decodes_only_from_keyframes(tmp_path, monkeypatch):
+    """uni_3 on 300 frames with a keyframe every 30 decodes at most 3 GOPs, not the whole video."""
+    path = write_clip(tmp_path / "long.mp4", num_frames=300, gop=30)
+    decoded = count_decoded_frames(monkeypatch)
+    frames = read_with(path, "uni_3")
+    assert [frame.time_ms for frame in frames] == [2000, 6000, 10000]  # frames 50, 150, 250
+    assert decoded[0] <= 3 * 30 + 3
+
+
+def test_dense_sampling_is_one_pass(tmp_path, monkeypatch):
+    path = write_clip(tmp_path / "long.mp4", num_frames=300, gop=30)
+    decoded = count_decoded_frames(monkeypatch)
+    frames = read_with(path, "fix_12.5")  # every other frame
+    assert [frame.time_ms for frame in frames] == [80.0 * i for i in range(150)]
+    assert decoded[0] <= 300
+
+
+def read_with(path, method_text):
+    with VideoReader(path) as video:
+        targets = parse_extract_method(method_text).target_pts(video.start_pts, video.end_pts, video.time_base)
+        return list(video.read_at(targets))
+
+
+def count_decoded_frames(monkeypatch) -> list[int]:
+    """Count the frames that come out of the decoder (a one-element list, updated in place)."""
+    counter = [0]
+    original = video_module._ForwardDecoder._next
+
+    def counting_next(self):
+        frame = original(self)
+        counter[0] += frame is not None
+        return frame
+
+    monkeypatch.setattr(video_module._ForwardDecoder, "_next", counting_next)
+    return counter
+
+
+def test_too_many_uni_frames_is_a_video_error(clip_extractor, tmp_path):
+    path = write_clip(tmp_path / "short.mp4", num_frames=3)
+    clip_extractor.args.extract_method = parse_extract_method("uni_12")
+    try:
+        with pytest.raises(VideoError, match="too short: 3 frames, fewer than the 12"):
+            clip_extractor.extract(path)
+    finally:
+        clip_extractor.args.extract_method = parse_extract_method("uni_4")
