@@ -1,14 +1,16 @@
 """Command-line front: parse the options and run. The work lives in ``extractors`` and ``io_utils``."""
+import signal
 import sys
 
 from extractors import feature_types  # noqa: F401  (registers every feature type before parsing)
-from extractors.cli import build_parser
+from extractors.cli import build_parser  # noqa: F401  (main.build_parser is part of the API)
 from extractors.runner import run
 from io_utils.errors import UsageError
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return run(args)
     except UsageError as error:
@@ -17,6 +19,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _interrupt(signum, frame) -> None:
+    """SIGTERM stops a run like Ctrl-C: workers are stopped, partial files removed, a re-run resumes."""
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, Iterator, Mapping
+import queue
+import threading
+from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
 import numpy as np
 import torch
@@ -16,6 +18,9 @@ import torch
 from extractors.cli import complete_args
 from io_utils.errors import UsageError, VideoError
 from io_utils.video import VideoReader
+
+PREFETCH_BATCHES = 4  # decoded, preprocessed batches waiting for the model, per worker
+V = TypeVar("V")
 
 
 class BaseExtractor:
@@ -29,6 +34,10 @@ class BaseExtractor:
         self.external_call = external_call
         self.device = select_device(self.args)
         self.model = self.load_model().to(self.device).eval()
+
+    @classmethod
+    def prepare(cls, args: argparse.Namespace) -> None:
+        """Work to do once per run before workers start, e.g. downloading weights, so it is not done N times."""
 
     @property
     def output_keys(self) -> list[str]:
@@ -53,22 +62,130 @@ class BaseExtractor:
         """``--show_pred``: print what the model recognises; models without a head need not implement it."""
         raise UsageError(f"--show_pred is not available for {self.feature_type}")
 
-    @torch.inference_mode()
     def extract(self, video_path: str | os.PathLike) -> dict[str, np.ndarray]:
         """Features of one video. Raises :class:`VideoError` for a video that cannot be processed."""
-        with VideoReader(video_path) as video:
-            chunks, timestamps = [], []
-            for batch, batch_times in _batches(self.model_inputs(video), self.args.batch_size):
-                chunks.append(self.forward(batch.to(self.device, non_blocking=True)).float().cpu())
-                timestamps.extend(batch_times)
-            fps = video.fps
+        for _, outcome in self.extract_many([video_path]):
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome
+        raise VideoError("no frames were sampled")
+
+    @torch.inference_mode()
+    def extract_many(self, videos: Iterable[V], path_of: Callable[[V], str | os.PathLike] = lambda v: v
+                     ) -> Iterator[tuple[V, dict[str, np.ndarray] | Exception]]:
+        """Features (or the exception) of each video, in order.
+
+        A thread decodes and preprocesses ahead into a small bounded queue, so decoding of the next batches and
+        of the next video overlaps with the model on the current one, and memory holds a few batches at most.
+        ``videos`` is consumed by that thread, one video ahead of the model.
+        """
+        prefetch = _Prefetcher(self, videos, path_of)
+        try:
+            chunks: list[torch.Tensor] = []
+            timestamps: list[float] = []
+            failed: Exception | None = None
+            for kind, video, payload in prefetch:
+                if kind == "batch":
+                    if failed is None:
+                        failed = self._run_batch(payload, chunks, timestamps)
+                    continue
+                if kind == "error" or failed is not None:
+                    yield video, payload if kind == "error" else failed
+                else:
+                    yield video, self._assemble(chunks, timestamps, fps=payload)
+                chunks, timestamps, failed = [], [], None
+        finally:
+            prefetch.close()
+
+    def _run_batch(self, batch: tuple[torch.Tensor, list[float]], chunks: list, timestamps: list) -> Exception | None:
+        """Run one batch; an error here (out of memory, say) fails this video only."""
+        tensor, times = batch
+        try:
+            chunks.append(self.forward(tensor.to(self.device, non_blocking=True)).float().cpu())
+        except Exception as error:
+            return error
+        timestamps.extend(times)
+        return None
+
+    def _assemble(self, chunks: list[torch.Tensor], timestamps: list[float], fps: float) -> dict[str, np.ndarray] | Exception:
         if not chunks:
-            raise VideoError("no frames were sampled")
+            return VideoError("no frames were sampled")
         features = torch.cat(chunks).numpy().astype(np.float32, copy=False)
         timestamps_ms = np.asarray(timestamps, dtype=np.float64)
         if self.args.show_pred:
             self.show_predictions(features, timestamps_ms)
         return {self.main_key: features, "fps": np.asarray(fps, dtype=np.float64), "timestamps_ms": timestamps_ms}
+
+
+class _Prefetcher:
+    """The decoding thread of :meth:`BaseExtractor.extract_many` and the queue it fills.
+
+    Yields ``("batch", video, (tensor, times))``, then ``("end", video, fps)`` or ``("error", video, exception)``
+    for each video. An exception from the ``videos`` iterable itself is re-raised in the consumer.
+    """
+
+    _DONE = object()
+
+    def __init__(self, extractor: BaseExtractor, videos: Iterable, path_of: Callable):
+        self._extractor, self._videos, self._path_of = extractor, videos, path_of
+        self._queue: queue.Queue = queue.Queue(maxsize=PREFETCH_BATCHES)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, name="decoder", daemon=True)
+        self._thread.start()
+
+    def __iter__(self) -> Iterator[tuple[str, Any, Any]]:
+        while (item := self._queue.get()) is not self._DONE:
+            if item[0] == "fatal":
+                raise item[2]
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                self._queue.get(timeout=0.1)  # unblock a producer waiting on a full queue
+            except queue.Empty:
+                pass
+
+    @torch.inference_mode()
+    def _produce(self) -> None:
+        try:
+            for video in self._videos:
+                if not self._put(*self._decode(video)):
+                    return
+        except BaseException as error:  # the job source failed: the consumer must see it
+            self._put("fatal", None, error)
+        finally:
+            self._put_final()
+
+    def _decode(self, video) -> tuple[str, Any, Any]:
+        extractor = self._extractor
+        try:
+            with VideoReader(self._path_of(video)) as reader:
+                for batch in _batches(extractor.model_inputs(reader), extractor.args.batch_size):
+                    if not self._put("batch", video, batch):
+                        return "error", video, VideoError("stopped")
+                return "end", video, reader.fps
+        except Exception as error:
+            return "error", video, error
+
+    def _put(self, kind: str, video, payload) -> bool:
+        """Queue an item unless the consumer has gone; False means stop producing."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put((kind, video, payload), timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _put_final(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(self._DONE, timeout=0.1)
+                return
+            except queue.Full:
+                continue
 
 
 class FrameWiseExtractor(BaseExtractor):

@@ -33,11 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
     devices = parser.add_mutually_exclusive_group()
     devices.add_argument("--device_ids", type=int, nargs="+", default=[0], metavar="ID", help="CUDA devices")
     devices.add_argument("--cpu", action="store_true", help="run on the CPU")
+    parser.add_argument("--num_workers", type=_positive_int, default=1, help="with --cpu: worker processes")
 
     parser.add_argument("--on_extraction", choices=ON_EXTRACTION_CHOICES, default="print")
     parser.add_argument("--output_path", default="./output", metavar="DIR")
     parser.add_argument("--output_direct", action="store_true",
                         help="write into --output_path itself, not a sub-folder named after the feature type")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="extract again videos whose outputs already exist (they are skipped otherwise)")
 
     parser.add_argument("--weights_dir", default=None, metavar="DIR",
                         help=f"folder of checkpoints under their official file names (or ${WEIGHTS_DIR_ENV})")
@@ -46,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--show_pred", action="store_true", help="print the top-5 zero-shot classes per frame")
     parser.add_argument("--pred_texts", nargs="+", default=None, metavar="TEXT",
                         help="with --show_pred: score these texts instead of the Kinetics-400 classes")
-    parser.add_argument("--verbose", action="store_true", help="full tracebacks for unexpected errors")
+    parser.add_argument("--verbose", action="store_true", help="report skipped videos, tracebacks of unexpected errors")
     return parser
 
 

@@ -51,11 +51,23 @@ class ExtractCLIP(FrameWiseExtractor):
 
     main_key = "clip"
 
+    @classmethod
+    def prepare(cls, args) -> None:
+        cls._checkpoint_path(args)
+
+    @staticmethod
+    def _checkpoint_path(args) -> Path:
+        if args.clip_checkpoint:
+            if not Path(args.clip_checkpoint).is_file():
+                raise UsageError(f"--clip_checkpoint {args.clip_checkpoint}: no such file")
+            return Path(args.clip_checkpoint)
+        return resolve_checkpoint(CLIP_WEIGHTS[args.feature_type], args.weights_dir)
+
     def load_model(self) -> torch.nn.Module:
         import open_clip  # imported here: it pulls in timm and the HF hub, seconds that --help need not wait
 
-        path = self.args.clip_checkpoint or resolve_checkpoint(CLIP_WEIGHTS[self.feature_type], self.args.weights_dir)
-        state_dict = load_openai_state_dict(Path(path))
+        path = self._checkpoint_path(self.args)
+        state_dict = load_openai_state_dict(path)
         half = self.device.type == "cuda"
         try:
             model = open_clip.model.build_model_from_openai_state_dict(state_dict, cast_dtype=torch.float16 if half else None)

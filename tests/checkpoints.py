@@ -16,9 +16,18 @@ _OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 
 def random_clip_state_dict(model_name: str = "ViT-B-32", seed: int = 0) -> dict[str, torch.Tensor]:
-    """The state dict of an OpenAI CLIP release, random weights: same keys, shapes and fp16 casting."""
+    """The state dict of an OpenAI CLIP release, random weights: same keys, shapes and fp16 casting.
+
+    ``model_name="tiny"`` is a 2-layer, 64-wide ViT in the same format, for tests where the model's size is
+    irrelevant (the pool, resume, crashes): it loads in well under a second.
+    """
     torch.manual_seed(seed)
-    model = open_clip.create_model(model_name, pretrained=None, force_quick_gelu=True)
+    if model_name == "tiny":
+        vision = open_clip.model.CLIPVisionCfg(layers=2, width=64, patch_size=32, image_size=224)
+        text = open_clip.model.CLIPTextCfg(context_length=77, vocab_size=49408, width=64, heads=1, layers=1)
+        model = open_clip.model.CLIP(32, vision, text, quick_gelu=True)
+    else:
+        model = open_clip.create_model(model_name, pretrained=None, force_quick_gelu=True)
     open_clip.model.convert_weights_to_fp16(model)
     state_dict = {key: value for key, value in model.state_dict().items() if key != "attn_mask"}
     size = model.visual.image_size

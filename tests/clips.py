@@ -20,9 +20,11 @@ def write_clip(
     gop: int = 12,
     times_ms: Sequence[int] | None = None,
     color: tuple[int, int, int] | None = None,
+    noise: bool = True,
     container_options: dict[str, str] | None = None,
 ) -> Path:
-    """Encode a clip whose frames all differ (seeded noise), or are one solid ``color``.
+    """Encode a clip whose frames all differ (seeded noise, or a moving gradient: quicker to encode), or are one
+    solid ``color``.
 
     ``times_ms`` gives each frame's presentation time (a variable-frame-rate clip); otherwise frames are
     ``1/rate`` apart. ``size`` is (width, height).
@@ -40,6 +42,11 @@ def write_clip(
         if color is not None:
             image = np.empty((height, width, 3), np.uint8)
             image[:] = color
+        elif not noise:
+            columns = (np.arange(width) * 2 + index * 3) % 256
+            image = np.broadcast_to(columns[None, :, None], (height, width, 3)).astype(np.uint8)
+            image = np.ascontiguousarray(image)
+            image[:, :, 1] = (np.arange(height)[:, None] + index) % 256
         else:
             image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
             image[: height // 2] = image[: height // 2] // 4 + (index * 5) % 192  # a smooth, moving half

@@ -1,0 +1,130 @@
+"""Resume and mutual exclusion between runs that share an output folder.
+
+A video is done when all its output files exist and load. A run that is about to extract a video first
+claims it with a lock file created with ``O_EXCL`` beside its main output, so two runs on the same inputs (two
+terminals, or two machines on a shared disk) do not extract the same video. A claim is stale, and may be taken
+over, when its process is gone (same host) or when it has not been refreshed for ``STALE_AFTER_S`` seconds;
+holders refresh their claims far more often than that.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import socket
+import time
+import uuid
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+STALE_AFTER_S = 600.0
+HEARTBEAT_S = 30.0
+_HOST = socket.gethostname()
+
+
+def outputs_complete(paths: Iterable[Path]) -> bool:
+    """True if every file exists and loads (a truncated or corrupt file means "extract again")."""
+    try:
+        for path in paths:
+            if path.suffix == ".npy":
+                np.load(path, mmap_mode="r", allow_pickle=False)  # checks the header and the file size
+            else:
+                with path.open("rb") as handle:
+                    pickle.load(handle)
+    except Exception:
+        return False
+    return True
+
+
+def remove_leftover_temporaries(paths: Iterable[Path]) -> None:
+    """Delete temporary files of a writer that was killed; call only while holding the video's claim."""
+    for path in paths:
+        for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+            leftover.unlink(missing_ok=True)
+
+
+class Claim:
+    """A lock file owned by this process; ``acquire`` returns None if another live run holds it."""
+
+    def __init__(self, path: Path, token: str):
+        self.path = path
+        self._token = token
+
+    @classmethod
+    def acquire(cls, path: Path) -> Claim | None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        token = json.dumps({"host": _HOST, "pid": os.getpid(), "id": uuid.uuid4().hex})
+        for _ in range(2):
+            try:
+                descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if not _take_over_if_stale(path):
+                    return None
+                continue
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(token)
+            return cls(path, token)
+        return None
+
+    def refresh(self) -> None:
+        try:
+            os.utime(self.path)
+        except FileNotFoundError:
+            pass
+
+    def release(self) -> None:
+        """Remove the lock file if it is still ours (a stale take-over may have replaced it)."""
+        try:
+            if self.path.read_text() == self._token:
+                self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _take_over_if_stale(path: Path) -> bool:
+    """Move a stale lock aside atomically (only one contender succeeds); True if the lock is gone."""
+    try:
+        content = path.read_text()
+        age = time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return True
+    if not _is_stale(content, age):
+        return False
+    aside = path.with_name(f"{path.name}.stale-{uuid.uuid4().hex}")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return True
+    if aside.read_text() != content:  # someone took it over between our read and our rename: give it back
+        try:
+            os.link(aside, path)
+        except FileExistsError:
+            pass
+        aside.unlink()
+        return False
+    aside.unlink()
+    return True
+
+
+def _is_stale(content: str, age_s: float) -> bool:
+    if age_s > STALE_AFTER_S:
+        return True
+    try:
+        owner = json.loads(content)
+    except json.JSONDecodeError:
+        return age_s > HEARTBEAT_S  # a holder killed between creating and writing the file
+    return owner.get("host") == _HOST and not _process_alive(int(owner.get("pid", -1)))
+
+
+def _process_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

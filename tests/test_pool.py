@@ -1,0 +1,199 @@
+"""The worker pool: equal results whatever the worker count, resume, concurrent runs, crashes, interrupts."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import main
+from extractors.cli import complete_args
+from extractors.pool import LocalPoolExecutor
+from extractors.runner import run
+from io_utils.claims import outputs_complete
+from tests.checkpoints import write_random_clip
+from tests.clips import write_clip
+from tests.conftest import REPO
+
+FEATURE_FOLDER = "CLIP-ViT-B_32"
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    return write_random_clip(tmp_path_factory.mktemp("tiny") / "tiny.pt", "tiny")
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> list[Path]:
+    """Sixteen clips that take about a second each to extract with fix_25."""
+    folder = tmp_path_factory.mktemp("videos")
+    return [write_clip(folder / f"clip{i:02d}.mp4", num_frames=150, size=(320, 240), gop=25, noise=False)
+            for i in range(16)]
+
+
+def argv(checkpoint: Path, videos: list[Path], out: Path, *extra: str) -> list[str]:
+    return ["--feature_type", "CLIP-ViT-B/32", "--cpu", "--clip_checkpoint", str(checkpoint), "--extract_method",
+            "fix_25", "--on_extraction", "save_numpy", "--output_path", str(out), "--video_paths",
+            *map(str, videos), *extra]
+
+
+def start_run(checkpoint: Path, videos: list[Path], out: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "main.py", *argv(checkpoint, videos, out, *extra)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def finish(process: subprocess.Popen) -> tuple[int, str, str]:
+    stdout, stderr = process.communicate(timeout=300)
+    return process.returncode, stdout, stderr
+
+
+def summary_counts(stdout: str) -> dict[str, int]:
+    """``done: 3, skipped: 1, failed: 0`` -> {"done": 3, "skipped": 1, "failed": 0}."""
+    line = stdout.strip().splitlines()[-1]
+    return {name: int(value) for name, value in (part.split(": ") for part in line.split(", "))}
+
+
+def output_state(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def main_outputs(out: Path) -> list[Path]:
+    return sorted((out / FEATURE_FOLDER).glob("*_clip.npy"))
+
+
+def wait_for_outputs(out: Path, count: int, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while len(main_outputs(out)) < count:
+        assert process.poll() is None, "the run ended before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+def children_of(pid: int) -> list[int]:
+    """Worker processes of a run (its spawned children that are not multiprocessing's resource tracker)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and b"resource_tracker" not in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def assert_no_partial_files(out: Path) -> None:
+    """Every visible output loads; no temporary or lock file is left."""
+    leftovers = [p.name for p in out.rglob("*") if p.name.endswith((".tmp", ".lock")) or ".stale-" in p.name]
+    assert leftovers == []
+    for path in (out / FEATURE_FOLDER).glob("*.npy"):
+        assert outputs_complete([path]), path
+
+
+def test_two_workers_write_exactly_what_one_writes(tiny_checkpoint, videos, tmp_path):
+    assert main.main(argv(tiny_checkpoint, videos[:6], tmp_path / "one")) == 0
+    assert main.main(argv(tiny_checkpoint, videos[:6], tmp_path / "two", "--num_workers", "2")) == 0
+    one, two = output_state(tmp_path / "one"), output_state(tmp_path / "two")
+    assert len(one) == 18 and one == two
+
+
+def test_killed_run_leaves_no_truncated_output_and_resumes(tiny_checkpoint, videos, tmp_path):
+    out = tmp_path / "out"
+    process = start_run(tiny_checkpoint, videos, out)
+    wait_for_outputs(out, 2, process)
+    workers = children_of(process.pid)
+    os.kill(process.pid, signal.SIGKILL)
+    for worker in workers:
+        os.kill(worker, signal.SIGKILL)
+    process.communicate(timeout=60)
+    completed = {p: p.stat().st_mtime_ns for p in main_outputs(out)}
+    assert 2 <= len(completed) < len(videos)
+    for path in (out / FEATURE_FOLDER).glob("*.npy"):  # temporaries and a stale lock may remain, never a bad file
+        assert outputs_complete([path]), path
+
+    code, stdout, stderr = finish(start_run(tiny_checkpoint, videos, out))
+    assert code == 0, stderr
+    counts = summary_counts(stdout)
+    assert counts["skipped"] == len(completed) and counts["done"] == len(videos) - len(completed)
+    assert all(path.stat().st_mtime_ns == mtime for path, mtime in completed.items())  # not redone
+    assert len(main_outputs(out)) == len(videos)
+    assert_no_partial_files(out)
+
+
+def test_two_concurrent_runs_extract_each_video_once(tiny_checkpoint, videos, tmp_path):
+    out = tmp_path / "out"
+    first, second = start_run(tiny_checkpoint, videos, out), start_run(tiny_checkpoint, videos, out)
+    results = [finish(first), finish(second)]
+    assert [code for code, _, _ in results] == [0, 0], results
+    counts = [summary_counts(stdout) for _, stdout, _ in results]
+    assert counts[0]["done"] + counts[1]["done"] == len(videos)
+    assert counts[0]["skipped"] + counts[1]["skipped"] == len(videos)
+    assert len(main_outputs(out)) == len(videos)
+    assert_no_partial_files(out)
+
+
+def test_corrupt_output_is_extracted_again_and_overwrite_redoes_all(tiny_checkpoint, videos, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main.main(argv(tiny_checkpoint, videos[:3], out)) == 0
+    good = output_state(out)
+    victim = main_outputs(out)[1]
+    victim.write_bytes(victim.read_bytes()[:100])
+    capsys.readouterr()
+    assert main.main(argv(tiny_checkpoint, videos[:3], out)) == 0
+    assert summary_counts(capsys.readouterr().out) == {"done": 1, "skipped": 2, "failed": 0}
+    assert output_state(out) == good
+    assert main.main(argv(tiny_checkpoint, videos[:3], out, "--overwrite")) == 0
+    assert summary_counts(capsys.readouterr().out) == {"done": 3, "skipped": 0, "failed": 0}
+
+
+def dies_on_poison(args, device, threads, connection):
+    """A worker that is killed (as by a decoder segfault) when it reaches a video named poison.mp4."""
+    from extractors import worker
+
+    finish_video = worker._Worker._finish
+
+    def finish_or_die(self, job_id, job, outcome):
+        if job.path.name == "poison.mp4":
+            os.kill(os.getpid(), signal.SIGKILL)
+        finish_video(self, job_id, job, outcome)
+
+    worker._Worker._finish = finish_or_die
+    worker.worker_main(args, device, threads, connection)
+
+
+def test_a_video_that_kills_its_worker_is_reported_and_the_run_completes(tiny_checkpoint, videos, tmp_path, capsys):
+    poison = write_clip(tmp_path / "poison.mp4", num_frames=10)
+    out = tmp_path / "out"
+    args = complete_args(vars(main.build_parser().parse_args(argv(tiny_checkpoint, [videos[0], poison, *videos[1:3]], out))))
+    assert run(args, LocalPoolExecutor(args, worker_target=dies_on_poison)) == 1
+    captured = capsys.readouterr()
+    assert summary_counts(captured.out) == {"done": 3, "skipped": 0, "failed": 1}
+    assert f"FAILED {poison}: the worker process died (killed by SIGKILL), 2 times on this video" in captured.err
+    failures = (out / FEATURE_FOLDER / "failures.tsv").read_text().splitlines()
+    assert failures[0] == "path\treason" and failures[1].startswith(f"{poison}\tthe worker process died")
+    assert len(main_outputs(out)) == 3
+
+
+@pytest.mark.parametrize("sent_signal", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_stops_cleanly_and_a_rerun_resumes(tiny_checkpoint, videos, tmp_path, sent_signal):
+    out = tmp_path / "out"
+    process = start_run(tiny_checkpoint, videos, out)
+    wait_for_outputs(out, 1, process)
+    if sent_signal == signal.SIGINT:
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
+    else:
+        os.kill(process.pid, signal.SIGTERM)
+    code, _, stderr = finish(process)
+    assert code == 130, stderr
+    assert "Traceback" not in stderr
+    assert_no_partial_files(out)
+    done_before = len(main_outputs(out))
+    code, stdout, stderr = finish(start_run(tiny_checkpoint, videos, out))
+    assert code == 0, stderr
+    assert summary_counts(stdout) == {"done": len(videos) - done_before, "skipped": done_before, "failed": 0}
