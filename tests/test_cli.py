@@ -119,7 +119,10 @@ def test_bad_inputs_each_get_one_line_and_the_rest_go_on(weights_dir, tmp_path):
     assert f"1 input path(s) do not exist: {missing}" in result.stderr
     assert result.stdout.strip().splitlines()[-1] == "done: 1, skipped: 0, failed: 7"
     written = sorted(path.name for path in (out / "CLIP-ViT-B_32").iterdir())
-    assert written == ["good_clip.npy", "good_fps.npy", "good_timestamps_ms.npy"]
+    assert written == ["failures.tsv", "good_clip.npy", "good_fps.npy", "good_timestamps_ms.npy"]
+    failures = (out / "CLIP-ViT-B_32" / "failures.tsv").read_text().splitlines()
+    assert failures[0] == "path\treason"
+    assert sorted(line.split("\t")[0] for line in failures[1:]) == sorted(map(str, videos[1:]))
 
 
 def test_missing_checkpoint_offline_is_one_line(tmp_path, capsys, monkeypatch):
