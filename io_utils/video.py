@@ -1,15 +1,26 @@
 """Exact, cost-proportional frame reading with PyAV.
 
-Opening a video demuxes its video packets once (no decoding) to learn every frame's presentation timestamp
-and where the keyframes are. That index answers "which frame is on screen at time t" exactly and tells, for
-each wanted frame, whether it is cheaper to keep decoding forward or to seek to the keyframe before it. So
-sparse sampling decodes only from each target's preceding keyframe up to the target, dense sampling is one
-sequential pass, and only one decoded frame is held at a time.
+Which frame is on screen at time ``t`` is decided from presentation timestamps, exactly, while decoding as
+little as possible:
+
+- Before decoding, a :class:`StreamIndex` gives the keyframe positions, the first frame's start, the last
+  frame's end and the frame count. MP4/MOV/AVI carry an index that the demuxer reads on opening, so only the
+  first packets and the last keyframe interval are demuxed; other files (MKV/WebM without full cues,
+  fragmented MP4, MPEG-TS) get one demux pass over the packets, which reads but does not decode.
+- To take the frame at ``t``, the reader seeks to the keyframe before ``t`` when that is ahead of where the
+  decoder is (sparse targets), or keeps decoding forward (dense targets). It demuxes a few packets ahead of
+  the decoder: packets come in decoding order, and a packet's pts is never below its dts, so once a demuxed
+  dts passes ``t`` no later packet can be shown at or before ``t``. The frame on screen at ``t`` is then the
+  known packet with the largest pts ``<= t``, and decoding stops as soon as that frame comes out.
+
+So sparse sampling decodes only from each target's keyframe up to the target, dense sampling is one
+sequential pass, and memory holds a few compressed packets and one decoded frame.
 """
 from __future__ import annotations
 
 import bisect
 import os
+from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -31,25 +42,22 @@ class Frame:
 
 
 @dataclass(frozen=True)
-class FrameIndex:
-    """Presentation timestamps of all frames (sorted) and of the keyframes, in stream ticks."""
+class StreamIndex:
+    """What is known before decoding, in stream ticks."""
 
-    pts: np.ndarray
-    keyframe_pts: np.ndarray
-    end_pts: int  # the end of the last frame's display time
+    keyframes: np.ndarray  # presentation times of the keyframes (where the decoder can start)
+    start_pts: int  # presentation time of the first frame
+    end_pts: int  # presentation time of the last frame plus its duration
+    num_frames: int
 
-    def frame_at(self, target_pts: int) -> int:
-        """Timestamp of the frame on screen at ``target_pts`` (the last one starting at or before it)."""
-        position = bisect.bisect_right(self.pts, target_pts) - 1
-        return int(self.pts[max(position, 0)])
+    def keyframe_before(self, target: int) -> int:
+        return int(self.keyframes[max(int(np.searchsorted(self.keyframes, target, side="right")) - 1, 0)])
 
-    def keyframe_before(self, frame_pts: int) -> int:
-        return self.seek_points(frame_pts)[0]
-
-    def seek_points(self, frame_pts: int, fallbacks: int = 2) -> list[int]:
-        """The keyframe before ``frame_pts``, then earlier ones, for demuxers that seek past the wanted one."""
-        position = max(bisect.bisect_right(self.keyframe_pts, frame_pts) - 1, 0)
-        return [int(p) for p in self.keyframe_pts[max(position - fallbacks, 0):position + 1][::-1]]
+    def seek_points(self, target: int, fallbacks: int = 2) -> list[int]:
+        """Where to seek for ``target``: the target itself (demuxers land on the keyframe shown at or before
+        it), then earlier keyframes, for demuxers that land past the wanted one."""
+        position = int(np.searchsorted(self.keyframes, target, side="right")) - 1
+        return [target] + [int(p) for p in self.keyframes[max(position - fallbacks, 0) : max(position, 0)][::-1]]
 
 
 class VideoReader:
@@ -69,14 +77,19 @@ class VideoReader:
             if threads:
                 self._stream.thread_type = "AUTO"
             self.time_base: Fraction = self._stream.time_base
-            self.index = _build_index(self._container, self._stream)
+            self.index = _index_from_container(self._container, self._stream, self.path) or _index_by_demuxing(
+                self._container, self._stream
+            )
+        except av.error.FFmpegError as error:
+            self._container.close()
+            raise VideoError(f"truncated or corrupt ({_reason(error)})") from error
         except BaseException:
             self._container.close()
             raise
         self.fps = float(self._stream.average_rate or self._stream.guessed_rate or 0.0)
-        self.start_pts = int(self.index.pts[0])
+        self.start_pts = self.index.start_pts
         self.end_pts = self.index.end_pts
-        self.num_frames = len(self.index.pts)
+        self.num_frames = self.index.num_frames
 
     def __enter__(self) -> VideoReader:
         return self
@@ -95,78 +108,106 @@ class VideoReader:
         decoder = _ForwardDecoder(self._container, self._stream)
         last: Frame | None = None
         for target in targets:
-            wanted = self.index.frame_at(target)
-            if last is not None and last.pts == wanted:
-                yield last
+            if decoder.position is None or self.index.keyframe_before(target) > decoder.position:
+                decoder.seek(self.index.seek_points(target), target)
+            elif last is not None and decoder.on_screen(target) == last.pts:
+                yield last  # several targets within one frame's display time
                 continue
-            if decoder.position is None or self.index.keyframe_before(wanted) > decoder.position:
-                decoder.seek(self.index.seek_points(wanted), wanted)
-            found = decoder.advance_to(target, wanted)
+            found = decoder.frame_at(target)
             if found is None:
-                raise VideoError(f"no decodable frame at {float(target * self.time_base):.3f} s (truncated or corrupt)")
+                raise VideoError(f"no decodable frame at {float((target - self.start_pts) * self.time_base):.3f} s "
+                                 "(truncated or corrupt)")
             last = Frame(_to_rgb(found), int(found.pts), self.pts_to_ms(found.pts))
             yield last
 
 
 class _ForwardDecoder:
-    """Decodes forward from the current position, keeping one frame of lookahead.
-
-    The lookahead is the first frame past the previous target: it may be the answer for the next target.
-    """
+    """Decodes forward from a keyframe, demuxing just far enough ahead to know which frame is on screen."""
 
     def __init__(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream):
         self._container = container
         self._stream = stream
-        self._frames: Iterator[av.VideoFrame] = iter(())
-        self._lookahead: av.VideoFrame | None = None
-        self.position: int | None = None  # pts of the last frame handed out or skipped
+        self._restart(None)
+        self.position: int | None = None  # pts of the last frame taken; None before the first seek
 
-    def seek(self, seek_points: list[int], wanted_pts: int) -> None:
-        """Seek to the first of ``seek_points`` that lands at or before ``wanted_pts``, else to the start.
-
-        Some demuxers seek on decoding timestamps, which can land one keyframe too late.
-        """
+    def seek(self, seek_points: list[int], target: int) -> None:
+        """Seek to the first of ``seek_points`` whose first packet is shown at or before ``target``."""
         for seek_pts in [*seek_points, None]:
             self._restart(seek_pts)
-            first = self._next()
-            if first is not None and first.pts <= wanted_pts:
-                self._lookahead = first
-                return
-        self._lookahead = first  # decoding from the very start: whatever comes first is the truth
+            self._demux_one()
+            if self._known_pts and self._known_pts[0] <= target:
+                break
+        self.position = -(1 << 62)
 
-    def advance_to(self, target_pts: int, wanted_pts: int) -> av.VideoFrame | None:
-        """Return the last frame with pts <= target, stopping early at the index's expected frame."""
+    def on_screen(self, target: int) -> int | None:
+        """The pts of the frame shown at ``target`` among the packets from the last seek on (exact)."""
+        while not self._eof and (self._dts_bound is None or self._dts_bound <= target):
+            self._demux_one()
+        position = bisect.bisect_right(self._known_pts, target)
+        return self._known_pts[position - 1] if position else None
+
+    def frame_at(self, target: int) -> av.VideoFrame | None:
+        """Decode up to the frame on screen at ``target`` (falls back to "last frame with pts <= target")."""
+        wanted = self.on_screen(target)
         best = None
-        while True:
-            frame = self._lookahead if self._lookahead is not None else self._next()
-            self._lookahead = None
-            if frame is None:
-                return best
-            if frame.pts > target_pts:
-                self._lookahead = frame
-                return best
+        while (frame := self._next_frame()) is not None:
+            if frame.pts > target:
+                self._frames.appendleft(frame)  # it may be the answer for the next target
+                break
             best = frame
             self.position = frame.pts
-            if frame.pts == wanted_pts:
-                return best
+            if frame.pts == wanted:
+                break
+        return best
 
     def _restart(self, seek_pts: int | None) -> None:
         if seek_pts is None:
             self._container.seek(0)  # AV_TIME_BASE units: the start of the file
         else:
             self._container.seek(seek_pts, stream=self._stream, backward=True, any_frame=False)
-        self._frames = self._container.decode(self._stream)
-        self._lookahead = None
-        self.position = None
+        self._stream.codec_context.flush_buffers()  # also leaves the draining state after a flush at the end
+        self._packets = self._container.demux(self._stream)
+        self._pending: deque[av.Packet] = deque()  # demuxed, not yet sent to the decoder
+        self._frames: deque[av.VideoFrame] = deque()  # decoded, not yet taken
+        self._known_pts: list[int] = []  # sorted pts of every packet demuxed since the seek
+        self._dts_bound: int | None = None  # no packet still to come has pts below this
+        self._eof = self._flushed = False
 
-    def _next(self) -> av.VideoFrame | None:
+    def _demux_one(self) -> None:
         try:
-            for frame in self._frames:
-                if frame.pts is not None:
-                    return frame
+            packet = next(self._packets)
+        except StopIteration:
+            self._eof = True
+            return
+        except av.error.FFmpegError as error:
+            raise VideoError(f"truncated or corrupt ({_reason(error)})") from error
+        if packet.size == 0:
+            self._eof = True
+            return
+        timestamp = packet.pts if packet.pts is not None else packet.dts
+        if timestamp is not None and not packet.is_discard:  # discarded packets are decoded, never shown
+            bisect.insort(self._known_pts, timestamp)
+        if packet.dts is not None:
+            self._dts_bound = packet.dts
+        self._pending.append(packet)
+
+    def _next_frame(self) -> av.VideoFrame | None:
+        try:
+            while not self._frames:
+                if self._pending:
+                    decoded = self._stream.decode(self._pending.popleft())
+                elif not self._eof:
+                    self._demux_one()
+                    continue
+                elif not self._flushed:
+                    self._flushed = True
+                    decoded = self._stream.decode(None)
+                else:
+                    return None
+                self._frames.extend(frame for frame in decoded if frame.pts is not None)
         except av.error.FFmpegError as error:
             raise VideoError(f"decoding failed ({_reason(error)})") from error
-        return None
+        return self._frames.popleft()
 
 
 def _open_container(path: Path) -> av.container.InputContainer:
@@ -185,57 +226,113 @@ def _open_container(path: Path) -> av.container.InputContainer:
         raise VideoError(f"{what} ({_reason(error)})") from error
 
 
-def _build_index(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> FrameIndex:
-    """Demux (no decode) every packet of the stream to collect timestamps and keyframes."""
+def _index_from_container(container, stream, path: Path) -> StreamIndex | None:
+    """Use the index the demuxer read on opening, if it lists every frame (MP4/MOV/AVI); else None."""
+    entries = stream.index_entries
+    if not stream.frames or entries is None or len(entries) < stream.frames:
+        return None
+    keyframe_dts, frames, file_size, present = [], 0, path.stat().st_size, 0
+    for entry in entries:
+        if entry.is_discard:
+            continue
+        frames += 1
+        present += entry.pos + entry.size <= file_size
+        if entry.is_keyframe:
+            keyframe_dts.append(entry.timestamp)
+    if present < frames:
+        raise VideoError(f"truncated: {present} of the {frames} frames it declares are in the file")
+    if not keyframe_dts:
+        return None
+    start, composition_offset = _first_pts(container, stream)
+    keyframes = np.asarray(sorted(keyframe_dts), dtype=np.int64) + composition_offset
+    end = _end_of_last_frame(container, stream, int(keyframes[-1]))
+    return StreamIndex(keyframes, start, end, frames)
+
+
+def _first_pts(container, stream) -> tuple[int, int]:
+    """The first frame's pts, and pts - dts of the first packet (the index lists keyframes by dts).
+
+    Demuxes from the start until no later packet can be shown earlier (its dts passes the smallest pts).
+    """
+    container.seek(0)
+    first = offset = None
+    for packet in container.demux(stream):
+        timestamp = packet.pts if packet.pts is not None else packet.dts
+        if packet.size == 0 or packet.is_discard or timestamp is None:
+            continue
+        if offset is None:
+            offset = timestamp - packet.dts if packet.dts is not None else 0
+        first = timestamp if first is None else min(first, timestamp)
+        if packet.dts is not None and packet.dts >= first:
+            break
+    if first is None:
+        raise VideoError("the video stream has no frames")
+    return first, offset
+
+
+def _end_of_last_frame(container, stream, last_keyframe: int) -> int:
+    """Demux the last keyframe interval only: the end is the largest pts + duration found there."""
+    container.seek(last_keyframe, stream=stream, backward=True)
+    pts, end = [], None
+    for packet in container.demux(stream):
+        timestamp = packet.pts if packet.pts is not None else packet.dts
+        if packet.size == 0 or packet.is_discard or timestamp is None:
+            continue
+        pts.append(timestamp)
+        if packet.duration:
+            end = max(end if end is not None else timestamp, timestamp + packet.duration)
+    if not pts:
+        raise VideoError("truncated: the end of the video is missing")
+    return _complete_end(pts, end, stream)
+
+
+def _index_by_demuxing(container, stream) -> StreamIndex:
+    """One pass over the packets (no decoding) for files whose container does not index every frame."""
     pts: list[int] = []
     keyframes: list[int] = []
-    end_pts = None
+    end = None
     packets = 0
-    try:
-        for packet in container.demux(stream):
-            if packet.size == 0:
-                continue
-            packets += 1
-            timestamp = packet.pts if packet.pts is not None else packet.dts
-            if timestamp is None or packet.is_discard:
-                continue
-            pts.append(timestamp)
-            if packet.is_keyframe:
-                keyframes.append(timestamp)
-            if packet.duration:
-                end_pts = max(end_pts if end_pts is not None else timestamp, timestamp + packet.duration)
-    except av.error.FFmpegError as error:
-        raise VideoError(f"truncated or corrupt ({_reason(error)})") from error
+    container.seek(0)
+    for packet in container.demux(stream):
+        if packet.size == 0:
+            continue
+        packets += 1
+        timestamp = packet.pts if packet.pts is not None else packet.dts
+        if timestamp is None or packet.is_discard:
+            continue
+        pts.append(timestamp)
+        if packet.is_keyframe:
+            keyframes.append(timestamp)
+        if packet.duration:
+            end = max(end if end is not None else timestamp, timestamp + packet.duration)
     if stream.frames and packets < stream.frames:
         raise VideoError(f"truncated: {packets} of the {stream.frames} frames it declares are in the file")
     if not pts:
         raise VideoError("the video stream has no frames")
-    pts.sort()
-    keyframes.sort()
-    if not keyframes or keyframes[0] > pts[0]:
-        keyframes.insert(0, pts[0])  # decoding starts at the first packet whatever its flag says
-    last = pts[-1]
-    if end_pts is None or end_pts <= last:
-        end_pts = last + _typical_frame_duration(pts, stream)
-    container.seek(0)
-    return FrameIndex(np.asarray(pts, dtype=np.int64), np.asarray(keyframes, dtype=np.int64), int(end_pts))
+    first = min(pts)
+    keyframes = sorted(keyframes)
+    if not keyframes or keyframes[0] > first:
+        keyframes.insert(0, first)  # decoding starts at the first packet whatever its flag says
+    return StreamIndex(np.asarray(keyframes, dtype=np.int64), first, _complete_end(pts, end, stream), len(pts))
 
 
-def _typical_frame_duration(pts: list[int], stream: av.video.stream.VideoStream) -> int:
-    """Display time of the last frame when the container does not say: the median frame interval."""
+def _complete_end(pts: list[int], end: int | None, stream) -> int:
+    """The end of the last frame; when packets carry no duration, the median frame interval is used."""
+    last = max(pts)
+    if end is not None and end > last:
+        return end
     if len(pts) > 1:
-        return max(1, int(np.median(np.diff(pts))))
+        return last + max(1, int(np.median(np.diff(sorted(pts)))))
     rate = stream.average_rate or stream.guessed_rate
-    return max(1, round(1 / (rate * stream.time_base))) if rate else 1
+    return last + (max(1, round(1 / (rate * stream.time_base))) if rate else 1)
 
 
 def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
-    """RGB uint8, turned the way the display matrix says (phone videos)."""
+    """RGB uint8, turned the way the display matrix says (phone videos), as FFmpeg's autorotate does."""
     rgb = frame.to_ndarray(format="rgb24")
-    quarter_turns = round(frame.rotation / 90) % 4  # counter-clockwise, as FFmpeg's display matrix angle
+    quarter_turns = round(frame.rotation / 90) % 4  # FFmpeg's display matrix angle, counter-clockwise
     return np.ascontiguousarray(np.rot90(rgb, quarter_turns)) if quarter_turns else rgb
 
 
 def _reason(error: av.error.FFmpegError) -> str:
     return getattr(error, "strerror", None) or str(error)
-

@@ -1,0 +1,53 @@
+"""Benchmark inputs: the two sample videos and a generated 10-minute 1280x720 30 fps H.264 clip.
+
+The long clip has a keyframe every 250 frames (x264, veryfast preset, B-frames), content that moves and
+changes (gradients, moving blocks, mild noise) so it decodes like real footage rather than a still image.
+It is written once under ``bench/data/`` (ignored by git) and reused.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / "data"
+SAMPLES = sorted((HERE.parent / "sample").glob("*.mp4"))
+LONG_CLIP = DATA / "long_720p_10min.mp4"
+WIDTH, HEIGHT, FPS, MINUTES, KEYFRAME_INTERVAL = 1280, 720, 30, 10, 250
+
+
+def make_long_clip(path: Path = LONG_CLIP, minutes: float = MINUTES) -> Path:
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".part.mp4")
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 24, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+    ys, xs = np.mgrid[0:HEIGHT, 0:WIDTH]
+    with av.open(str(partial), "w") as container:
+        stream = container.add_stream("libx264", rate=FPS, options={"preset": "veryfast", "crf": "23"})
+        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        stream.codec_context.gop_size = KEYFRAME_INTERVAL
+        stream.codec_context.options = {**stream.codec_context.options, "keyint_min": str(KEYFRAME_INTERVAL),
+                                         "sc_threshold": "0"}
+        for index in range(int(minutes * 60 * FPS)):
+            image = np.empty((HEIGHT, WIDTH, 3), np.uint8)
+            image[..., 0] = (xs + 4 * index) % 256
+            image[..., 1] = (ys + 2 * index) % 256
+            image[..., 2] = ((xs + ys) // 4 + index) % 256
+            x0, y0 = (37 * index) % (WIDTH - 200), (23 * index) % (HEIGHT - 150)
+            image[y0 : y0 + 150, x0 : x0 + 200] = (255 - index % 256, index % 256, 128)
+            image += np.roll(noise, index * 7, axis=1)
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    partial.rename(path)
+    return path
+
+
+if __name__ == "__main__":
+    print(make_long_clip(minutes=float(sys.argv[1]) if len(sys.argv) > 1 else MINUTES))
