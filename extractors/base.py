@@ -10,6 +10,7 @@ import argparse
 import os
 import queue
 import threading
+import time
 from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
 import numpy as np
@@ -139,9 +140,11 @@ class _Prefetcher:
                 raise item[2]
             yield item
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 2.0) -> None:
+        """Stop the thread; give up waiting after ``timeout_s`` (it may be blocked reading its job source)."""
         self._stop.set()
-        while self._thread.is_alive():
+        deadline = time.monotonic() + timeout_s
+        while self._thread.is_alive() and time.monotonic() < deadline:
             try:
                 self._queue.get(timeout=0.1)  # unblock a producer waiting on a full queue
             except queue.Empty:

@@ -95,11 +95,15 @@ class LocalPoolExecutor:
         if kind == "next":
             if pending:
                 index = pending.popleft()
-                worker.jobs.add(index)
-                worker.connection.send(("job", index, jobs[index], deaths[index] > 0))
+                worker.jobs.add(index)  # before sending: if the worker is gone, the video is requeued
+                reply = ("job", index, jobs[index], deaths[index] > 0)
             else:
                 worker.stopping = True
-                worker.connection.send(("stop",))
+                reply = ("stop",)
+            try:
+                worker.connection.send(reply)
+            except OSError:  # BrokenPipeError and the like: the worker died meanwhile
+                return False
         elif kind == "result":
             _, index, status, reason = message
             worker.jobs.discard(index)
