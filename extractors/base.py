@@ -159,7 +159,7 @@ class _Prefetcher:
         except BaseException as error:  # the job source failed: the consumer must see it
             self._put("fatal", None, error)
         finally:
-            self._put_final()
+            self._put_item(self._DONE)
 
     def _decode(self, video) -> tuple[str, Any, Any]:
         extractor = self._extractor
@@ -173,22 +173,17 @@ class _Prefetcher:
             return "error", video, error
 
     def _put(self, kind: str, video, payload) -> bool:
+        return self._put_item((kind, video, payload))
+
+    def _put_item(self, item) -> bool:
         """Queue an item unless the consumer has gone; False means stop producing."""
         while not self._stop.is_set():
             try:
-                self._queue.put((kind, video, payload), timeout=0.1)
+                self._queue.put(item, timeout=0.1)
                 return True
             except queue.Full:
                 continue
         return False
-
-    def _put_final(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(self._DONE, timeout=0.1)
-                return
-            except queue.Full:
-                continue
 
 
 class FrameWiseExtractor(BaseExtractor):
