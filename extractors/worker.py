@@ -94,10 +94,11 @@ class _Worker:
     def _claim(self, job_id: int, job: VideoJob) -> str | None:
         if self.args.on_extraction == "print":
             return None
-        paths = list(self._paths(job).values())
+        paths_by_key = self._paths(job)
+        paths = list(paths_by_key.values())
         if not self.args.overwrite and outputs_complete(paths):
             return "outputs exist"
-        claim = Claim.acquire(_lock_path(paths[-1]))
+        claim = Claim.acquire(_lock_path(paths_by_key[self.extractor.main_key]))
         if claim is None:
             return "being extracted by another run"
         if not self.args.overwrite and outputs_complete(paths):  # finished by another run meanwhile

@@ -166,7 +166,7 @@ class _ForwardDecoder:
         else:
             self._container.seek(seek_pts, stream=self._stream, backward=True, any_frame=False)
         self._stream.codec_context.flush_buffers()  # also leaves the draining state after a flush at the end
-        self._packets = self._container.demux(self._stream)
+        self._packets = _demux(self._container, self._stream)
         self._pending: deque[av.Packet] = deque()  # demuxed, not yet sent to the decoder
         self._frames: deque[av.VideoFrame] = deque()  # decoded, not yet taken
         self._known_pts: list[int] = []  # sorted pts of every packet demuxed since the seek
@@ -175,18 +175,14 @@ class _ForwardDecoder:
 
     def _demux_one(self) -> None:
         try:
-            packet = next(self._packets)
+            packet, shown_at = next(self._packets)
         except StopIteration:
             self._eof = True
             return
         except av.error.FFmpegError as error:
             raise VideoError(f"truncated or corrupt ({_reason(error)})") from error
-        if packet.size == 0:
-            self._eof = True
-            return
-        timestamp = packet.pts if packet.pts is not None else packet.dts
-        if timestamp is not None and not packet.is_discard:  # discarded packets are decoded, never shown
-            bisect.insort(self._known_pts, timestamp)
+        if shown_at is not None:  # discarded packets are decoded all the same, never shown
+            bisect.insort(self._known_pts, shown_at)
         if packet.dts is not None:
             self._dts_bound = packet.dts
         self._pending.append(packet)
@@ -256,13 +252,12 @@ def _first_pts(container, stream) -> tuple[int, int]:
     """
     container.seek(0)
     first = offset = None
-    for packet in container.demux(stream):
-        timestamp = packet.pts if packet.pts is not None else packet.dts
-        if packet.size == 0 or packet.is_discard or timestamp is None:
+    for packet, shown_at in _demux(container, stream):
+        if shown_at is None:
             continue
         if offset is None:
-            offset = timestamp - packet.dts if packet.dts is not None else 0
-        first = timestamp if first is None else min(first, timestamp)
+            offset = shown_at - packet.dts if packet.dts is not None else 0
+        first = shown_at if first is None else min(first, shown_at)
         if packet.dts is not None and packet.dts >= first:
             break
     if first is None:
@@ -273,52 +268,51 @@ def _first_pts(container, stream) -> tuple[int, int]:
 def _end_of_last_frame(container, stream, last_keyframe: int) -> int:
     """Demux the last keyframe interval only: the end is the largest pts + duration found there."""
     container.seek(last_keyframe, stream=stream, backward=True)
-    pts, end = [], None
-    for packet in container.demux(stream):
-        timestamp = packet.pts if packet.pts is not None else packet.dts
-        if packet.size == 0 or packet.is_discard or timestamp is None:
-            continue
-        pts.append(timestamp)
-        if packet.duration:
-            end = max(end if end is not None else timestamp, timestamp + packet.duration)
-    if not pts:
+    shown = [(shown_at, packet.duration) for packet, shown_at in _demux(container, stream) if shown_at is not None]
+    if not shown:
         raise VideoError("truncated: the end of the video is missing")
-    return _complete_end(pts, end, stream)
+    return _end_of(shown, stream)
 
 
 def _index_by_demuxing(container, stream) -> StreamIndex:
     """One pass over the packets (no decoding) for files whose container does not index every frame."""
-    pts: list[int] = []
+    shown: list[tuple[int, int]] = []
     keyframes: list[int] = []
-    end = None
     packets = 0
     container.seek(0)
-    for packet in container.demux(stream):
-        if packet.size == 0:
-            continue
+    for packet, shown_at in _demux(container, stream):
         packets += 1
-        timestamp = packet.pts if packet.pts is not None else packet.dts
-        if timestamp is None or packet.is_discard:
+        if shown_at is None:
             continue
-        pts.append(timestamp)
+        shown.append((shown_at, packet.duration))
         if packet.is_keyframe:
-            keyframes.append(timestamp)
-        if packet.duration:
-            end = max(end if end is not None else timestamp, timestamp + packet.duration)
+            keyframes.append(shown_at)
     if stream.frames and packets < stream.frames:
         raise VideoError(f"truncated: {packets} of the {stream.frames} frames it declares are in the file")
-    if not pts:
+    if not shown:
         raise VideoError("the video stream has no frames")
-    first = min(pts)
+    first = min(pts for pts, _ in shown)
     keyframes = sorted(keyframes)
     if not keyframes or keyframes[0] > first:
         keyframes.insert(0, first)  # decoding starts at the first packet whatever its flag says
-    return StreamIndex(np.asarray(keyframes, dtype=np.int64), first, _complete_end(pts, end, stream), len(pts))
+    return StreamIndex(np.asarray(keyframes, dtype=np.int64), first, _end_of(shown, stream), len(shown))
 
 
-def _complete_end(pts: list[int], end: int | None, stream) -> int:
-    """The end of the last frame; when packets carry no duration, the median frame interval is used."""
+def _demux(container, stream) -> Iterator[tuple[av.Packet, int | None]]:
+    """The stream's non-empty packets, each with the time it is shown: its pts, else its dts; None for a
+    packet that is decoded but never shown (discarded) or that carries no timestamp."""
+    for packet in container.demux(stream):
+        if packet.size == 0:
+            continue  # the flush packet at the end
+        shown_at = packet.pts if packet.pts is not None else packet.dts
+        yield packet, None if packet.is_discard else shown_at
+
+
+def _end_of(shown: list[tuple[int, int]], stream) -> int:
+    """The end of the last frame from (pts, duration) pairs; without durations, the median frame interval."""
+    pts = [timestamp for timestamp, _ in shown]
     last = max(pts)
+    end = max((timestamp + duration for timestamp, duration in shown if duration), default=None)
     if end is not None and end > last:
         return end
     if len(pts) > 1:
