@@ -1,8 +1,11 @@
-"""The shared extraction loop: decode -> preprocess -> batch -> model -> arrays.
+"""The shared extraction loop: decode -> preprocess -> batch -> model -> sink.
 
-An extractor subclass only says how to load its model (``load_model``), how to turn one decoded RGB frame
-into a model input (``preprocess``) and how to run a batch (``forward``). The base owns decoding, sampling,
-batching, device placement, dtype of the results and output keys, so every model gets the same guarantees.
+An extractor subclass only says how to load its model (``load_model``), which inputs a video gives
+(``model_inputs``, usually through ``preprocess``) and how to run a batch (``forward``). The base owns
+decoding, batching, device placement, the dtype of the results and where they go, so every model gets the
+same guarantees. Three shapes of input are provided: single sampled frames (:class:`FrameWiseExtractor`),
+consecutive frame pairs (flow, in ``extractors/flow.py``) and windows of consecutive frames
+(:class:`WindowExtractor`).
 """
 from __future__ import annotations
 
@@ -11,30 +14,51 @@ import os
 import queue
 import threading
 import time
-from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
+from collections import deque
+from fractions import Fraction
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence, TypeVar, Union
 
 import numpy as np
 import torch
 
 from extractors.cli import complete_args
 from io_utils.errors import UsageError, VideoError
-from io_utils.video import VideoReader
+from io_utils.outputs import FLOW_IMAGE_MODES, MemorySink
+from io_utils.sampling import SamplingMethod
+from io_utils.video import Frame, VideoReader
 
 PREFETCH_BATCHES = 4  # decoded, preprocessed batches waiting for the model, per worker
 V = TypeVar("V")
+T = TypeVar("T")
+Batch = Union[torch.Tensor, dict[str, torch.Tensor]]
+
+
+class Sink(Protocol):
+    """Receives a video's outputs batch by batch (see ``io_utils/outputs.py``)."""
+
+    def add(self, outputs: Mapping[str, np.ndarray], timestamps_ms: list[float]) -> None: ...
+    def close(self, fps: float) -> dict[str, np.ndarray]: ...
+    def abort(self) -> None: ...
 
 
 class BaseExtractor:
-    """Turns one video into a dict of arrays: ``{main_key: (N, D) float32, "fps": (), "timestamps_ms": (N,)}``."""
+    """Turns one video into a dict of arrays: ``{main_key: (N, ...) float32, "fps": (), "timestamps_ms": (N,)}``."""
 
     main_key: str = "features"
 
     def __init__(self, args: argparse.Namespace | Mapping[str, Any], external_call: bool = False):
         self.args = complete_args(args)
+        self.validate_args(self.args)
         self.feature_type: str = self.args.feature_type
         self.external_call = external_call
         self.device = select_device(self.args)
         self.model = self.load_model().to(self.device).eval()
+
+    @classmethod
+    def validate_args(cls, args: argparse.Namespace) -> None:
+        """Refuse options that make no sense for this model, before any video is touched."""
+        if args.on_extraction in FLOW_IMAGE_MODES and cls.main_key != "flow":
+            raise UsageError(f"--on_extraction {args.on_extraction} writes optical flow; use it with raft or pwc")
 
     @classmethod
     def prepare(cls, args: argparse.Namespace) -> None:
@@ -44,6 +68,10 @@ class BaseExtractor:
     def output_keys(self) -> list[str]:
         return [self.main_key, "fps", "timestamps_ms"]
 
+    @property
+    def inputs_per_batch(self) -> int:
+        return self.args.batch_size
+
     def load_model(self) -> torch.nn.Module:
         raise NotImplementedError
 
@@ -51,16 +79,17 @@ class BaseExtractor:
         """One (H, W, 3) uint8 RGB frame -> one model input, on the CPU."""
         raise NotImplementedError
 
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        """A batch of preprocessed inputs, on ``self.device`` -> (B, D) features."""
+    def forward(self, batch: Batch) -> torch.Tensor | dict[str, torch.Tensor]:
+        """A batch of inputs, on ``self.device`` -> (B, ...) outputs of the main key, or a dict of them."""
         raise NotImplementedError
 
-    def model_inputs(self, video: VideoReader) -> Iterator[tuple[torch.Tensor, float]]:
-        """Preprocessed inputs with their timestamps (ms), in time order."""
+    def model_inputs(self, video: VideoReader) -> Iterator[tuple[torch.Tensor | dict[str, torch.Tensor], float]]:
+        """Inputs (a tensor, or a dict of tensors) with their timestamps (ms), in time order."""
         raise NotImplementedError
 
-    def show_predictions(self, features: np.ndarray, timestamps_ms: np.ndarray) -> None:
-        """``--show_pred``: print what the model recognises; models without a head need not implement it."""
+    def show_predictions(self, outputs: Mapping[str, np.ndarray], timestamps_ms: Sequence[float]) -> None:
+        """``--show_pred``: print what the model recognises in one batch; models without a head need not
+        implement it."""
         raise UsageError(f"--show_pred is not available for {self.feature_type}")
 
     def extract(self, video_path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -72,50 +101,53 @@ class BaseExtractor:
         raise VideoError("no frames were sampled")
 
     @torch.inference_mode()
-    def extract_many(self, videos: Iterable[V], path_of: Callable[[V], str | os.PathLike] = lambda v: v
+    def extract_many(self, videos: Iterable[V], path_of: Callable[[V], str | os.PathLike] = lambda v: v,
+                     sink_of: Callable[[V], Sink] = lambda v: MemorySink()
                      ) -> Iterator[tuple[V, dict[str, np.ndarray] | Exception]]:
-        """Features (or the exception) of each video, in order.
+        """Each video with what its sink's ``close`` returned, or the exception that failed it, in order.
 
         A thread decodes and preprocesses ahead into a small bounded queue, so decoding of the next batches and
         of the next video overlaps with the model on the current one, and memory holds a few batches at most.
-        ``videos`` is consumed by that thread, one video ahead of the model.
+        ``videos`` is consumed by that thread, one video ahead of the model. Each batch's outputs go to the
+        video's sink (``sink_of(video)``, by default kept in memory) as soon as they are computed.
         """
         prefetch = _Prefetcher(self, videos, path_of)
+        sink: Sink | None = None
         try:
-            chunks: list[torch.Tensor] = []
-            timestamps: list[float] = []
             failed: Exception | None = None
             for kind, video, payload in prefetch:
                 if kind == "batch":
                     if failed is None:
-                        failed = self._run_batch(payload, chunks, timestamps)
+                        try:
+                            sink = sink or sink_of(video)
+                            sink.add(*self._run_batch(*payload))
+                        except Exception as error:  # out of memory, a full disk...: this video only
+                            failed = error
                     continue
-                if kind == "error" or failed is not None:
-                    yield video, payload if kind == "error" else failed
-                else:
-                    yield video, self._assemble(chunks, timestamps, fps=payload)
-                chunks, timestamps, failed = [], [], None
+                outcome = payload if kind == "error" else failed
+                if outcome is None:
+                    try:
+                        sink = sink or sink_of(video)
+                        outcome, sink = sink.close(payload), None
+                    except Exception as error:
+                        outcome = error
+                if sink is not None:
+                    sink.abort()
+                sink, failed = None, None
+                yield video, outcome
         finally:
+            if sink is not None:
+                sink.abort()
             prefetch.close()
 
-    def _run_batch(self, batch: tuple[torch.Tensor, list[float]], chunks: list, timestamps: list) -> Exception | None:
-        """Run one batch; an error here (out of memory, say) fails this video only."""
-        tensor, times = batch
-        try:
-            chunks.append(self.forward(tensor.to(self.device, non_blocking=True)).float().cpu())
-        except Exception as error:
-            return error
-        timestamps.extend(times)
-        return None
-
-    def _assemble(self, chunks: list[torch.Tensor], timestamps: list[float], fps: float) -> dict[str, np.ndarray] | Exception:
-        if not chunks:
-            return VideoError("no frames were sampled")
-        features = torch.cat(chunks).numpy().astype(np.float32, copy=False)
-        timestamps_ms = np.asarray(timestamps, dtype=np.float64)
+    def _run_batch(self, inputs: Batch, timestamps_ms: list[float]) -> tuple[dict[str, np.ndarray], list[float]]:
+        outputs = self.forward(_to_device(inputs, self.device))
+        if isinstance(outputs, torch.Tensor):
+            outputs = {self.main_key: outputs}
+        arrays = {key: value.float().cpu().numpy() for key, value in outputs.items()}
         if self.args.show_pred:
-            self.show_predictions(features, timestamps_ms)
-        return {self.main_key: features, "fps": np.asarray(fps, dtype=np.float64), "timestamps_ms": timestamps_ms}
+            self.show_predictions(arrays, timestamps_ms)
+        return arrays, timestamps_ms
 
 
 class _Prefetcher:
@@ -165,7 +197,7 @@ class _Prefetcher:
         extractor = self._extractor
         try:
             with VideoReader(self._path_of(video)) as reader:
-                for batch in _batches(extractor.model_inputs(reader), extractor.args.batch_size):
+                for batch in _batches(extractor.model_inputs(reader), extractor.inputs_per_batch):
                     if not self._put("batch", video, batch):
                         return "error", video, VideoError("stopped")
                 return "end", video, reader.fps
@@ -198,6 +230,83 @@ class FrameWiseExtractor(BaseExtractor):
             yield self.preprocess(frame.rgb), frame.time_ms
 
 
+class WindowExtractor(BaseExtractor):
+    """Models that take windows of ``window_size`` consecutive frames every ``--step_size`` frames, from the
+    frames at ``--extraction_fps`` (default: every frame of the video). One window is one model input."""
+
+    @property
+    def window_size(self) -> int:
+        return self.args.stack_size
+
+    @property
+    def inputs_per_batch(self) -> int:
+        return 1
+
+    def window_input(self, indices: list[int], frames: list[Frame], inputs: list[torch.Tensor]
+                     ) -> torch.Tensor | dict[str, torch.Tensor]:
+        """One window's model input from its frames, their positions among the frames taken, and their
+        preprocessed forms. A padded window repeats its last frame (and index)."""
+        return torch.stack(inputs)
+
+    def window_time_ms(self, frames: list[Frame]) -> float:
+        """The window's centre: midway between its first and last frames."""
+        return (frames[0].time_ms + frames[-1].time_ms) / 2
+
+    def model_inputs(self, video: VideoReader) -> Iterator[tuple[torch.Tensor | dict[str, torch.Tensor], float]]:
+        taken = enumerate(read_frames(video, self.args.extraction_fps))
+        items = ((index, frame, self.preprocess(frame.rgb)) for index, frame in taken)
+        count = 0
+        for window, real in sliding_windows(items, self.window_size, self.args.step_size, pad_last=self.args.pad_last):
+            count += 1
+            indices, frames, inputs = (list(column) for column in zip(*window))
+            yield self.window_input(indices, frames, inputs), self.window_time_ms(frames[:real])
+        if count == 0:
+            raise VideoError(f"too short: fewer than the {self.window_size} frames of one window "
+                             "(see --stack_size, --extraction_fps); --pad_last pads it instead")
+
+
+def read_frames(video: VideoReader, fps: float | None) -> Iterator[Frame]:
+    """Every frame in presentation order, or with ``fps`` the frames on screen at ``k / fps`` seconds."""
+    return video.read_all() if fps is None else video.read_at(_fixed_rate_targets(video, fps))
+
+
+def frames_to_read(video: VideoReader, fps: float | None) -> int:
+    """How many frames :func:`read_frames` gives, known before decoding."""
+    return video.num_frames if fps is None else len(_fixed_rate_targets(video, fps))
+
+
+def _fixed_rate_targets(video: VideoReader, fps: float) -> list[int]:
+    method = SamplingMethod("fix", Fraction(fps).limit_denominator(1_000_000))
+    return method.target_pts(video.start_pts, video.end_pts, video.time_base)
+
+
+def sliding_windows(items: Iterable[T], size: int, step: int, pad_last: bool = False) -> Iterator[tuple[list[T], int]]:
+    """Windows of ``size`` consecutive items starting every ``step`` items, each with its count of real
+    (not padding) items; memory holds one window.
+
+    A tail too short for a window is dropped, unless ``pad_last``: then the items after the last full
+    window (or all of them, if there was none) make one more window, padded by repeating its last item.
+    """
+    buffer: deque[T] = deque()
+    skip = 0  # items still to drop before the next window starts (when step > size)
+    covered_until = 0  # items consumed so far that belong to an emitted window
+    seen = 0
+    for item in items:
+        seen += 1
+        if skip:
+            skip -= 1
+            continue
+        buffer.append(item)
+        if len(buffer) == size:
+            yield list(buffer), size
+            covered_until = seen
+            for _ in range(min(step, size)):
+                buffer.popleft()
+            skip = max(step - size, 0)
+    if pad_last and buffer and seen > covered_until:
+        yield list(buffer) + [buffer[-1]] * (size - len(buffer)), len(buffer)
+
+
 def select_device(args: argparse.Namespace) -> torch.device:
     if args.cpu:
         return torch.device("cpu")
@@ -209,15 +318,28 @@ def select_device(args: argparse.Namespace) -> torch.device:
     return torch.device(f"cuda:{device_id}")
 
 
-def _batches(inputs: Iterator[tuple[torch.Tensor, float]], batch_size: int) -> Iterator[tuple[torch.Tensor, list[float]]]:
+def _batches(inputs: Iterator[tuple[torch.Tensor | dict[str, torch.Tensor], float]], batch_size: int
+             ) -> Iterator[tuple[Batch, list[float]]]:
     """Group inputs into stacked batches, so memory holds one batch whatever the number of frames."""
-    tensors: list[torch.Tensor] = []
+    items: list = []
     times: list[float] = []
-    for tensor, time_ms in inputs:
-        tensors.append(tensor)
+    for item, time_ms in inputs:
+        items.append(item)
         times.append(time_ms)
-        if len(tensors) == batch_size:
-            yield torch.stack(tensors), times
-            tensors, times = [], []
-    if tensors:
-        yield torch.stack(tensors), times
+        if len(items) == batch_size:
+            yield _stack(items), times
+            items, times = [], []
+    if items:
+        yield _stack(items), times
+
+
+def _stack(items: list) -> Batch:
+    if isinstance(items[0], dict):
+        return {key: torch.stack([item[key] for item in items]) for key in items[0]}
+    return torch.stack(items)
+
+
+def _to_device(batch: Batch, device: torch.device) -> Batch:
+    if isinstance(batch, dict):
+        return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+    return batch.to(device, non_blocking=True)

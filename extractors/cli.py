@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any, Mapping
 
 from extractors.registry import feature_types
@@ -50,7 +51,39 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pred_texts", nargs="+", default=None, metavar="TEXT",
                         help="with --show_pred: score these texts instead of the Kinetics-400 classes")
     parser.add_argument("--verbose", action="store_true", help="report skipped videos, tracebacks of unexpected errors")
+    _add_flow_options(parser)
+    _add_window_options(parser)
     return parser
+
+
+def _add_flow_options(parser: argparse.ArgumentParser) -> None:
+    flow = parser.add_argument_group("optical flow (raft, pwc, and i3d's flow stream)")
+    flow.add_argument("--flow_batch_size", type=_positive_int, default=8, help="frame pairs per flow forward pass")
+    flow.add_argument("--side_size", type=_positive_int, default=None, metavar="N",
+                      help="raft/pwc: resize frames so that their short side is N before flow (default: original size)")
+    flow.add_argument("--flow_bound", type=_positive_float, default=20.0,
+                      help="save_flow_images and --flow_dir: flow is clipped to +-bound and mapped to 0..255")
+    flow.add_argument("--raft_model", choices=("large", "small"), default="large")
+    flow.add_argument("--raft_weights", default=None, metavar="NAME",
+                      help="torchvision weights: sintel (default for large), things (default for small), kitti, "
+                           "things_v1, sintel_v1, kitti_v1, or an enum name such as C_T_SKHT_V2")
+    flow.add_argument("--raft_iters", type=_positive_int, default=20, help="RAFT's recurrent refinement steps")
+    flow.add_argument("--flow_checkpoint", default=None, metavar="PATH",
+                      help="a local RAFT (torchvision or princeton-vl format) or PWC-Net checkpoint to use instead")
+
+
+def _add_window_options(parser: argparse.ArgumentParser) -> None:
+    windows = parser.add_argument_group("clip models (i3d)")
+    windows.add_argument("--stack_size", type=_positive_int, default=64, help="frames per window")
+    windows.add_argument("--step_size", type=_positive_int, default=64, help="frames between window starts")
+    windows.add_argument("--extraction_fps", type=_positive_float, default=None, metavar="FPS",
+                         help="take frames at this rate (default: every frame of the video); also for raft/pwc")
+    windows.add_argument("--pad_last", action="store_true",
+                         help="pad the frames after the last full window (or of a too short video) into one more window")
+    windows.add_argument("--streams", nargs="+", choices=("rgb", "flow"), default=["rgb", "flow"])
+    windows.add_argument("--flow_type", choices=("raft", "pwc", "precomputed"), default="raft")
+    windows.add_argument("--flow_dir", default=None, metavar="DIR",
+                         help="with --flow_type precomputed: DIR/<video stem>/flow_x_00001.jpg, flow_y_00001.jpg, ...")
 
 
 def complete_args(args: argparse.Namespace | Mapping[str, Any]) -> argparse.Namespace:
@@ -67,6 +100,13 @@ def complete_args(args: argparse.Namespace | Mapping[str, Any]) -> argparse.Name
     if completed.get("feature_type") is None:
         raise ValueError("feature_type is required")
     return argparse.Namespace(**completed)
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
 
 
 def _positive_int(text: str) -> int:

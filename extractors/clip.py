@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -88,7 +89,7 @@ class ExtractCLIP(FrameWiseExtractor):
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(batch.to(self.model.visual.conv1.weight.dtype))
 
-    def show_predictions(self, features: np.ndarray, timestamps_ms: np.ndarray) -> None:
+    def show_predictions(self, outputs: Mapping[str, np.ndarray], timestamps_ms: Sequence[float]) -> None:
         """Top-5 zero-shot classes per frame, over ``--pred_texts`` or "a photo of {Kinetics-400 label}"."""
         import open_clip
         from torchvision.models.video import R2Plus1D_18_Weights  # its meta holds the Kinetics-400 labels
@@ -99,7 +100,7 @@ class ExtractCLIP(FrameWiseExtractor):
             with torch.inference_mode():
                 tokens = open_clip.tokenize(texts, context_length=self.model.context_length).to(self.device)
                 self._text_features = torch.nn.functional.normalize(self.model.encode_text(tokens).float(), dim=-1).cpu()
-        image_features = torch.nn.functional.normalize(torch.from_numpy(features), dim=-1)
+        image_features = torch.nn.functional.normalize(torch.from_numpy(outputs[self.main_key]), dim=-1)
         probabilities = (100.0 * image_features @ self._text_features.T).softmax(dim=-1)
         top = probabilities.topk(min(5, len(texts)), dim=-1)
         for time_ms, scores, indices in zip(timestamps_ms, top.values, top.indices):

@@ -32,12 +32,14 @@ class Summary:
 
 def run(args: argparse.Namespace, executor: Executor | None = None) -> int:
     """Extract every video of the list; return the exit status."""
+    extractor = extractor_class(args.feature_type)
+    extractor.validate_args(args)
     jobs, missing = build_video_list(args.video_paths, args.video_dir, args.file_with_video_paths, args.recursive)
     summary = Summary(failures={path: "no such file" for path in missing})
     if missing:
         print(f"{len(missing)} input path(s) do not exist: {', '.join(map(str, missing))}", file=sys.stderr)
     if jobs:
-        extractor_class(args.feature_type).prepare(args)  # e.g. download weights once, before the workers start
+        extractor.prepare(args)  # e.g. download weights once, before the workers start
         progress = tqdm(total=len(jobs), unit="video", disable=None, dynamic_ncols=True)
 
         def on_result(index: int, status: str, reason: str) -> None:

@@ -24,7 +24,7 @@ from extractors.base import BaseExtractor
 from extractors.registry import extractor_class
 from io_utils.claims import HEARTBEAT_S, Claim, outputs_complete, remove_leftover_temporaries
 from io_utils.errors import UsageError, VideoError
-from io_utils.outputs import output_files, output_folder, print_features, write_outputs
+from io_utils.outputs import open_sink, output_files, output_folder, print_features
 from io_utils.video_list import VideoJob
 
 
@@ -62,7 +62,8 @@ class _Worker:
         heartbeat = threading.Thread(target=self._heartbeat, daemon=True)
         heartbeat.start()
         try:
-            for (job_id, job), outcome in self.extractor.extract_many(self._jobs(), path_of=lambda item: item[1].path):
+            outcomes = self.extractor.extract_many(self._jobs(), path_of=lambda item: item[1].path, sink_of=self._sink)
+            for (job_id, job), outcome in outcomes:
                 self._finish(job_id, job, outcome)
         except (EOFError, BrokenPipeError, ConnectionResetError):
             pass  # the main process is gone: nothing left to report to
@@ -116,8 +117,6 @@ class _Worker:
             if self.args.on_extraction == "print":
                 print_features(job.path, outcome)
                 sys.stdout.flush()
-            else:
-                write_outputs(outcome, self._paths(job), self.args.on_extraction)
             result = ("result", job_id, "done", "")
         except VideoError as error:
             result = ("result", job_id, "failed", str(error))
@@ -133,6 +132,10 @@ class _Worker:
         self._send(result)
         if self._alone is not None and self._alone[0] == job_id:
             self._alone[1].set()
+
+    def _sink(self, item: tuple[int, VideoJob]):
+        """Where a video's outputs go, batch by batch (written under temporary names until complete)."""
+        return open_sink(self.args.on_extraction, self._paths(item[1]), self.args.flow_bound)
 
     def _paths(self, job: VideoJob) -> dict[str, Path]:
         folder = output_folder(self.args.output_path, self.extractor.feature_type, self.args.output_direct)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import socket
 import time
 import uuid
@@ -25,9 +26,14 @@ _HOST = socket.gethostname()
 
 
 def outputs_complete(paths: Iterable[Path]) -> bool:
-    """True if every file exists and loads (a truncated or corrupt file means "extract again")."""
+    """True if every file exists and loads (a truncated or corrupt file means "extract again").
+
+    A folder (flow images) is complete if it exists: it only gets its name once it is full.
+    """
     try:
         for path in paths:
+            if path.is_dir():
+                continue
             if path.suffix == ".npy":
                 np.load(path, mmap_mode="r", allow_pickle=False)  # checks the header and the file size
             else:
@@ -39,10 +45,14 @@ def outputs_complete(paths: Iterable[Path]) -> bool:
 
 
 def remove_leftover_temporaries(paths: Iterable[Path]) -> None:
-    """Delete temporary files of a writer that was killed; call only while holding the video's claim."""
+    """Delete temporary files (or image folders) of a writer that was killed; call only while holding the
+    video's claim."""
     for path in paths:
         for leftover in path.parent.glob(f".{path.name}.*.tmp"):
-            leftover.unlink(missing_ok=True)
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
 
 
 class Claim:

@@ -1,22 +1,30 @@
-"""Writing a video's outputs: print, .npy or .pkl, each file written atomically.
+"""Where a video's outputs go, and the sinks that receive them batch by batch.
 
-Every file is written to a temporary name in its destination folder and renamed into place, so a run that is
-interrupted (Ctrl-C, power loss, a killed worker) never leaves a truncated output behind.
+A sink gets each batch's outputs as the model produces them (``add``), then ``close(fps)`` once the video
+is done, or ``abort()`` if it failed. Sinks that write files never leave a partial output under its final
+name: ``.npy`` files are streamed into a temporary file beside their destination and renamed when complete;
+image folders are filled under a temporary name and renamed as a whole. The streaming sinks hold one batch at
+a time, so a long video's dense outputs (optical flow) never sit in memory whole.
 """
 from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import BinaryIO, Callable, Mapping
 
 import numpy as np
 
+from flow.images import DEFAULT_BOUND, write_flow_jpegs, write_flow_png
+from io_utils.errors import VideoError
 from io_utils.video_list import VideoJob
 
-ON_EXTRACTION_CHOICES = ("print", "save_numpy", "save_pickle")
+FLOW_IMAGE_MODES = ("save_flow_images", "save_flow_viz")
+ON_EXTRACTION_CHOICES = ("print", "save_numpy", "save_pickle", *FLOW_IMAGE_MODES)
 _EXTENSIONS = {"save_numpy": ".npy", "save_pickle": ".pkl"}
+_NO_FRAMES = "no frames were sampled"
 
 
 def output_folder(output_path: str | os.PathLike, feature_type: str, output_direct: bool) -> Path:
@@ -29,7 +37,12 @@ def output_files(job: VideoJob, keys: list[str], main_key: str, folder: Path, on
 
     The default is ``folder/<output_stem>_<key>.<ext>``. A CSV list's ``feature_path`` receives the main key
     itself (relative paths are taken under ``folder``), the other keys go beside it as ``<stem>_<key>.<ext>``.
+    Flow images go to one folder per video under the main key: ``folder/<output_stem>/`` for the JPEG
+    pairs, ``folder/<output_stem>_viz/`` for the pictures (so that both can exist, each complete or absent).
     """
+    if on_extraction in FLOW_IMAGE_MODES:
+        stem = job.output_stem
+        return {main_key: folder / (stem.with_name(f"{stem.name}_viz") if on_extraction == "save_flow_viz" else stem)}
     extension = _EXTENSIONS[on_extraction]
     keys = [key for key in keys if key != main_key] + [main_key]  # main last: its presence means "complete"
     if job.feature_path is None:
@@ -38,11 +51,164 @@ def output_files(job: VideoJob, keys: list[str], main_key: str, folder: Path, on
     return {key: main if key == main_key else main.with_name(f"{main.stem}_{key}{extension}") for key in keys}
 
 
-def write_outputs(features: Mapping[str, np.ndarray], paths: Mapping[str, Path], on_extraction: str) -> None:
-    """Save every key of ``features`` to its path, in the order of ``paths``."""
-    save = _save_numpy if on_extraction == "save_numpy" else _save_pickle
-    for key, path in paths.items():
-        atomic_write(path, lambda handle, value=features[key]: save(handle, value))
+class MemorySink:
+    """Keeps every batch; ``close`` returns ``{key: concatenated array, ..., "fps", "timestamps_ms"}``."""
+
+    def __init__(self):
+        self._chunks: dict[str, list[np.ndarray]] = {}
+        self._timestamps: list[float] = []
+
+    def add(self, outputs: Mapping[str, np.ndarray], timestamps_ms: list[float]) -> None:
+        for key, value in outputs.items():
+            self._chunks.setdefault(key, []).append(value)
+        self._timestamps.extend(timestamps_ms)
+
+    def close(self, fps: float) -> dict[str, np.ndarray]:
+        if not self._timestamps:
+            raise VideoError(_NO_FRAMES)
+        arrays = {key: np.concatenate(chunks) for key, chunks in self._chunks.items()}
+        return {**arrays, "fps": np.asarray(fps, dtype=np.float64),
+                "timestamps_ms": np.asarray(self._timestamps, dtype=np.float64)}
+
+    def abort(self) -> None:
+        self._chunks.clear()
+
+
+class PickleSink(MemorySink):
+    """One ``.pkl`` per key, written when the video is done (pickle needs the whole array)."""
+
+    def __init__(self, paths: Mapping[str, Path]):
+        super().__init__()
+        self._paths = paths
+
+    def close(self, fps: float) -> dict[str, np.ndarray]:
+        arrays = super().close(fps)
+        for key, path in self._paths.items():
+            atomic_write(path, lambda handle, value=arrays[key]: pickle.dump(value, handle, protocol=pickle.HIGHEST_PROTOCOL))
+        return arrays
+
+
+class NpyStreamSink:
+    """One ``.npy`` per key; batch outputs are appended to temporary files as they come.
+
+    The ``.npy`` header is written first with a placeholder row count and rewritten at the end; NumPy pads
+    the header so that the first dimension can grow without changing its length.
+    """
+
+    def __init__(self, paths: Mapping[str, Path]):
+        self._paths = paths
+        self._streams: dict[str, _NpyStream] = {}
+        self._timestamps: list[float] = []
+
+    def add(self, outputs: Mapping[str, np.ndarray], timestamps_ms: list[float]) -> None:
+        for key, value in outputs.items():
+            if key not in self._streams:
+                self._streams[key] = _NpyStream(self._paths[key], value.dtype, value.shape[1:])
+            self._streams[key].append(value)
+        self._timestamps.extend(timestamps_ms)
+
+    def close(self, fps: float) -> dict[str, np.ndarray]:
+        if not self._timestamps:
+            raise VideoError(_NO_FRAMES)
+        small = {"fps": np.asarray(fps, dtype=np.float64), "timestamps_ms": np.asarray(self._timestamps, dtype=np.float64)}
+        for key, path in self._paths.items():  # in order: the main output last
+            if key in small:
+                atomic_write(path, lambda handle, value=small[key]: np.save(handle, value, allow_pickle=False))
+            else:
+                self._streams.pop(key).finish()
+        return small
+
+    def abort(self) -> None:
+        for stream in self._streams.values():
+            stream.discard()
+        self._streams.clear()
+
+
+class _NpyStream:
+    def __init__(self, path: Path, dtype: np.dtype, row_shape: tuple[int, ...]):
+        self._path, self._dtype, self._row_shape, self._rows = path, np.dtype(dtype), tuple(row_shape), 0
+        self._file = temporary_beside(path)
+        self._header_length = self._write_header()
+
+    def append(self, rows: np.ndarray) -> None:
+        if rows.shape[1:] != self._row_shape or rows.dtype != self._dtype:
+            raise ValueError(f"{self._path.name}: rows of shape {rows.shape[1:]} {rows.dtype}, expected {self._row_shape} {self._dtype}")
+        self._file.write(np.ascontiguousarray(rows).tobytes())
+        self._rows += len(rows)
+
+    def finish(self) -> None:
+        try:
+            self._file.seek(0)
+            if self._write_header() != self._header_length:
+                raise RuntimeError(f"{self._path.name}: the .npy header changed length")
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.replace(self._file.name, self._path)
+        except BaseException:
+            self.discard()
+            raise
+
+    def discard(self) -> None:
+        self._file.close()
+        Path(self._file.name).unlink(missing_ok=True)
+
+    def _write_header(self) -> int:
+        header = {"descr": np.lib.format.dtype_to_descr(self._dtype), "fortran_order": False,
+                  "shape": (self._rows, *self._row_shape)}
+        np.lib.format.write_array_header_1_0(self._file, header)
+        return self._file.tell()
+
+
+class FlowImageSink:
+    """``save_flow_images`` (JPEG pairs) or ``save_flow_viz`` (colour PNGs) into one folder per video."""
+
+    def __init__(self, folder: Path, on_extraction: str, bound: float = DEFAULT_BOUND, key: str = "flow"):
+        self._folder, self._bound, self._key = folder, bound, key
+        self._write = self._write_jpegs if on_extraction == "save_flow_images" else self._write_png
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        self._temporary = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+        os.chmod(self._temporary, 0o777 & ~_UMASK)
+        self._count = 0
+
+    def add(self, outputs: Mapping[str, np.ndarray], timestamps_ms: list[float]) -> None:
+        for flow in outputs[self._key]:
+            self._count += 1
+            self._write(self._count, flow)
+
+    def close(self, fps: float) -> dict[str, np.ndarray]:
+        if not self._count:
+            self.abort()
+            raise VideoError(_NO_FRAMES)
+        try:
+            if self._folder.exists():  # --overwrite
+                shutil.rmtree(self._folder)
+            os.replace(self._temporary, self._folder)
+        except BaseException:
+            self.abort()
+            raise
+        return {"fps": np.asarray(fps, dtype=np.float64)}
+
+    def abort(self) -> None:
+        shutil.rmtree(self._temporary, ignore_errors=True)
+
+    def _write_jpegs(self, index: int, flow: np.ndarray) -> None:
+        write_flow_jpegs(self._temporary, index, flow, self._bound)
+
+    def _write_png(self, index: int, flow: np.ndarray) -> None:
+        write_flow_png(self._temporary, index, flow)
+
+
+def open_sink(on_extraction: str, paths: Mapping[str, Path], flow_bound: float = DEFAULT_BOUND):
+    """The sink for ``--on_extraction``; ``paths`` from :func:`output_files` (unused for ``print``)."""
+    if on_extraction == "print":
+        return MemorySink()
+    if on_extraction == "save_pickle":
+        return PickleSink(paths)
+    if on_extraction == "save_numpy":
+        return NpyStreamSink(paths)
+    (key, folder), = paths.items()
+    return FlowImageSink(folder, on_extraction, flow_bound, key)
 
 
 def print_features(video: Path, features: Mapping[str, np.ndarray]) -> None:
@@ -55,10 +221,9 @@ def print_features(video: Path, features: Mapping[str, np.ndarray]) -> None:
             print(f"  {key}: shape {value.shape}, dtype {value.dtype}, mean {value.mean():.5g}, std {value.std():.5g}")
 
 
-def atomic_write(path: Path, write: Callable[[object], None]) -> None:
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Write through ``write(file_handle)`` into a temporary file, then rename it to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    handle = temporary_beside(path)
     try:
         with handle:
             write(handle)
@@ -70,9 +235,19 @@ def atomic_write(path: Path, write: Callable[[object], None]) -> None:
         raise
 
 
-def _save_numpy(handle, value) -> None:
-    np.save(handle, np.asarray(value), allow_pickle=False)
+def temporary_beside(path: Path) -> tempfile._TemporaryFileWrapper:
+    """A new temporary file in ``path``'s folder, named ``.<name>.<random>.tmp``, with the permissions a plain
+    ``open`` would give (``tempfile`` makes them private, which other users of a shared disk cannot read)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    os.chmod(handle.name, 0o666 & ~_UMASK)
+    return handle
 
 
-def _save_pickle(handle, value) -> None:
-    pickle.dump(np.asarray(value), handle, protocol=pickle.HIGHEST_PROTOCOL)
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()

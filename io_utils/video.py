@@ -120,6 +120,12 @@ class VideoReader:
             last = Frame(_to_rgb(found), int(found.pts), self.pts_to_ms(found.pts))
             yield last
 
+    def read_all(self) -> Iterator[Frame]:
+        """Every frame, in presentation order: one sequential pass from the start."""
+        decoder = _ForwardDecoder(self._container, self._stream)
+        while (frame := decoder.next_frame()) is not None:
+            yield Frame(_to_rgb(frame), int(frame.pts), self.pts_to_ms(frame.pts))
+
 
 class _ForwardDecoder:
     """Decodes forward from a keyframe, demuxing just far enough ahead to know which frame is on screen."""
@@ -150,7 +156,7 @@ class _ForwardDecoder:
         """Decode up to the frame on screen at ``target`` (falls back to "last frame with pts <= target")."""
         wanted = self.on_screen(target)
         best = None
-        while (frame := self._next_frame()) is not None:
+        while (frame := self.next_frame()) is not None:
             if frame.pts > target:
                 self._frames.appendleft(frame)  # it may be the answer for the next target
                 break
@@ -187,7 +193,7 @@ class _ForwardDecoder:
             self._dts_bound = packet.dts
         self._pending.append(packet)
 
-    def _next_frame(self) -> av.VideoFrame | None:
+    def next_frame(self) -> av.VideoFrame | None:
         try:
             while not self._frames:
                 if self._pending:

@@ -1,10 +1,12 @@
 """Random-initialised checkpoints in the official file formats, for tests and benchmarks.
 
 They go through exactly the loading path of a downloaded checkpoint; their features mean nothing.
-``python -m tests.checkpoints clip ViT-B-32 OUT.pt`` writes one (e.g. for a smoke run of main.py).
+``python -m tests.checkpoints clip ViT-B-32 OUT.pt`` writes one (e.g. for a smoke run of main.py);
+``python -m tests.checkpoints i3d rgb OUT_DIR`` (or ``flow``, or ``pwc default``, ``raft small``) others.
 """
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -61,8 +63,98 @@ class _Holder(torch.nn.Module):
         return 0
 
 
+FORMATS_DIR = Path(__file__).resolve().parent / "checkpoint_formats"  # copies of ../shared/checkpoint_formats
+FORMAT_FILES = {"i3d_rgb": "i3d_rgb_imagenet.json", "i3d_flow": "i3d_flow_imagenet.json", "pwc": "pwc_sniklaus_default.json"}
+
+
+def official_keys(name: str) -> dict[str, list[int]]:
+    """Key -> shape of an official checkpoint, from ``../shared/checkpoint_formats``."""
+    return json.loads((FORMATS_DIR / FORMAT_FILES[name]).read_text())
+
+
+def random_state_dict_from_format(name: str, seed: int = 0, scale: float = 0.05) -> dict[str, torch.Tensor]:
+    """Random tensors under exactly the official keys and shapes; batch-norm statistics kept plausible so that
+    activations neither vanish nor explode through deep networks."""
+    generator = torch.Generator().manual_seed(seed)
+    state_dict = {}
+    for key, shape in official_keys(name).items():
+        if key.endswith("num_batches_tracked"):
+            state_dict[key] = torch.tensor(0)
+        elif key.endswith("running_var"):
+            state_dict[key] = 1.0 + torch.rand(shape, generator=generator)
+        elif key.endswith(("bn.weight", "running_mean")) or key.endswith("bn.bias"):
+            state_dict[key] = (1.0 if key.endswith("bn.weight") else 0.0) + 0.1 * torch.randn(shape, generator=generator)
+        else:
+            fan_in = max(1, int(torch.tensor(shape[1:]).prod())) if len(shape) > 1 else 1
+            state_dict[key] = torch.randn(shape, generator=generator) * (scale if len(shape) == 1 else (2.0 / fan_in) ** 0.5)
+    return state_dict
+
+
+def write_random_i3d(folder: Path, stream: str, seed: int = 0) -> Path:
+    """``rgb_imagenet.pt`` or ``flow_imagenet.pt``: a plain state dict, as piergiaj publishes them."""
+    return _save(random_state_dict_from_format(f"i3d_{stream}", seed), folder / f"{stream}_imagenet.pt")
+
+
+def write_random_pwc(folder: Path, seed: int = 0) -> Path:
+    return _save(random_state_dict_from_format("pwc", seed), folder / "network-default.pytorch")
+
+
+def random_raft_state_dict(model: str = "small", seed: int = 0) -> dict[str, torch.Tensor]:
+    """torchvision's RAFT state dict layout, random weights."""
+    from torchvision.models.optical_flow import raft_large, raft_small
+
+    torch.manual_seed(seed)
+    return (raft_small if model == "small" else raft_large)().state_dict()
+
+
+def princeton_raft_keys(model: str = "small") -> list[str]:
+    """Every key of a princeton-vl RAFT checkpoint (``raft-small.pth`` / ``raft-sintel.pth``), written out from
+    that repository's module layout: encoders ``fnet`` (instance norm, no parameters) and ``cnet`` (batch norm
+    in the large model, none in the small one), residual blocks (bottleneck in the small model) whose stride-2
+    shortcut norm is registered twice (``normK`` and ``downsample.1``), and the update block."""
+    params, batch_norm = ("weight", "bias"), ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+    convs_per_block = 3 if model == "small" else 2
+    keys: list[str] = []
+    for encoder in ("fnet", "cnet"):
+        normed = encoder == "cnet" and model == "large"
+        keys += [f"{encoder}.conv1.{p}" for p in params] + ([f"{encoder}.norm1.{p}" for p in batch_norm] if normed else [])
+        for layer in (1, 2, 3):
+            for block in (0, 1):
+                prefix = f"{encoder}.layer{layer}.{block}"
+                shortcut = layer > 1 and block == 0
+                for k in range(1, convs_per_block + 1):
+                    keys += [f"{prefix}.conv{k}.{p}" for p in params]
+                    keys += [f"{prefix}.norm{k}.{p}" for p in batch_norm] if normed else []
+                if shortcut:
+                    keys += [f"{prefix}.downsample.0.{p}" for p in params]
+                    if normed:
+                        keys += [f"{prefix}.norm{convs_per_block + 1}.{p}" for p in batch_norm]
+                        keys += [f"{prefix}.downsample.1.{p}" for p in batch_norm]
+        keys += [f"{encoder}.conv2.{p}" for p in params]
+    motion = ["convc1", "convf1", "convf2", "conv"] if model == "small" else ["convc1", "convc2", "convf1", "convf2", "conv"]
+    gru = ["convz", "convr", "convq"] if model == "small" else [f"conv{g}{i}" for i in (1, 2) for g in "zrq"]
+    heads = ["flow_head.conv1", "flow_head.conv2"] + ([] if model == "small" else ["mask.0", "mask.2"])
+    for name in [f"encoder.{m}" for m in motion] + [f"gru.{g}" for g in gru] + heads:
+        keys += [f"update_block.{name}.{p}" for p in params]
+    return [f"module.{key}" for key in keys]
+
+
+def _save(state_dict: dict[str, torch.Tensor], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state_dict, path)
+    return path
+
+
 if __name__ == "__main__":
     kind, name, out = sys.argv[1:4]
-    if kind != "clip":
+    if kind == "clip":
+        print(write_random_clip(Path(out), name))
+    elif kind == "i3d":
+        print(write_random_i3d(Path(out), name))
+    elif kind == "pwc":
+        print(write_random_pwc(Path(out)))
+    elif kind == "raft":
+        from flow.raft import raft_checkpoint
+        print(_save(random_raft_state_dict(name), Path(out) / raft_checkpoint(name, None).file_name))
+    else:
         sys.exit(f"unknown checkpoint kind {kind!r}")
-    print(write_random_clip(Path(out), name))

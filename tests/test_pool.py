@@ -153,17 +153,17 @@ def test_corrupt_output_is_extracted_again_and_overwrite_redoes_all(tiny_checkpo
 
 
 def dies_on_poison(args, device, threads, connection):
-    """A worker that is killed (as by a decoder segfault) when it reaches a video named poison.mp4."""
+    """A worker that is killed (as by a decoder segfault) when its first batch of poison.mp4 is computed."""
     from extractors import worker
 
-    finish_video = worker._Worker._finish
+    open_sink = worker._Worker._sink
 
-    def finish_or_die(self, job_id, job, outcome):
-        if job.path.name == "poison.mp4":
+    def sink_or_die(self, item):
+        if item[1].path.name == "poison.mp4":
             os.kill(os.getpid(), signal.SIGKILL)
-        finish_video(self, job_id, job, outcome)
+        return open_sink(self, item)
 
-    worker._Worker._finish = finish_or_die
+    worker._Worker._sink = sink_or_die
     worker.worker_main(args, device, threads, connection)
 
 

