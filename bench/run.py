@@ -36,7 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.inputs import DATA, LONG_CLIP, SAMPLES, make_long_clip  # noqa: E402
+from bench.inputs import DATA, SAMPLES, make_long_clip  # noqa: E402
 from extractors import ExtractCLIP  # noqa: E402
 from extractors.base import _batches  # noqa: E402
 from io_utils.sampling import parse_extract_method  # noqa: E402

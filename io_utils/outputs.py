@@ -27,6 +27,15 @@ _EXTENSIONS = {"save_numpy": ".npy", "save_pickle": ".pkl"}
 _NO_FRAMES = "no frames were sampled"
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()  # new files get the permissions a plain open() would give
+
+
 def output_folder(output_path: str | os.PathLike, feature_type: str, output_direct: bool) -> Path:
     """``OUT/<feature_type with / replaced by _>`` by default, or ``OUT`` itself with ``--output_direct``."""
     return Path(output_path) if output_direct else Path(output_path) / feature_type.replace("/", "_")
@@ -242,12 +251,3 @@ def temporary_beside(path: Path) -> tempfile._TemporaryFileWrapper:
     handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
     os.chmod(handle.name, 0o666 & ~_UMASK)
     return handle
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()

@@ -12,7 +12,7 @@ from io_utils.errors import VideoError
 from io_utils.sampling import parse_extract_method
 from io_utils.video import VideoReader
 from tests.clips import sequential_decode, set_mp4_rotation, write_clip
-from tests.conftest import SAMPLE_19FPS, SAMPLE_30FPS
+from tests.conftest import SAMPLE_19FPS
 
 VFR_TIMES_MS = np.cumsum([0] + [20, 40, 70, 33, 100, 17] * 12).tolist()  # 73 frames, irregular spacing
 
