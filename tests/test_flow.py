@@ -193,3 +193,18 @@ def test_flow_images_are_refused_for_feature_models(clip_checkpoint):
     with pytest.raises(UsageError, match="writes optical flow"):
         ExtractCLIP(dict(feature_type="CLIP-ViT-B/32", cpu=True, clip_checkpoint=str(clip_checkpoint),
                          on_extraction="save_flow_images"))
+
+
+def test_pwc_flow_equals_the_network_on_the_same_bgr_frames(tmp_path, moving_clip):
+    write_random_pwc(tmp_path)
+    flow = ExtractFlow(dict(feature_type="pwc", cpu=True, weights_dir=str(tmp_path), flow_batch_size=6)).extract(moving_clip)
+    network = PWCNet()
+    network.load_state_dict(torch.load(tmp_path / "network-default.pytorch"))
+    network.eval()
+    _, frames = sequential_decode(moving_clip)
+    bgr = torch.from_numpy(np.stack(frames)[..., ::-1].copy()).permute(0, 3, 1, 2).contiguous().float() / 255.0
+    with torch.inference_mode():
+        expected = network(bgr[:-1], bgr[1:]).numpy()
+    assert flow["flow"].shape == (6, 2, 144, 192)
+    np.testing.assert_allclose(flow["flow"], expected, rtol=1e-4, atol=1e-4)
+    assert np.abs(expected).max() > 0.01
