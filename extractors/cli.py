@@ -6,6 +6,7 @@ import math
 from typing import Any, Mapping
 
 from extractors.registry import feature_types
+from flow.raft import RAFT_MODELS
 from io_utils.outputs import ON_EXTRACTION_CHOICES
 from io_utils.sampling import parse_extract_method
 from io_utils.weights import WEIGHTS_DIR_ENV
@@ -63,7 +64,7 @@ def _add_flow_options(parser: argparse.ArgumentParser) -> None:
                       help="raft/pwc: resize frames so that their short side is N before flow (default: original size)")
     flow.add_argument("--flow_bound", type=_positive_float, default=20.0,
                       help="save_flow_images and --flow_dir: flow is clipped to +-bound and mapped to 0..255")
-    flow.add_argument("--raft_model", choices=("large", "small"), default="large")
+    flow.add_argument("--raft_model", choices=RAFT_MODELS, default="large")
     flow.add_argument("--raft_weights", default=None, metavar="NAME",
                       help="torchvision weights: sintel (default for large), things (default for small), kitti, "
                            "things_v1, sintel_v1, kitti_v1, or an enum name such as C_T_SKHT_V2")

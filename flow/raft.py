@@ -10,7 +10,7 @@ from torch import nn
 from torchvision.models import optical_flow
 
 from io_utils.errors import UsageError, VideoError
-from io_utils.weights import Checkpoint
+from io_utils.weights import Checkpoint, load_state_dict_strictly
 
 RAFT_MODELS = ("large", "small")
 MIN_SIDE = 128  # the correlation pyramid pools 1/8-resolution features 3 times
@@ -59,13 +59,13 @@ class RAFT(nn.Module):
 
     def load_checkpoint(self, path: Path) -> None:
         """A torchvision state dict, or princeton-vl's (``module.fnet.conv1.weight``...), strictly."""
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-        if any(key.startswith(("module.", "fnet.", "cnet.")) for key in state_dict):
-            state_dict = convert_princeton_state_dict(state_dict)
-        try:
-            self.raft.load_state_dict(state_dict, strict=True)
-        except RuntimeError as error:
-            raise UsageError(f"{path}: not a RAFT checkpoint for this --raft_model ({error})") from error
+        load_state_dict_strictly(self.raft, path, "a RAFT checkpoint for this --raft_model", _torchvision_keys)
+
+
+def _torchvision_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if any(key.startswith(("module.", "fnet.", "cnet.")) for key in state_dict):
+        return convert_princeton_state_dict(state_dict)
+    return state_dict
 
 
 def convert_princeton_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

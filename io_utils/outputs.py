@@ -11,29 +11,21 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
-import tempfile
+from functools import partial
 from pathlib import Path
-from typing import BinaryIO, Callable, Mapping
+from typing import Mapping
 
 import numpy as np
 
 from flow.images import DEFAULT_BOUND, write_flow_jpegs, write_flow_png
 from io_utils.errors import VideoError
+from io_utils.files import atomic_write, temporary_beside, temporary_folder_beside
 from io_utils.video_list import VideoJob
 
 FLOW_IMAGE_MODES = ("save_flow_images", "save_flow_viz")
 ON_EXTRACTION_CHOICES = ("print", "save_numpy", "save_pickle", *FLOW_IMAGE_MODES)
 _EXTENSIONS = {"save_numpy": ".npy", "save_pickle": ".pkl"}
 _NO_FRAMES = "no frames were sampled"
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()  # new files get the permissions a plain open() would give
 
 
 def output_folder(output_path: str | os.PathLike, feature_type: str, output_direct: bool) -> Path:
@@ -173,17 +165,15 @@ class FlowImageSink:
     """``save_flow_images`` (JPEG pairs) or ``save_flow_viz`` (colour PNGs) into one folder per video."""
 
     def __init__(self, folder: Path, on_extraction: str, bound: float = DEFAULT_BOUND, key: str = "flow"):
-        self._folder, self._bound, self._key = folder, bound, key
-        self._write = self._write_jpegs if on_extraction == "save_flow_images" else self._write_png
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        self._temporary = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
-        os.chmod(self._temporary, 0o777 & ~_UMASK)
+        self._folder, self._key = folder, key
+        self._write = partial(write_flow_jpegs, bound=bound) if on_extraction == "save_flow_images" else write_flow_png
+        self._temporary = temporary_folder_beside(folder)
         self._count = 0
 
     def add(self, outputs: Mapping[str, np.ndarray], timestamps_ms: list[float]) -> None:
         for flow in outputs[self._key]:
             self._count += 1
-            self._write(self._count, flow)
+            self._write(self._temporary, self._count, flow)
 
     def close(self, fps: float) -> dict[str, np.ndarray]:
         if not self._count:
@@ -200,12 +190,6 @@ class FlowImageSink:
 
     def abort(self) -> None:
         shutil.rmtree(self._temporary, ignore_errors=True)
-
-    def _write_jpegs(self, index: int, flow: np.ndarray) -> None:
-        write_flow_jpegs(self._temporary, index, flow, self._bound)
-
-    def _write_png(self, index: int, flow: np.ndarray) -> None:
-        write_flow_png(self._temporary, index, flow)
 
 
 def open_sink(on_extraction: str, paths: Mapping[str, Path], flow_bound: float = DEFAULT_BOUND):
@@ -228,26 +212,3 @@ def print_features(video: Path, features: Mapping[str, np.ndarray]) -> None:
             print(f"  {key}: {value.item():.6g}")
         else:
             print(f"  {key}: shape {value.shape}, dtype {value.dtype}, mean {value.mean():.5g}, std {value.std():.5g}")
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write through ``write(file_handle)`` into a temporary file, then rename it to ``path``."""
-    handle = temporary_beside(path)
-    try:
-        with handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
-
-
-def temporary_beside(path: Path) -> tempfile._TemporaryFileWrapper:
-    """A new temporary file in ``path``'s folder, named ``.<name>.<random>.tmp``, with the permissions a plain
-    ``open`` would give (``tempfile`` makes them private, which other users of a shared disk cannot read)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    os.chmod(handle.name, 0o666 & ~_UMASK)
-    return handle

@@ -11,17 +11,17 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from tqdm import tqdm
 
 from io_utils.errors import UsageError
+from io_utils.files import temporary_beside
 
 WEIGHTS_DIR_ENV = "VIDEO_FEATURES_WEIGHTS_DIR"
 _CHUNK = 1 << 20
@@ -45,6 +45,18 @@ class Checkpoint:
         return self.url.rsplit("/", 1)[-1]
 
 
+def load_state_dict_strictly(module: torch.nn.Module, path: Path, what: str,
+                             convert: Callable[[dict], dict] | None = None) -> None:
+    """Load the state dict pickled at ``path`` into ``module`` with ``strict=True`` (after ``convert``, for
+    checkpoints whose keys need renaming). Unreadable or mismatching files end in one line naming the file:
+    ``<path>: not <what> (<reason>)``."""
+    try:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+        module.load_state_dict(convert(state_dict) if convert else state_dict, strict=True)
+    except Exception as error:  # torch raises several unrelated types for unreadable or mismatching files
+        raise UsageError(f"{path}: not {what} ({type(error).__name__}: {error})") from error
+
+
 def cache_dir() -> Path:
     """The torch hub checkpoint cache, which honours ``$TORCH_HOME`` and ``$XDG_CACHE_HOME``."""
     return Path(torch.hub.get_dir()) / "checkpoints"
@@ -65,8 +77,7 @@ def resolve_checkpoint(checkpoint: Checkpoint, weights_dir: str | os.PathLike | 
 def download(checkpoint: Checkpoint, folder: Path) -> Path:
     """Download into ``folder`` atomically, checking the SHA-256 before the file gets its final name."""
     destination = folder / checkpoint.file_name
-    folder.mkdir(parents=True, exist_ok=True)
-    partial = tempfile.NamedTemporaryFile(dir=folder, prefix=f".{checkpoint.file_name}.", suffix=".part", delete=False)
+    partial = temporary_beside(destination, suffix=".part")
     try:
         with partial:
             digest = _copy_url(checkpoint.url, partial)

@@ -82,8 +82,10 @@ def random_state_dict_from_format(name: str, seed: int = 0, scale: float = 0.05)
             state_dict[key] = torch.tensor(0)
         elif key.endswith("running_var"):
             state_dict[key] = 1.0 + torch.rand(shape, generator=generator)
-        elif key.endswith(("bn.weight", "running_mean")) or key.endswith("bn.bias"):
-            state_dict[key] = (1.0 if key.endswith("bn.weight") else 0.0) + 0.1 * torch.randn(shape, generator=generator)
+        elif key.endswith("bn.weight"):
+            state_dict[key] = 1.0 + 0.1 * torch.randn(shape, generator=generator)
+        elif key.endswith(("bn.bias", "running_mean")):
+            state_dict[key] = 0.1 * torch.randn(shape, generator=generator)
         else:
             fan_in = max(1, int(torch.tensor(shape[1:]).prod())) if len(shape) > 1 else 1
             state_dict[key] = torch.randn(shape, generator=generator) * (scale if len(shape) == 1 else (2.0 / fan_in) ** 0.5)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import main
-from io_utils.outputs import atomic_write
+from io_utils.files import atomic_write
 from tests.clips import write_audio_only, write_clip
 from tests.conftest import REPO, SAMPLE_19FPS
 

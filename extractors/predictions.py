@@ -1,0 +1,23 @@
+"""``--show_pred``: the classes a model sees, printed per frame or window."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+
+def kinetics400_labels() -> list[str]:
+    """Kinetics-400 class names in the order of the Kinetics heads (torchvision's video weights carry them,
+    so no label file is shipped)."""
+    from torchvision.models.video import R2Plus1D_18_Weights
+
+    return R2Plus1D_18_Weights.KINETICS400_V1.meta["categories"]
+
+
+def print_top_classes(names: Sequence[str], probabilities: torch.Tensor, timestamps_ms: Sequence[float],
+                      tag: str = "", k: int = 5) -> None:
+    """One line per row of ``probabilities`` (rows, classes): its time and its ``k`` likeliest names."""
+    top = probabilities.topk(min(k, len(names)), dim=-1)
+    for time_ms, scores, indices in zip(timestamps_ms, top.values.cpu(), top.indices.cpu()):
+        ranked = ", ".join(f"{names[i]} ({p:.3f})" for p, i in zip(scores.tolist(), indices.tolist()))
+        print(f"  {tag}{time_ms:9.1f} ms: {ranked}")

@@ -1,0 +1,51 @@
+"""Files that only get their final name once complete: temporary names beside the destination.
+
+Temporaries are named ``.<final name>.<random><suffix>`` so that a killed writer's leftovers can be found and
+removed later (``io_utils.claims.remove_leftover_temporaries``). They get the permissions a plain ``open``
+would give: ``tempfile`` makes them private, which other users of a shared disk or cache could not read.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
+def temporary_beside(path: Path, suffix: str = ".tmp") -> tempfile._TemporaryFileWrapper:
+    """A new temporary file (open for writing, not deleted on close) in ``path``'s folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=suffix, delete=False)
+    os.chmod(handle.name, 0o666 & ~_UMASK)
+    return handle
+
+
+def temporary_folder_beside(path: Path) -> Path:
+    """A new empty temporary folder in ``path``'s folder, to be renamed to ``path`` once full."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    os.chmod(folder, 0o777 & ~_UMASK)
+    return folder
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write through ``write(file_handle)`` into a temporary file, then rename it to ``path``."""
+    handle = temporary_beside(path)
+    try:
+        with handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(handle.name, path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
