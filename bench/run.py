@@ -73,7 +73,7 @@ def decode_only(extractor: ExtractCLIP, video: Path) -> int:
 
 
 def model_only(extractor: ExtractCLIP, count: int) -> None:
-    batch = torch.randn(BATCH_SIZE, 3, extractor.image_size, extractor.image_size)
+    batch = torch.randn(BATCH_SIZE, 3, *extractor.transform.crop)
     with torch.inference_mode():
         for start in range(0, count, BATCH_SIZE):
             extractor.forward(batch[: min(BATCH_SIZE, count - start)])

@@ -6,7 +6,13 @@ from extractors.base import BaseExtractor, FrameWiseExtractor, WindowExtractor
 from extractors.clip import ExtractCLIP
 from extractors.flow import ExtractFlow
 from extractors.i3d import ExtractI3D
+from extractors.r21d import ExtractR21D
 from extractors.registry import extractor_class, feature_types
+from extractors.resnet import ExtractResNet
+from extractors.resnext3d import ExtractResNeXt3D
+from extractors.s3d import ExtractS3D
+from extractors.timm_models import ExtractTimm
 
 __all__ = ["BaseExtractor", "FrameWiseExtractor", "WindowExtractor", "ExtractCLIP", "ExtractFlow", "ExtractI3D",
+           "ExtractR21D", "ExtractResNet", "ExtractResNeXt3D", "ExtractS3D", "ExtractTimm",
            "extractor_class", "feature_types"]

@@ -16,14 +16,15 @@ import threading
 import time
 from collections import deque
 from fractions import Fraction
-from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence, TypeVar, Union
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar, Union
 
 import numpy as np
 import torch
 
 from extractors.cli import complete_args
+from extractors.transforms import FramePreprocessing
 from io_utils.errors import UsageError, VideoError
-from io_utils.outputs import FLOW_IMAGE_MODES, MemorySink
+from io_utils.outputs import FLOW_IMAGE_MODES, FinishingSink, MemorySink, Sink
 from io_utils.sampling import SamplingMethod
 from io_utils.video import Frame, VideoReader
 
@@ -33,18 +34,12 @@ T = TypeVar("T")
 Batch = Union[torch.Tensor, dict[str, torch.Tensor]]
 
 
-class Sink(Protocol):
-    """Receives a video's outputs batch by batch (see ``io_utils/outputs.py``)."""
-
-    def add(self, outputs: Mapping[str, np.ndarray], timestamps_ms: list[float]) -> None: ...
-    def close(self, fps: float) -> dict[str, np.ndarray]: ...
-    def abort(self) -> None: ...
-
-
 class BaseExtractor:
     """Turns one video into a dict of arrays: ``{main_key: (N, ...) float32, "fps": (), "timestamps_ms": (N,)}``."""
 
     main_key: str = "features"
+    supports_crops: bool = False  # --crops 3: the extractor's preprocess returns (3, ...) per input
+    transform: FramePreprocessing
 
     def __init__(self, args: argparse.Namespace | Mapping[str, Any], external_call: bool = False):
         self.args = complete_args(args)
@@ -55,10 +50,17 @@ class BaseExtractor:
         self.model = self.load_model().to(self.device).eval()
 
     @classmethod
+    def option_defaults(cls, args: argparse.Namespace) -> dict[str, Any]:
+        """Values for the options left unset (None) on the command line, when this model has its own."""
+        return {}
+
+    @classmethod
     def validate_args(cls, args: argparse.Namespace) -> None:
         """Refuse options that make no sense for this model, before any video is touched."""
         if args.on_extraction in FLOW_IMAGE_MODES and cls.main_key != "flow":
             raise UsageError(f"--on_extraction {args.on_extraction} writes optical flow; use it with raft or pwc")
+        if args.crops > 1 and not cls.supports_crops:
+            raise UsageError(f"--crops {args.crops} is not available for {args.feature_type}")
 
     @classmethod
     def prepare(cls, args: argparse.Namespace) -> None:
@@ -76,8 +78,9 @@ class BaseExtractor:
         raise NotImplementedError
 
     def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
-        """One (H, W, 3) uint8 RGB frame -> one model input, on the CPU."""
-        raise NotImplementedError
+        """One (H, W, 3) uint8 RGB frame -> one model input, on the CPU: by default ``self.transform`` (a
+        :class:`FramePreprocessing` that ``load_model`` sets), with ``--crops``."""
+        return self.transform(rgb, self.args.crops)
 
     def forward(self, batch: Batch) -> torch.Tensor | dict[str, torch.Tensor]:
         """A batch of inputs, on ``self.device`` -> (B, ...) outputs of the main key, or a dict of them."""
@@ -112,6 +115,7 @@ class BaseExtractor:
         video's sink (``sink_of(video)``, by default kept in memory) as soon as they are computed.
         """
         prefetch = _Prefetcher(self, videos, path_of)
+        finish = FinishingSink.wrapper(self.args.pool, self.args.l2_normalize, self.args.dtype)
         sink: Sink | None = None
         try:
             failed: Exception | None = None
@@ -119,7 +123,7 @@ class BaseExtractor:
                 if kind == "batch":
                     if failed is None:
                         try:
-                            sink = sink or sink_of(video)
+                            sink = sink or finish(sink_of(video))
                             sink.add(*self._run_batch(*payload))
                         except Exception as error:  # out of memory, a full disk...: this video only
                             failed = error
@@ -127,7 +131,7 @@ class BaseExtractor:
                 outcome = payload if kind == "error" else failed
                 if outcome is None:
                     try:
-                        sink = sink or sink_of(video)
+                        sink = sink or finish(sink_of(video))
                         outcome, sink = sink.close(payload), None
                     except Exception as error:
                         outcome = error
@@ -141,12 +145,17 @@ class BaseExtractor:
             prefetch.close()
 
     def _run_batch(self, inputs: Batch, timestamps_ms: list[float]) -> tuple[dict[str, np.ndarray], list[float]]:
+        crops = self.args.crops
+        if crops > 1:  # (B, crops, ...): the crops go through the model as more inputs
+            inputs = inputs.flatten(0, 1)
         outputs = self.forward(_to_device(inputs, self.device))
         if isinstance(outputs, torch.Tensor):
             outputs = {self.main_key: outputs}
         arrays = {key: value.float().cpu().numpy() for key, value in outputs.items()}
         if self.args.show_pred:
-            self.show_predictions(arrays, timestamps_ms)
+            self.show_predictions(arrays, [time for time in timestamps_ms for _ in range(crops)])
+        if crops > 1:
+            arrays = {key: value.reshape(len(timestamps_ms), crops, *value.shape[1:]) for key, value in arrays.items()}
         return arrays, timestamps_ms
 
 
@@ -219,10 +228,11 @@ class _Prefetcher:
 
 
 class FrameWiseExtractor(BaseExtractor):
-    """Models that take single frames, sampled with ``--extract_method`` (``uni_N`` or ``fix_F``)."""
+    """Models that take single frames, sampled with ``--extract_method`` (``uni_N`` or ``fix_F``); ``--views N``
+    is ``uni_N``."""
 
     def model_inputs(self, video: VideoReader) -> Iterator[tuple[torch.Tensor, float]]:
-        method = self.args.extract_method
+        method = SamplingMethod("uni", Fraction(self.args.views)) if self.args.views else self.args.extract_method
         targets = method.target_pts(video.start_pts, video.end_pts, video.time_base)
         if method.kind == "uni" and len(targets) > video.num_frames:
             raise VideoError(f"too short: {video.num_frames} frames, fewer than the {len(targets)} that {method} asks for")
@@ -232,7 +242,23 @@ class FrameWiseExtractor(BaseExtractor):
 
 class WindowExtractor(BaseExtractor):
     """Models that take windows of ``window_size`` consecutive frames every ``--step_size`` frames, from the
-    frames at ``--extraction_fps`` (default: every frame of the video). One window is one model input."""
+    frames at ``--extraction_fps`` (default: every frame of the video). One window is one model input.
+
+    With ``--views N``, N windows spread uniformly over the whole video instead; only their frames are decoded.
+    """
+
+    default_stack_size = 64
+    default_extraction_fps: float | None = None
+
+    @classmethod
+    def option_defaults(cls, args: argparse.Namespace) -> dict[str, Any]:
+        stack_size = args.stack_size or cls.model_stack_size(args)
+        return {"stack_size": stack_size, "step_size": stack_size, "extraction_fps": cls.default_extraction_fps}
+
+    @classmethod
+    def model_stack_size(cls, args: argparse.Namespace) -> int:
+        """The window the model was trained on, the default ``--stack_size``."""
+        return cls.default_stack_size
 
     @property
     def window_size(self) -> int:
@@ -245,24 +271,75 @@ class WindowExtractor(BaseExtractor):
     def window_input(self, indices: list[int], frames: list[Frame], inputs: list[torch.Tensor]
                      ) -> torch.Tensor | dict[str, torch.Tensor]:
         """One window's model input from its frames, their positions among the frames taken, and their
-        preprocessed forms. A padded window repeats its last frame (and index)."""
-        return torch.stack(inputs)
+        preprocessed forms. A padded window repeats its last frame (and index).
+
+        The default is the frames' inputs stacked along time: (T, ...), or (crops, T, ...) with ``--crops 3``.
+        """
+        return torch.stack(inputs, dim=-4)
 
     def window_time_ms(self, frames: list[Frame]) -> float:
         """The window's centre: midway between its first and last frames."""
         return (frames[0].time_ms + frames[-1].time_ms) / 2
 
     def model_inputs(self, video: VideoReader) -> Iterator[tuple[torch.Tensor | dict[str, torch.Tensor], float]]:
-        taken = enumerate(read_frames(video, self.args.extraction_fps))
-        items = ((index, frame, self.preprocess(frame.rgb)) for index, frame in taken)
+        if self.args.views:
+            windows = self._uniform_windows(video)
+        else:
+            taken = enumerate(read_frames(video, self.args.extraction_fps))
+            items = ((index, frame, self.preprocess(frame.rgb)) for index, frame in taken)
+            windows = sliding_windows(items, self.window_size, self.args.step_size, pad_last=self.args.pad_last)
         count = 0
-        for window, real in sliding_windows(items, self.window_size, self.args.step_size, pad_last=self.args.pad_last):
+        for window, real in windows:
             count += 1
             indices, frames, inputs = (list(column) for column in zip(*window))
             yield self.window_input(indices, frames, inputs), self.window_time_ms(frames[:real])
         if count == 0:
             raise VideoError(f"too short: fewer than the {self.window_size} frames of one window "
                              "(see --stack_size, --extraction_fps); --pad_last pads it instead")
+
+
+    def _uniform_windows(self, video: VideoReader) -> Iterator[tuple[list, int]]:
+        """``--views`` windows over the frames at ``--extraction_fps`` (default: the video's average rate)."""
+        fps = self.args.extraction_fps or video.fps
+        if not fps:
+            raise VideoError("the video declares no frame rate; give --extraction_fps with --views")
+        targets = _fixed_rate_targets(video, fps)
+        size = self.window_size
+        if len(targets) < size and not self.args.pad_last:
+            return iter(())
+        starts = uniform_window_starts(len(targets), size, self.args.views)
+        needed = sorted({index for start in starts for index in range(start, min(start + size, len(targets)))})
+        frames = video.read_at([targets[index] for index in needed])
+        items = ((index, frame, self.preprocess(frame.rgb)) for index, frame in zip(needed, frames))
+        return windows_at(items, starts, size)
+
+
+def uniform_window_starts(count: int, size: int, views: int) -> list[int]:
+    """First items of ``views`` windows of ``size`` spread uniformly over ``count`` items: the centres of
+    ``views`` equal slices of the possible starts (MMAction2's test-time sampling). All 0 when ``count < size``."""
+    spacing = max(count - size + 1, 1) / views
+    return [int(spacing * (view + 0.5)) for view in range(views)]
+
+
+def windows_at(items: Iterable[tuple], starts: Sequence[int], size: int) -> Iterator[tuple[list, int]]:
+    """Windows of ``size`` items beginning at each of ``starts`` (ascending), from ``(index, ...)`` tuples in
+    ascending index order that include at least every index the windows cover; a window that runs past the last
+    item is padded by repeating it. Each window comes with its count of real items; memory holds one window."""
+    items = iter(items)
+    buffer: deque[tuple] = deque()
+    exhausted = False
+    for start in starts:
+        while buffer and buffer[0][0] < start:
+            buffer.popleft()
+        while not exhausted and (not buffer or buffer[-1][0] < start + size - 1):
+            item = next(items, None)
+            exhausted = item is None
+            if item is not None and item[0] >= start:
+                buffer.append(item)
+        window = [item for item in buffer if item[0] < start + size]
+        if not window:
+            raise VideoError("the video ended before its last frames could be decoded (truncated or corrupt)")
+        yield window + [window[-1]] * (size - len(window)), len(window)
 
 
 def read_frames(video: VideoReader, fps: float | None) -> Iterator[Frame]:

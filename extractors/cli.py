@@ -5,7 +5,8 @@ import argparse
 import math
 from typing import Any, Mapping
 
-from extractors.registry import feature_types
+from extractors.registry import extractor_class, feature_types
+from extractors.transforms import CROP_CHOICES
 from flow.raft import RAFT_MODELS
 from io_utils.outputs import ON_EXTRACTION_CHOICES
 from io_utils.sampling import parse_extract_method
@@ -48,12 +49,20 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"folder of checkpoints under their official file names (or ${WEIGHTS_DIR_ENV})")
     parser.add_argument("--clip_checkpoint", default=None, metavar="PATH",
                         help="an OpenAI-format CLIP checkpoint (TorchScript archive or state dict) to use instead")
-    parser.add_argument("--show_pred", action="store_true", help="print the top-5 zero-shot classes per frame")
+    parser.add_argument("--checkpoint", default=None, metavar="PATH",
+                        help="resnet*, timm, r21d, s3d, resnext101_3d: a local checkpoint to use instead of the published one")
+    parser.add_argument("--weights", default=None, metavar="NAME",
+                        help="resnet*: torchvision weights, IMAGENET1K_V1 (default) or IMAGENET1K_V2 (resnet50 and up)")
+    parser.add_argument("--model_name", default=None, metavar="NAME",
+                        help="timm: any timm model name; r21d: which R(2+1)D (default r2plus1d_18_16_kinetics)")
+    parser.add_argument("--show_pred", action="store_true",
+                        help="print the top-5 classes per frame or window (CLIP: zero-shot)")
     parser.add_argument("--pred_texts", nargs="+", default=None, metavar="TEXT",
                         help="with --show_pred: score these texts instead of the Kinetics-400 classes")
     parser.add_argument("--verbose", action="store_true", help="report skipped videos, tracebacks of unexpected errors")
     _add_flow_options(parser)
     _add_window_options(parser)
+    _add_output_options(parser)
     return parser
 
 
@@ -74,11 +83,14 @@ def _add_flow_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_window_options(parser: argparse.ArgumentParser) -> None:
-    windows = parser.add_argument_group("clip models (i3d)")
-    windows.add_argument("--stack_size", type=_positive_int, default=64, help="frames per window")
-    windows.add_argument("--step_size", type=_positive_int, default=64, help="frames between window starts")
+    windows = parser.add_argument_group("clip models (i3d, r21d, s3d, resnext101_3d)")
+    windows.add_argument("--stack_size", type=_positive_int, default=None,
+                         help="frames per window (default: the model's, e.g. 64 for i3d, 16 for r21d)")
+    windows.add_argument("--step_size", type=_positive_int, default=None,
+                         help="frames between window starts (default: --stack_size)")
     windows.add_argument("--extraction_fps", type=_positive_float, default=None, metavar="FPS",
-                         help="take frames at this rate (default: every frame of the video); also for raft/pwc")
+                         help="take frames at this rate (default: every frame of the video, 24 for resnext101_3d); "
+                              "also for raft/pwc")
     windows.add_argument("--pad_last", action="store_true",
                          help="pad the frames after the last full window (or of a too short video) into one more window")
     windows.add_argument("--streams", nargs="+", choices=("rgb", "flow"), default=["rgb", "flow"])
@@ -87,8 +99,22 @@ def _add_window_options(parser: argparse.ArgumentParser) -> None:
                          help="with --flow_type precomputed: DIR/<video stem>/flow_x_00001.jpg, flow_y_00001.jpg, ...")
 
 
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    outputs = parser.add_argument_group("views and outputs (every model but raft/pwc)")
+    outputs.add_argument("--views", type=_positive_int, default=None, metavar="N",
+                         help="N frames (image models) or N windows (clip models) spread uniformly over the whole "
+                              "video, instead of --extract_method or --step_size")
+    outputs.add_argument("--crops", type=int, choices=CROP_CHOICES, default=1,
+                         help="1: centre crop; 3: three crops along the long side (outputs get a crop axis)")
+    outputs.add_argument("--pool", choices=("mean",), default=None,
+                         help="save one vector per video: the mean over every frame or window (and crop)")
+    outputs.add_argument("--l2_normalize", action="store_true", help="scale every saved vector to unit L2 norm")
+    outputs.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="of the saved features")
+
+
 def complete_args(args: argparse.Namespace | Mapping[str, Any]) -> argparse.Namespace:
-    """Fill every option the caller left out with the CLI default, so the Python API takes partial options.
+    """Fill every option the caller left out with the CLI default, so the Python API takes partial options,
+    then the options left unset (None) with the feature type's own defaults (window sizes, frame rate).
 
     Strings for ``extract_method`` are parsed as the CLI parses them.
     """
@@ -100,7 +126,11 @@ def complete_args(args: argparse.Namespace | Mapping[str, Any]) -> argparse.Name
         completed["extract_method"] = parse_extract_method(completed["extract_method"])
     if completed.get("feature_type") is None:
         raise ValueError("feature_type is required")
-    return argparse.Namespace(**completed)
+    args = argparse.Namespace(**completed)
+    for option, value in extractor_class(args.feature_type).option_defaults(args).items():
+        if getattr(args, option) is None:
+            setattr(args, option, value)
+    return args
 
 
 def _positive_float(text: str) -> float:

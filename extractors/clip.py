@@ -13,11 +13,11 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 from torchvision.transforms import InterpolationMode
-from torchvision.transforms.v2 import functional as TF
 
 from extractors.base import FrameWiseExtractor
 from extractors.predictions import kinetics400_labels, print_top_classes
 from extractors.registry import register
+from extractors.transforms import FramePreprocessing
 from io_utils.errors import UsageError
 from io_utils.weights import Checkpoint, resolve_checkpoint
 
@@ -52,6 +52,7 @@ class ExtractCLIP(FrameWiseExtractor):
     """Image embeddings (before normalisation) of sampled frames; fp16 weights on CUDA, fp32 on the CPU."""
 
     main_key = "clip"
+    supports_crops = True
 
     @classmethod
     def prepare(cls, args) -> None:
@@ -75,17 +76,12 @@ class ExtractCLIP(FrameWiseExtractor):
             model = open_clip.model.build_model_from_openai_state_dict(state_dict, cast_dtype=torch.float16 if half else None)
         except (KeyError, RuntimeError) as error:
             raise UsageError(f"{path}: not an OpenAI-format CLIP checkpoint ({error})") from error
-        self.image_size: int = model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size
+        size: int = model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size
+        # CLIP's transform: bicubic resize of the short side, centre crop, CLIP mean/std
+        self.transform = FramePreprocessing(size, (size, size), CLIP_MEAN, CLIP_STD,
+                                            interpolation=InterpolationMode.BICUBIC, antialias=True)
         self._text_features: torch.Tensor | None = None
         return model if half else model.float()
-
-    def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
-        """CLIP's transform: bicubic resize of the short side, centre crop, CLIP mean/std."""
-        image = torch.from_numpy(rgb).permute(2, 0, 1)
-        image = TF.resize(image, [self.image_size], interpolation=InterpolationMode.BICUBIC, antialias=True)
-        image = TF.center_crop(image, [self.image_size, self.image_size])
-        image = TF.to_dtype(image, torch.float32, scale=True)
-        return TF.normalize(image, CLIP_MEAN, CLIP_STD)
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(batch.to(self.model.visual.conv1.weight.dtype))

@@ -11,7 +11,7 @@ from torchvision.transforms.v2 import functional as TF
 from extractors.base import BaseExtractor, read_frames
 from extractors.registry import register
 from flow import FLOW_NETWORKS, flow_checkpoint_path, load_flow_network
-from io_utils.errors import VideoError
+from io_utils.errors import UsageError, VideoError
 from io_utils.video import VideoReader
 
 
@@ -24,6 +24,13 @@ class ExtractFlow(BaseExtractor):
     """
 
     main_key = "flow"
+
+    @classmethod
+    def validate_args(cls, args) -> None:
+        super().validate_args(args)
+        for option, value in (("--views", args.views), ("--pool", args.pool), ("--l2_normalize", args.l2_normalize)):
+            if value:
+                raise UsageError(f"{option} does not apply to optical flow ({args.feature_type})")
 
     @classmethod
     def prepare(cls, args) -> None:

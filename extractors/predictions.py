@@ -1,9 +1,11 @@
 """``--show_pred``: the classes a model sees, printed per frame or window."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
+import numpy as np
 import torch
+from torch import nn
 
 
 def kinetics400_labels() -> list[str]:
@@ -21,3 +23,23 @@ def print_top_classes(names: Sequence[str], probabilities: torch.Tensor, timesta
     for time_ms, scores, indices in zip(timestamps_ms, top.values.cpu(), top.indices.cpu()):
         ranked = ", ".join(f"{names[i]} ({p:.3f})" for p, i in zip(scores.tolist(), indices.tolist()))
         print(f"  {tag}{time_ms:9.1f} ms: {ranked}")
+
+
+def with_separate_head(network: nn.Module, head_name: str) -> nn.ModuleDict:
+    """``{"backbone": network with its classifier replaced by the identity, "head": the classifier}``: the
+    backbone gives the pooled features that are saved, the head turns them into classes for ``--show_pred``."""
+    head = getattr(network, head_name)
+    setattr(network, head_name, nn.Identity())
+    return nn.ModuleDict({"backbone": network, "head": head})
+
+
+class HeadPredictions:
+    """``--show_pred`` for extractors whose model is :func:`with_separate_head`'s and whose ``labels`` name the
+    head's classes."""
+
+    labels: Sequence[str]
+
+    def show_predictions(self, outputs: Mapping[str, np.ndarray], timestamps_ms: Sequence[float]) -> None:
+        with torch.inference_mode():
+            logits = self.model["head"](torch.from_numpy(outputs[self.main_key]).to(self.device))
+        print_top_classes(self.labels, logits.float().softmax(-1), timestamps_ms)

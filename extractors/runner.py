@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from extractors.cli import complete_args
 from extractors.pool import Executor, LocalPoolExecutor
 from extractors.registry import extractor_class
 from io_utils.files import atomic_write
@@ -33,6 +34,7 @@ class Summary:
 
 def run(args: argparse.Namespace, executor: Executor | None = None) -> int:
     """Extract every video of the list; return the exit status."""
+    args = complete_args(args)
     extractor = extractor_class(args.feature_type)
     extractor.validate_args(args)
     jobs, missing = build_video_list(args.video_paths, args.video_dir, args.file_with_video_paths, args.recursive)

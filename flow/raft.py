@@ -10,7 +10,7 @@ from torch import nn
 from torchvision.models import optical_flow
 
 from io_utils.errors import UsageError, VideoError
-from io_utils.weights import Checkpoint, load_state_dict_strictly
+from io_utils.weights import Checkpoint, load_state_dict_strictly, torchvision_checkpoint
 
 RAFT_MODELS = ("large", "small")
 MIN_SIDE = 128  # the correlation pyramid pools 1/8-resolution features 3 times
@@ -29,9 +29,7 @@ def raft_checkpoint(model: str, weights: str | None) -> Checkpoint:
     if name not in enum.__members__:
         known = sorted({*enum.__members__, *(a for a, n in WEIGHT_ALIASES.items() if n in enum.__members__)})
         raise UsageError(f"--raft_weights {weights}: not available for raft_{model}; choose one of {', '.join(known)}")
-    member = enum[name]
-    sha256_prefix = re.search(r"-([0-9a-f]{8,})\.pth$", member.url).group(1)  # torch hub convention
-    return Checkpoint(member.url, sha256_prefix, {"enum": f"{enum.__name__}.{name}", **member.meta})
+    return torchvision_checkpoint(enum[name])
 
 
 class RAFT(nn.Module):

@@ -13,7 +13,7 @@ import pickle
 import shutil
 from functools import partial
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping, Protocol
 
 import numpy as np
 
@@ -50,6 +50,61 @@ def output_files(job: VideoJob, keys: list[str], main_key: str, folder: Path, on
         return {key: folder / f"{job.output_stem}_{key}{extension}" for key in keys}
     main = job.feature_path if job.feature_path.is_absolute() else folder / job.feature_path
     return {key: main if key == main_key else main.with_name(f"{main.stem}_{key}{extension}") for key in keys}
+
+
+class Sink(Protocol):
+    """Receives a video's outputs batch by batch."""
+
+    def add(self, outputs: Mapping[str, np.ndarray], timestamps_ms: list[float]) -> None: ...
+    def close(self, fps: float) -> dict[str, np.ndarray]: ...
+    def abort(self) -> None: ...
+
+
+class FinishingSink:
+    """``--pool mean``, ``--l2_normalize`` and ``--dtype`` in front of another sink.
+
+    Without pooling, each batch is normalised and cast as it passes. With pooling, batches are summed (in
+    float64) and one row goes on at the end: the mean over every row (and crop), timed at the mean of their
+    times. Normalising comes after pooling, so every saved vector has unit norm.
+    """
+
+    def __init__(self, inner: Sink, pool: str | None, l2_normalize: bool, dtype: str):
+        self._inner, self._pool, self._l2_normalize, self._dtype = inner, pool, l2_normalize, np.dtype(dtype)
+        self._sums: dict[str, np.ndarray] = {}
+        self._counts: dict[str, int] = {}
+        self._timestamps: list[float] = []
+
+    @classmethod
+    def wrapper(cls, pool: str | None, l2_normalize: bool, dtype: str) -> Callable[[Sink], Sink]:
+        """What to wrap each video's sink in: nothing, if no option asks for it."""
+        if pool is None and not l2_normalize and np.dtype(dtype) == np.float32:
+            return lambda sink: sink
+        return lambda sink: cls(sink, pool, l2_normalize, dtype)
+
+    def add(self, outputs: Mapping[str, np.ndarray], timestamps_ms: list[float]) -> None:
+        if self._pool is None:
+            self._inner.add({key: self._finish(value) for key, value in outputs.items()}, timestamps_ms)
+            return
+        for key, value in outputs.items():
+            rows = value.reshape(-1, *value.shape[2:]) if value.ndim > 2 else value  # crops count as rows
+            self._sums[key] = self._sums.get(key, 0) + rows.sum(axis=0, dtype=np.float64)
+            self._counts[key] = self._counts.get(key, 0) + len(rows)
+        self._timestamps.extend(timestamps_ms)
+
+    def close(self, fps: float) -> dict[str, np.ndarray]:
+        if self._pool is not None and self._timestamps:
+            means = {key: (total / self._counts[key])[None].astype(np.float32) for key, total in self._sums.items()}
+            self._inner.add({key: self._finish(value) for key, value in means.items()},
+                            [float(np.mean(self._timestamps))])
+        return self._inner.close(fps)
+
+    def abort(self) -> None:
+        self._inner.abort()
+
+    def _finish(self, value: np.ndarray) -> np.ndarray:
+        if self._l2_normalize:
+            value = value / np.maximum(np.linalg.norm(value, axis=-1, keepdims=True), 1e-12)
+        return value.astype(self._dtype)
 
 
 class MemorySink:

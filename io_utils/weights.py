@@ -8,8 +8,10 @@ downloaded, into the cache, through a temporary file that is renamed into place 
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
+import re
 import sys
 import urllib.error
 import urllib.request
@@ -45,6 +47,23 @@ class Checkpoint:
         return self.url.rsplit("/", 1)[-1]
 
 
+def torchvision_checkpoint(weights: Any) -> Checkpoint:
+    """A torchvision weight enum member as a :class:`Checkpoint`; torch hub file names end in the first hex
+    digits of the file's SHA-256 (``resnet18-f37072fd.pth``)."""
+    sha256_prefix = re.search(r"-([0-9a-f]{8,})\.pth$", weights.url).group(1)
+    return Checkpoint(weights.url, sha256_prefix, {"enum": f"{type(weights).__name__}.{weights.name}", **weights.meta})
+
+
+def checkpoint_path(checkpoint: Checkpoint, args: argparse.Namespace) -> Path:
+    """``--checkpoint`` if given (a local file used instead of the published one), else ``checkpoint`` looked up
+    locally or downloaded."""
+    if args.checkpoint:
+        if not Path(args.checkpoint).is_file():
+            raise UsageError(f"--checkpoint {args.checkpoint}: no such file")
+        return Path(args.checkpoint)
+    return resolve_checkpoint(checkpoint, args.weights_dir)
+
+
 def load_state_dict_strictly(module: torch.nn.Module, path: Path, what: str,
                              convert: Callable[[dict], dict] | None = None) -> None:
     """Load the state dict pickled at ``path`` into ``module`` with ``strict=True`` (after ``convert``, for
@@ -54,7 +73,8 @@ def load_state_dict_strictly(module: torch.nn.Module, path: Path, what: str,
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
         module.load_state_dict(convert(state_dict) if convert else state_dict, strict=True)
     except Exception as error:  # torch raises several unrelated types for unreadable or mismatching files
-        raise UsageError(f"{path}: not {what} ({type(error).__name__}: {error})") from error
+        reason = " ".join(str(error).split())  # torch's mismatch report spans lines; the message is one
+        raise UsageError(f"{path}: not {what} ({type(error).__name__}: {reason})") from error
 
 
 def cache_dir() -> Path:

@@ -2,7 +2,8 @@
 
 They go through exactly the loading path of a downloaded checkpoint; their features mean nothing.
 ``python -m tests.checkpoints clip ViT-B-32 OUT.pt`` writes one (e.g. for a smoke run of main.py);
-``python -m tests.checkpoints i3d rgb OUT_DIR`` (or ``flow``, or ``pwc default``, ``raft small``) others.
+``python -m tests.checkpoints i3d rgb OUT_DIR`` (or ``flow``, or ``pwc default``, ``raft small``,
+``resnet resnet18``, ``r21d r2plus1d_18_16_kinetics``, ``s3d kinetics``, ``resnext101_3d howto100m``) others.
 """
 from __future__ import annotations
 
@@ -64,7 +65,8 @@ class _Holder(torch.nn.Module):
 
 
 FORMATS_DIR = Path(__file__).resolve().parent / "checkpoint_formats"  # copies of ../shared/checkpoint_formats
-FORMAT_FILES = {"i3d_rgb": "i3d_rgb_imagenet.json", "i3d_flow": "i3d_flow_imagenet.json", "pwc": "pwc_sniklaus_default.json"}
+FORMAT_FILES = {"i3d_rgb": "i3d_rgb_imagenet.json", "i3d_flow": "i3d_flow_imagenet.json", "pwc": "pwc_sniklaus_default.json",
+                "resnext101_3d": "resnext101_3d_howto100m.json"}
 
 
 def official_keys(name: str) -> dict[str, list[int]]:
@@ -82,9 +84,9 @@ def random_state_dict_from_format(name: str, seed: int = 0, scale: float = 0.05)
             state_dict[key] = torch.tensor(0)
         elif key.endswith("running_var"):
             state_dict[key] = 1.0 + torch.rand(shape, generator=generator)
-        elif key.endswith("bn.weight"):
+        elif key.endswith(("bn.weight", "bn1.weight", "bn2.weight", "bn3.weight", "downsample.1.weight")):
             state_dict[key] = 1.0 + 0.1 * torch.randn(shape, generator=generator)
-        elif key.endswith(("bn.bias", "running_mean")):
+        elif key.endswith(("bn.bias", "bn1.bias", "bn2.bias", "bn3.bias", "downsample.1.bias", "running_mean")):
             state_dict[key] = 0.1 * torch.randn(shape, generator=generator)
         else:
             fan_in = max(1, int(torch.tensor(shape[1:]).prod())) if len(shape) > 1 else 1
@@ -99,6 +101,34 @@ def write_random_i3d(folder: Path, stream: str, seed: int = 0) -> Path:
 
 def write_random_pwc(folder: Path, seed: int = 0) -> Path:
     return _save(random_state_dict_from_format("pwc", seed), folder / "network-default.pytorch")
+
+
+def write_random_resnext101(folder: Path, seed: int = 0) -> Path:
+    """``resnext101.pth``: a plain state dict (the HowTo100M release), keys from the checkpoint format file."""
+    return _save(random_state_dict_from_format("resnext101_3d", seed), folder / "resnext101.pth")
+
+
+def write_random_torchvision(folder: Path, builder, file_name: str, seed: int = 0, **kwargs) -> Path:
+    """A torchvision model's own state dict (random weights) under the weight enum's file name."""
+    torch.manual_seed(seed)
+    return _save(builder(**kwargs).state_dict(), folder / file_name)
+
+
+def ig65m_state_dict(num_classes: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """ig65m-pytorch's R(2+1)D-34 layout: torchvision's VideoResNet keys for [3, 4, 6, 3] basic blocks, where
+    the first block of layers 2-4 has Caffe2's middle widths in its second (2+1)D convolution, 288, 576 and
+    1152 (torchvision would give 230, 460, 921), and a ``num_classes`` head."""
+    from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, R2Plus1dStem, VideoResNet
+
+    torch.manual_seed(seed)
+    state_dict = VideoResNet(BasicBlock, [Conv2Plus1D] * 4, [3, 4, 6, 3], R2Plus1dStem, num_classes=num_classes).state_dict()
+    for layer, width, middle in ((2, 128, 288), (3, 256, 576), (4, 512, 1152)):
+        prefix = f"layer{layer}.0.conv2.0"
+        state_dict[f"{prefix}.0.weight"] = torch.randn(middle, width, 1, 3, 3) * (2 / (width * 9)) ** 0.5
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            state_dict[f"{prefix}.1.{name}"] = torch.rand(middle) + 0.5 if name in ("weight", "running_var") else torch.zeros(middle)
+        state_dict[f"{prefix}.3.weight"] = torch.randn(width, middle, 3, 1, 1) * (2 / (middle * 3)) ** 0.5
+    return state_dict
 
 
 def random_raft_state_dict(model: str = "small", seed: int = 0) -> dict[str, torch.Tensor]:
@@ -158,5 +188,20 @@ if __name__ == "__main__":
     elif kind == "raft":
         from flow.raft import raft_checkpoint
         print(_save(random_raft_state_dict(name), Path(out) / raft_checkpoint(name, None).file_name))
+    elif kind == "resnet":
+        from extractors.resnet import RESNETS, resnet_weights
+        print(write_random_torchvision(Path(out), RESNETS[name][0], resnet_weights(name, None).url.rsplit("/", 1)[1]))
+    elif kind == "r21d":
+        from torchvision.models.video import r2plus1d_18
+
+        from extractors.r21d import R21D_MODELS
+        model = R21D_MODELS[name]
+        state_dict = r2plus1d_18().state_dict() if model.depth == 18 else ig65m_state_dict(model.num_classes)
+        print(_save(state_dict, Path(out) / model.checkpoint.file_name))
+    elif kind == "s3d":
+        from torchvision.models.video import s3d
+        print(write_random_torchvision(Path(out), s3d, "s3d-d76dad2f.pth"))
+    elif kind == "resnext101_3d":
+        print(write_random_resnext101(Path(out)))
     else:
         sys.exit(f"unknown checkpoint kind {kind!r}")

@@ -1,0 +1,111 @@
+"""S3D clip features (1024-d): torchvision's model and Kinetics-400 weights, or kylemin's ``S3D_kinetics400.pt``.
+
+The feature is what torchvision's classifier sees, averaged over time: the [2, 7, 7] average pool after the
+last inception block, averaged over the remaining time steps. The classifier is a 1x1x1 convolution, so the
+logits of that average are torchvision's logits.
+
+kylemin/S3D (the checkpoint older extraction tools use) is the same network under other module names
+(``base.N``, ``conv_s``/``bn_s``, ``fc.0``): ``--checkpoint S3D_kinetics400.pt`` is recognised by its keys,
+renamed onto torchvision's module, loaded strictly, and fed the input that checkpoint was trained on: RGB
+scaled to [-1, 1] instead of Kinetics mean/std.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models.video import S3D_Weights, s3d
+
+from extractors.registry import register
+from extractors.transforms import FramePreprocessing
+from extractors.video_classifier import VideoClassifierExtractor
+from io_utils.weights import checkpoint_path, load_state_dict_strictly, torchvision_checkpoint
+
+WEIGHTS = S3D_Weights.KINETICS400_V1
+MIN_STACK_SIZE = WEIGHTS.meta["min_temporal_size"]  # 14: time must survive /8 and the 2-step pool
+
+
+class S3DFeatures(nn.Module):
+    """torchvision's S3D up to its classifier: (B, 3, T, H, W) -> (B, 1024)."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.features, self.avgpool = network.features, network.avgpool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.avgpool(self.features(x)).mean(dim=(2, 3, 4))
+
+
+class S3DHead(nn.Module):
+    """The classifier's 1x1x1 convolution applied to (B, 1024) features."""
+
+    def __init__(self, conv: nn.Conv3d):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.conv(features[:, :, None, None, None]).flatten(1)
+
+
+def is_kylemin_checkpoint(path: Path) -> bool:
+    """Whether the file holds kylemin's key names (an unreadable file is left to the strict loader to report)."""
+    try:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001  (reported with the file name by load_state_dict_strictly)
+        return False
+    return isinstance(state_dict, dict) and any(str(key).removeprefix("module.").startswith("base.") for key in state_dict)
+
+
+def convert_kylemin_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """kylemin/S3D key names -> torchvision's S3D.
+
+    kylemin's ``SepConv3d`` (``conv_s``, ``bn_s``, ``conv_t``, ``bn_t``) is torchvision's
+    ``TemporalSeparableConv`` (two conv-norm-ReLU blocks, ``0.0``, ``0.1``, ``1.0``, ``1.1``); its
+    ``BasicConv3d`` (``conv``, ``bn``) is a conv-norm-ReLU block (``0``, ``1``), which an inception block's
+    branch 0 holds directly rather than in a one-element sequence. Older checkpoints lack the batch-norm
+    counters, which are then zero.
+    """
+    converted = {}
+    for key, value in state_dict.items():
+        key = key.removeprefix("module.")
+        key = re.sub(r"^base\.", "features.", key)
+        key = re.sub(r"^fc\.0\.", "classifier.1.", key)
+        key = re.sub(r"\.branch0\.0\.", ".branch0.", key)
+        key = re.sub(r"\.conv_s\.", ".0.0.", key)
+        key = re.sub(r"\.bn_s\.", ".0.1.", key)
+        key = re.sub(r"\.conv_t\.", ".1.0.", key)
+        key = re.sub(r"\.bn_t\.", ".1.1.", key)
+        key = re.sub(r"\.conv\.", ".0.", key)
+        key = re.sub(r"\.bn\.", ".1.", key)
+        converted[key] = value
+    for key in [key for key in converted if key.endswith(".running_var")]:
+        converted.setdefault(key.removesuffix("running_var") + "num_batches_tracked", torch.tensor(0))
+    return converted
+
+
+@register("s3d")
+class ExtractS3D(VideoClassifierExtractor):
+    """One 1024-d feature per window (default 64 frames); key ``s3d``."""
+
+    main_key = "s3d"
+    min_stack_size = MIN_STACK_SIZE
+
+    @classmethod
+    def prepare(cls, args: argparse.Namespace) -> None:
+        checkpoint_path(torchvision_checkpoint(WEIGHTS), args)
+
+    def load_model(self) -> nn.ModuleDict:
+        network = s3d()
+        path = checkpoint_path(torchvision_checkpoint(WEIGHTS), self.args)
+        kylemin = is_kylemin_checkpoint(path)
+        load_state_dict_strictly(network, path, "an S3D checkpoint (torchvision's or kylemin's)",
+                                 convert_kylemin_state_dict if kylemin else None)
+        self.transform = FramePreprocessing.from_torchvision(WEIGHTS.transforms())
+        if kylemin:
+            self.transform = replace(self.transform, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+        self.labels = WEIGHTS.meta["categories"]
+        return nn.ModuleDict({"backbone": S3DFeatures(network), "head": S3DHead(network.classifier[1])})

@@ -1,0 +1,75 @@
+"""Frame preprocessing shared by the image and video models: resize, crop (one or three), normalise.
+
+Every model here preprocesses the same way, with its own constants: resize (the short side to a length, or
+to a fixed size), crop, scale the 0..255 values, subtract a mean, divide by a standard deviation. Written
+once as :class:`FramePreprocessing`, applied frame by frame as frames are decoded, with the same torchvision
+functional calls that torchvision's weight transforms make, so that the results are the same tensors.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF  # what torchvision's weight transforms call
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+KINETICS_MEAN = (0.43216, 0.394666, 0.37645)  # torchvision's video models
+KINETICS_STD = (0.22803, 0.22145, 0.216989)
+CROP_CHOICES = (1, 3)
+
+
+@dataclass(frozen=True)
+class FramePreprocessing:
+    """One (H, W, 3) uint8 RGB frame -> (3, h, w) float32, or (3, 3, h, w) for three crops.
+
+    ``resize``: the short side's length (aspect ratio kept), or (height, width). ``crop``: (height, width).
+    Values become ``(pixel / divisor - mean) / std``.
+    """
+
+    resize: int | tuple[int, int]
+    crop: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    divisor: float = 255.0
+    interpolation: InterpolationMode = InterpolationMode.BILINEAR
+    antialias: bool = True
+
+    @classmethod
+    def from_torchvision(cls, transforms: Any) -> FramePreprocessing:
+        """The constants of a torchvision weight enum's transforms (``ImageClassification`` or
+        ``VideoClassification``); video transforms resize without antialiasing, as the weights were trained."""
+        resize = transforms.resize_size
+        crop = transforms.crop_size
+        return cls(resize=resize[0] if len(resize) == 1 else tuple(resize),
+                   crop=(crop[0], crop[0]) if len(crop) == 1 else tuple(crop),
+                   mean=tuple(transforms.mean), std=tuple(transforms.std), interpolation=transforms.interpolation,
+                   antialias=getattr(transforms, "antialias", False) is not False)
+
+    def __call__(self, rgb: np.ndarray | torch.Tensor, crops: int = 1) -> torch.Tensor:
+        image = torch.from_numpy(rgb).permute(2, 0, 1) if isinstance(rgb, np.ndarray) else rgb
+        size = [self.resize] if isinstance(self.resize, int) else list(self.resize)
+        image = TF.resize(image, size, interpolation=self.interpolation, antialias=self.antialias)
+        if crops == 1:
+            return self._normalize(TF.center_crop(image, list(self.crop)))
+        return torch.stack([self._normalize(view) for view in three_crops(image, self.crop)])
+
+    def _normalize(self, image: torch.Tensor) -> torch.Tensor:
+        return TF.normalize(image.float() / self.divisor, list(self.mean), list(self.std))
+
+
+def three_crops(image: torch.Tensor, size: Sequence[int]) -> list[torch.Tensor]:
+    """Crops of ``size`` at the start, centre and end of the long side (MMAction2's ``ThreeCrop``), centred
+    on the short side."""
+    height, width = image.shape[-2:]
+    crop_height, crop_width = size
+    if width >= height:
+        top = (height - crop_height) // 2
+        lefts = [0, (width - crop_width) // 2, width - crop_width]
+        return [image[..., top : top + crop_height, left : left + crop_width] for left in lefts]
+    left = (width - crop_width) // 2
+    tops = [0, (height - crop_height) // 2, height - crop_height]
+    return [image[..., top : top + crop_height, left : left + crop_width] for top in tops]
