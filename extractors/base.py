@@ -40,6 +40,7 @@ class BaseExtractor:
     main_key: str = "features"
     supports_crops: bool = False  # --crops 3: the extractor's preprocess returns (3, ...) per input
     transform: FramePreprocessing
+    model_options: tuple[str, ...] = ()  # which of --checkpoint, --weights, --model_name the model reads
 
     def __init__(self, args: argparse.Namespace | Mapping[str, Any], external_call: bool = False):
         self.args = complete_args(args)
@@ -61,6 +62,11 @@ class BaseExtractor:
             raise UsageError(f"--on_extraction {args.on_extraction} writes optical flow; use it with raft or pwc")
         if args.crops > 1 and not cls.supports_crops:
             raise UsageError(f"--crops {args.crops} is not available for {args.feature_type}")
+        if args.show_pred and cls.show_predictions is BaseExtractor.show_predictions:
+            raise UsageError(f"--show_pred is not available for {args.feature_type}")
+        for option in ("checkpoint", "weights", "model_name"):
+            if getattr(args, option) is not None and option not in cls.model_options:
+                raise UsageError(f"--{option} is not used by {args.feature_type}")
 
     @classmethod
     def prepare(cls, args: argparse.Namespace) -> None:
@@ -91,9 +97,9 @@ class BaseExtractor:
         raise NotImplementedError
 
     def show_predictions(self, outputs: Mapping[str, np.ndarray], timestamps_ms: Sequence[float]) -> None:
-        """``--show_pred``: print what the model recognises in one batch; models without a head need not
-        implement it."""
-        raise UsageError(f"--show_pred is not available for {self.feature_type}")
+        """``--show_pred``: print what the model recognises in one batch; models without a head do not
+        implement it, and ``validate_args`` refuses the option for them."""
+        raise NotImplementedError
 
     def extract(self, video_path: str | os.PathLike) -> dict[str, np.ndarray]:
         """Features of one video. Raises :class:`VideoError` for a video that cannot be processed."""

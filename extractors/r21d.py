@@ -85,6 +85,7 @@ class ExtractR21D(VideoClassifierExtractor):
     """One 512-d feature per window; key ``r21d``."""
 
     main_key = "r21d"
+    model_options = ("checkpoint", "model_name")
 
     @classmethod
     def option_defaults(cls, args: argparse.Namespace) -> dict[str, Any]:

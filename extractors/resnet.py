@@ -46,6 +46,7 @@ class ExtractResNet(HeadPredictions, FrameWiseExtractor):
 
     main_key = "resnet"
     supports_crops = True
+    model_options = ("checkpoint", "weights")
 
     @classmethod
     def validate_args(cls, args: argparse.Namespace) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import re
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -51,13 +50,8 @@ class S3DHead(nn.Module):
         return self.conv(features[:, :, None, None, None]).flatten(1)
 
 
-def is_kylemin_checkpoint(path: Path) -> bool:
-    """Whether the file holds kylemin's key names (an unreadable file is left to the strict loader to report)."""
-    try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001  (reported with the file name by load_state_dict_strictly)
-        return False
-    return isinstance(state_dict, dict) and any(str(key).removeprefix("module.").startswith("base.") for key in state_dict)
+def is_kylemin_state_dict(state_dict: dict[str, torch.Tensor]) -> bool:
+    return any(key.removeprefix("module.").startswith("base.") for key in state_dict)
 
 
 def convert_kylemin_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -98,14 +92,16 @@ class ExtractS3D(VideoClassifierExtractor):
     def prepare(cls, args: argparse.Namespace) -> None:
         checkpoint_path(torchvision_checkpoint(WEIGHTS), args)
 
+    def _to_torchvision(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        self.kylemin = is_kylemin_state_dict(state_dict)
+        return convert_kylemin_state_dict(state_dict) if self.kylemin else state_dict
+
     def load_model(self) -> nn.ModuleDict:
         network = s3d()
         path = checkpoint_path(torchvision_checkpoint(WEIGHTS), self.args)
-        kylemin = is_kylemin_checkpoint(path)
-        load_state_dict_strictly(network, path, "an S3D checkpoint (torchvision's or kylemin's)",
-                                 convert_kylemin_state_dict if kylemin else None)
+        load_state_dict_strictly(network, path, "an S3D checkpoint (torchvision's or kylemin's)", self._to_torchvision)
         self.transform = FramePreprocessing.from_torchvision(WEIGHTS.transforms())
-        if kylemin:
+        if self.kylemin:
             self.transform = replace(self.transform, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
         self.labels = WEIGHTS.meta["categories"]
         return nn.ModuleDict({"backbone": S3DFeatures(network), "head": S3DHead(network.classifier[1])})

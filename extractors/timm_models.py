@@ -47,6 +47,7 @@ class ExtractTimm(FrameWiseExtractor):
 
     main_key = "timm"
     supports_crops = True
+    model_options = ("checkpoint", "model_name")
 
     @classmethod
     def validate_args(cls, args: argparse.Namespace) -> None:

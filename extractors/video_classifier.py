@@ -17,6 +17,7 @@ from io_utils.errors import UsageError
 
 class VideoClassifierExtractor(HeadPredictions, WindowExtractor):
     supports_crops = True
+    model_options: tuple[str, ...] = ("checkpoint",)
     min_stack_size = 1
 
     @classmethod

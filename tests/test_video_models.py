@@ -168,9 +168,9 @@ def test_kylemin_s3d_checkpoint_maps_onto_torchvision_with_identical_outputs(tmp
         if isinstance(module, nn.BatchNorm3d):
             module.running_var.uniform_(0.5, 1.5)
             module.running_mean.normal_(0, 0.1)
-    # As published: DataParallel names, and no batch-norm counters (saved by PyTorch 0.4.0).
+    # As published in 2019: DataParallel names, no batch-norm counters, pre-1.6 (not zip) serialisation.
     state_dict = {f"module.{k}": v for k, v in reference.state_dict().items() if not k.endswith("num_batches_tracked")}
-    torch.save(state_dict, tmp_path / "S3D_kinetics400.pt")
+    torch.save(state_dict, tmp_path / "S3D_kinetics400.pt", _use_new_zipfile_serialization=False)
     extractor = ExtractS3D(dict(feature_type="s3d", cpu=True, checkpoint=str(tmp_path / "S3D_kinetics400.pt"),
                                 extraction_fps=2, stack_size=16, views=1))
     features = extractor.extract(SAMPLE_19FPS)

@@ -11,8 +11,7 @@ from torchvision.models.video import r2plus1d_18
 import main
 from extractors.base import read_frames, uniform_window_starts, windows_at
 from extractors.cli import complete_args
-from extractors.flow import ExtractFlow
-from extractors.i3d import ExtractI3D
+from extractors.registry import extractor_class
 from extractors.r21d import R21D_MODELS, ExtractR21D
 from extractors.resnet import ExtractResNet
 from extractors.resnext3d import ExtractResNeXt3D
@@ -69,13 +68,6 @@ def test_pool_mean_then_l2_normalize_then_float16(weights):
     np.testing.assert_allclose(pooled["timestamps_ms"], [rows["timestamps_ms"].mean()])
 
 
-def test_options_that_do_not_apply_are_refused():
-    with pytest.raises(UsageError, match="--pool does not apply to optical flow"):
-        ExtractFlow.validate_args(complete_args(dict(feature_type="raft", pool="mean")))
-    with pytest.raises(UsageError, match="--crops 3 is not available for i3d"):
-        ExtractI3D.validate_args(complete_args(dict(feature_type="i3d", crops=3)))
-
-
 def test_howto100m_csv_run_writes_normalised_float16_features_to_feature_path(weights, tmp_path):
     """resnext101_3d defaults: 24 fps, 16-frame windows, so 1.5 features per second; a 3 s clip gives 4
     (72 frames, the last 8 dropped)."""
@@ -95,3 +87,17 @@ def test_howto100m_csv_run_writes_normalised_float16_features_to_feature_path(we
     api = ExtractResNeXt3D(dict(feature_type="resnext101_3d", cpu=True, weights_dir=str(weights))).extract(video)
     expected = api["resnext101_3d"] / np.linalg.norm(api["resnext101_3d"], axis=1, keepdims=True)
     np.testing.assert_allclose(saved, expected.astype(np.float16), rtol=2e-3, atol=2e-4)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(feature_type="raft", pool="mean"), "--pool does not apply to optical flow"),
+    (dict(feature_type="i3d", crops=3), "--crops 3 is not available for i3d"),
+    (dict(feature_type="CLIP-ViT-B/32", checkpoint="x.pt"), "--checkpoint is not used by CLIP-ViT-B/32"),
+    (dict(feature_type="s3d", weights="IMAGENET1K_V2"), "--weights is not used by s3d"),
+    (dict(feature_type="resnet50", model_name="r2plus1d_18_16_kinetics"), "--model_name is not used by resnet50"),
+    (dict(feature_type="timm", model_name="test_vit", show_pred=True), "--show_pred is not available for timm"),
+])
+def test_options_that_do_not_apply_are_refused(options, message):
+    args = complete_args(options)
+    with pytest.raises(UsageError, match=message):
+        extractor_class(args.feature_type).validate_args(args)
