@@ -303,7 +303,6 @@ class WindowExtractor(BaseExtractor):
             raise VideoError(f"too short: fewer than the {self.window_size} frames of one window "
                              "(see --stack_size, --extraction_fps); --pad_last pads it instead")
 
-
     def _uniform_windows(self, video: VideoReader) -> Iterator[tuple[list, int]]:
         """``--views`` windows over the frames at ``--extraction_fps`` (default: the video's average rate)."""
         fps = self.args.extraction_fps or video.fps
