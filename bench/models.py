@@ -23,11 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.flow import median_seconds  # noqa: E402
 from extractors import extractor_class  # noqa: E402
-from extractors.r21d import R21D_MODELS  # noqa: E402
-from extractors.resnet import RESNETS, resnet_weights  # noqa: E402
-from extractors.s3d import WEIGHTS as S3D_WEIGHTS  # noqa: E402
-from io_utils.weights import torchvision_checkpoint  # noqa: E402
-from tests.checkpoints import write_random_resnext101, write_random_torchvision  # noqa: E402
+from tests.checkpoints import write_random_checkpoint  # noqa: E402
 
 CASES = {  # feature type -> (options, model input shape for one input)
     "resnet50": ({"extract_method": "fix_1"}, (3, 224, 224)),
@@ -40,13 +36,9 @@ CASES = {  # feature type -> (options, model input shape for one input)
 
 def write_weights(folder: Path) -> None:
     """Random weights under the official file names, where ``--weights_dir`` finds them."""
-    from torchvision.models.video import r2plus1d_18, s3d
-
-    for name in ("resnet50", "resnet152"):
-        write_random_torchvision(folder, RESNETS[name][0], torchvision_checkpoint(resnet_weights(name, None)).file_name)
-    write_random_torchvision(folder, r2plus1d_18, R21D_MODELS["r2plus1d_18_16_kinetics"].checkpoint.file_name)
-    write_random_torchvision(folder, s3d, torchvision_checkpoint(S3D_WEIGHTS).file_name)
-    write_random_resnext101(folder)
+    for kind, name in (("resnet", "resnet50"), ("resnet", "resnet152"), ("r21d", "r2plus1d_18_16_kinetics"),
+                       ("s3d", "kinetics"), ("resnext101_3d", "howto100m")):
+        write_random_checkpoint(kind, name, folder)
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ import threading
 import time
 from collections import deque
 from fractions import Fraction
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar, Union
 
 import numpy as np
@@ -27,6 +28,7 @@ from io_utils.errors import UsageError, VideoError
 from io_utils.outputs import FLOW_IMAGE_MODES, FinishingSink, MemorySink, Sink
 from io_utils.sampling import SamplingMethod
 from io_utils.video import Frame, VideoReader
+from io_utils.weights import Checkpoint, checkpoint_path
 
 PREFETCH_BATCHES = 4  # decoded, preprocessed batches waiting for the model, per worker
 V = TypeVar("V")
@@ -41,6 +43,7 @@ class BaseExtractor:
     supports_crops: bool = False  # --crops 3: the extractor's preprocess returns (3, ...) per input
     transform: FramePreprocessing
     model_options: tuple[str, ...] = ()  # which of --checkpoint, --weights, --model_name the model reads
+    checkpoint_option = "checkpoint"  # the option naming a local file to load instead of the published one
 
     def __init__(self, args: argparse.Namespace | Mapping[str, Any], external_call: bool = False):
         self.args = complete_args(args)
@@ -69,8 +72,21 @@ class BaseExtractor:
                 raise UsageError(f"--{option} is not used by {args.feature_type}")
 
     @classmethod
+    def published_checkpoint(cls, args: argparse.Namespace) -> Checkpoint | None:
+        """The one checkpoint the model loads unless ``--<checkpoint_option>`` names a local file; None for
+        models that find their weights themselves (several files, or timm's hub)."""
+        return None
+
+    @classmethod
     def prepare(cls, args: argparse.Namespace) -> None:
-        """Work to do once per run before workers start, e.g. downloading weights, so it is not done N times."""
+        """Work to do once per run before workers start, so it is not done N times: by default, finding or
+        downloading the published checkpoint."""
+        if (checkpoint := cls.published_checkpoint(args)) is not None:
+            checkpoint_path(checkpoint, args, cls.checkpoint_option)
+
+    def checkpoint_file(self) -> Path:
+        """The file ``load_model`` reads: the local one given by the option, or the published checkpoint."""
+        return checkpoint_path(self.published_checkpoint(self.args), self.args, self.checkpoint_option)
 
     @property
     def output_keys(self) -> list[str]:

@@ -19,7 +19,7 @@ from extractors.predictions import kinetics400_labels, print_top_classes
 from extractors.registry import register
 from extractors.transforms import FramePreprocessing
 from io_utils.errors import UsageError
-from io_utils.weights import Checkpoint, resolve_checkpoint
+from io_utils.weights import Checkpoint
 
 _OPENAI = "https://openaipublic.azureedge.net/clip/models"
 # OpenAI's normalisation constants (open_clip.constants.OPENAI_DATASET_MEAN / _STD).
@@ -53,23 +53,16 @@ class ExtractCLIP(FrameWiseExtractor):
 
     main_key = "clip"
     supports_crops = True
+    checkpoint_option = "clip_checkpoint"
 
     @classmethod
-    def prepare(cls, args) -> None:
-        cls._checkpoint_path(args)
-
-    @staticmethod
-    def _checkpoint_path(args) -> Path:
-        if args.clip_checkpoint:
-            if not Path(args.clip_checkpoint).is_file():
-                raise UsageError(f"--clip_checkpoint {args.clip_checkpoint}: no such file")
-            return Path(args.clip_checkpoint)
-        return resolve_checkpoint(CLIP_WEIGHTS[args.feature_type], args.weights_dir)
+    def published_checkpoint(cls, args) -> Checkpoint:
+        return CLIP_WEIGHTS[args.feature_type]
 
     def load_model(self) -> torch.nn.Module:
         import open_clip  # imported here: it pulls in timm and the HF hub, seconds that --help need not wait
 
-        path = self._checkpoint_path(self.args)
+        path = self.checkpoint_file()
         state_dict = load_openai_state_dict(path)
         half = self.device.type == "cuda"
         try:

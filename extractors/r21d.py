@@ -24,7 +24,7 @@ from extractors.registry import register
 from extractors.transforms import KINETICS_MEAN, KINETICS_STD, FramePreprocessing
 from extractors.video_classifier import VideoClassifierExtractor
 from io_utils.errors import UsageError
-from io_utils.weights import Checkpoint, checkpoint_path, load_state_dict_strictly, torchvision_checkpoint
+from io_utils.weights import Checkpoint, hub_checkpoint, load_state_dict_strictly, torchvision_checkpoint
 
 _IG65M = "https://github.com/moabitcoin/ig65m-pytorch/releases/download/v1.0.0"
 _IG65M_TRANSFORM = FramePreprocessing(128, (112, 112), KINETICS_MEAN, KINETICS_STD, antialias=False)
@@ -41,10 +41,8 @@ class R21DModel:
 
 
 def _ig65m(file_name: str, stack_size: int, num_classes: int) -> R21DModel:
-    sha256_prefix = file_name.rsplit("-", 1)[1].removesuffix(".pth")  # torch hub convention
     labels = kinetics400_labels() if num_classes == 400 else None
-    return R21DModel(Checkpoint(f"{_IG65M}/{file_name}", sha256_prefix), 34, stack_size, num_classes,
-                     _IG65M_TRANSFORM, labels)
+    return R21DModel(hub_checkpoint(f"{_IG65M}/{file_name}"), 34, stack_size, num_classes, _IG65M_TRANSFORM, labels)
 
 
 R21D_MODELS: dict[str, R21DModel] = {
@@ -103,13 +101,12 @@ class ExtractR21D(VideoClassifierExtractor):
             raise UsageError(f"--show_pred: {args.model_name} classifies IG-65M hashtags whose names are not published")
 
     @classmethod
-    def prepare(cls, args: argparse.Namespace) -> None:
-        checkpoint_path(r21d_model(args.model_name).checkpoint, args)
+    def published_checkpoint(cls, args: argparse.Namespace) -> Checkpoint:
+        return r21d_model(args.model_name).checkpoint
 
     def load_model(self) -> nn.ModuleDict:
         model = r21d_model(self.args.model_name)
         network = r2plus1d_18() if model.depth == 18 else r2plus1d_34(model.num_classes)
-        path = checkpoint_path(model.checkpoint, self.args)
-        load_state_dict_strictly(network, path, f"a {self.args.model_name} checkpoint")
+        load_state_dict_strictly(network, self.checkpoint_file(), f"a {self.args.model_name} checkpoint")
         self.transform, self.labels = model.transform, model.labels
         return with_separate_head(network, "fc")

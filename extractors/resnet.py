@@ -18,7 +18,7 @@ from extractors.predictions import HeadPredictions, with_separate_head
 from extractors.registry import register
 from extractors.transforms import FramePreprocessing
 from io_utils.errors import UsageError
-from io_utils.weights import checkpoint_path, load_state_dict_strictly, torchvision_checkpoint
+from io_utils.weights import Checkpoint, load_state_dict_strictly, torchvision_checkpoint
 
 DEFAULT_WEIGHTS = "IMAGENET1K_V1"
 RESNETS: dict[str, tuple[Callable[..., nn.Module], Any]] = {
@@ -54,14 +54,13 @@ class ExtractResNet(HeadPredictions, FrameWiseExtractor):
         resnet_weights(args.feature_type, args.weights)
 
     @classmethod
-    def prepare(cls, args: argparse.Namespace) -> None:
-        checkpoint_path(torchvision_checkpoint(resnet_weights(args.feature_type, args.weights)), args)
+    def published_checkpoint(cls, args: argparse.Namespace) -> Checkpoint:
+        return torchvision_checkpoint(resnet_weights(args.feature_type, args.weights))
 
     def load_model(self) -> nn.Module:
         weights = resnet_weights(self.feature_type, self.args.weights)
         network = RESNETS[self.feature_type][0](weights=None)
-        path = checkpoint_path(torchvision_checkpoint(weights), self.args)
-        load_state_dict_strictly(network, path, f"a torchvision {self.feature_type} checkpoint")
+        load_state_dict_strictly(network, self.checkpoint_file(), f"a torchvision {self.feature_type} checkpoint")
         self.transform = FramePreprocessing.from_torchvision(weights.transforms())
         self.labels = weights.meta["categories"]
         return with_separate_head(network, "fc")

@@ -22,7 +22,7 @@ from extractors.predictions import kinetics400_labels, with_separate_head
 from extractors.registry import register
 from extractors.transforms import FramePreprocessing
 from extractors.video_classifier import VideoClassifierExtractor
-from io_utils.weights import Checkpoint, checkpoint_path, load_state_dict_strictly
+from io_utils.weights import Checkpoint, load_state_dict_strictly
 
 RESNEXT101_WEIGHTS = Checkpoint(  # no SHA-256 is published for this file
     "https://www.rocq.inria.fr/cluster-willow/amiech/howto100m/models/resnext101.pth", None,
@@ -95,12 +95,12 @@ class ExtractResNeXt3D(VideoClassifierExtractor):
     default_extraction_fps = RESNEXT101_WEIGHTS.meta["fps"]
 
     @classmethod
-    def prepare(cls, args) -> None:
-        checkpoint_path(RESNEXT101_WEIGHTS, args)
+    def published_checkpoint(cls, args) -> Checkpoint:
+        return RESNEXT101_WEIGHTS
 
     def load_model(self) -> nn.ModuleDict:
         network = ResNeXt3D()
-        path = checkpoint_path(RESNEXT101_WEIGHTS, self.args)
-        load_state_dict_strictly(network, path, "the HowTo100M 3D ResNeXt-101 checkpoint (resnext101.pth)")
+        load_state_dict_strictly(network, self.checkpoint_file(),
+                                 "the HowTo100M 3D ResNeXt-101 checkpoint (resnext101.pth)")
         self.transform, self.labels = HOWTO100M_TRANSFORM, kinetics400_labels()
         return with_separate_head(network, "fc")

@@ -22,7 +22,7 @@ from torchvision.models.video import S3D_Weights, s3d
 from extractors.registry import register
 from extractors.transforms import FramePreprocessing
 from extractors.video_classifier import VideoClassifierExtractor
-from io_utils.weights import checkpoint_path, load_state_dict_strictly, torchvision_checkpoint
+from io_utils.weights import Checkpoint, load_state_dict_strictly, torchvision_checkpoint
 
 WEIGHTS = S3D_Weights.KINETICS400_V1
 MIN_STACK_SIZE = WEIGHTS.meta["min_temporal_size"]  # 14: time must survive /8 and the 2-step pool
@@ -89,8 +89,8 @@ class ExtractS3D(VideoClassifierExtractor):
     min_stack_size = MIN_STACK_SIZE
 
     @classmethod
-    def prepare(cls, args: argparse.Namespace) -> None:
-        checkpoint_path(torchvision_checkpoint(WEIGHTS), args)
+    def published_checkpoint(cls, args: argparse.Namespace) -> Checkpoint:
+        return torchvision_checkpoint(WEIGHTS)
 
     def _to_torchvision(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         self.kylemin = is_kylemin_state_dict(state_dict)
@@ -98,8 +98,8 @@ class ExtractS3D(VideoClassifierExtractor):
 
     def load_model(self) -> nn.ModuleDict:
         network = s3d()
-        path = checkpoint_path(torchvision_checkpoint(WEIGHTS), self.args)
-        load_state_dict_strictly(network, path, "an S3D checkpoint (torchvision's or kylemin's)", self._to_torchvision)
+        load_state_dict_strictly(network, self.checkpoint_file(), "an S3D checkpoint (torchvision's or kylemin's)",
+                                 self._to_torchvision)
         self.transform = FramePreprocessing.from_torchvision(WEIGHTS.transforms())
         if self.kylemin:
             self.transform = replace(self.transform, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))

@@ -10,8 +10,7 @@ from torch import nn
 
 from flow.pwc import PWC_WEIGHTS, PWCNet
 from flow.raft import RAFT, raft_checkpoint
-from io_utils.errors import UsageError
-from io_utils.weights import load_state_dict_strictly, resolve_checkpoint
+from io_utils.weights import checkpoint_path, load_state_dict_strictly
 
 FLOW_NETWORKS = ("raft", "pwc")
 
@@ -29,12 +28,8 @@ class PWCOnRGB(nn.Module):
 
 def flow_checkpoint_path(name: str, args: argparse.Namespace) -> Path:
     """``--flow_checkpoint``, or the official checkpoint (looked up locally, else downloaded)."""
-    if args.flow_checkpoint:
-        if not Path(args.flow_checkpoint).is_file():
-            raise UsageError(f"--flow_checkpoint {args.flow_checkpoint}: no such file")
-        return Path(args.flow_checkpoint)
     checkpoint = raft_checkpoint(args.raft_model, args.raft_weights) if name == "raft" else PWC_WEIGHTS["default"]
-    return resolve_checkpoint(checkpoint, args.weights_dir)
+    return checkpoint_path(checkpoint, args, "flow_checkpoint")
 
 
 def load_flow_network(name: str, args: argparse.Namespace) -> nn.Module:

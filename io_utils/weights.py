@@ -47,20 +47,26 @@ class Checkpoint:
         return self.url.rsplit("/", 1)[-1]
 
 
+def hub_checkpoint(url: str, meta: dict[str, Any] | None = None) -> Checkpoint:
+    """A checkpoint published under a torch hub file name, which ends in the first hex digits of the file's
+    SHA-256 (``resnet18-f37072fd.pth``)."""
+    sha256_prefix = re.search(r"-([0-9a-f]{8,})\.pth$", url).group(1)
+    return Checkpoint(url, sha256_prefix, meta or {})
+
+
 def torchvision_checkpoint(weights: Any) -> Checkpoint:
-    """A torchvision weight enum member as a :class:`Checkpoint`; torch hub file names end in the first hex
-    digits of the file's SHA-256 (``resnet18-f37072fd.pth``)."""
-    sha256_prefix = re.search(r"-([0-9a-f]{8,})\.pth$", weights.url).group(1)
-    return Checkpoint(weights.url, sha256_prefix, {"enum": f"{type(weights).__name__}.{weights.name}", **weights.meta})
+    """A torchvision weight enum member as a :class:`Checkpoint`."""
+    return hub_checkpoint(weights.url, {"enum": f"{type(weights).__name__}.{weights.name}", **weights.meta})
 
 
-def checkpoint_path(checkpoint: Checkpoint, args: argparse.Namespace) -> Path:
-    """``--checkpoint`` if given (a local file used instead of the published one), else ``checkpoint`` looked up
-    locally or downloaded."""
-    if args.checkpoint:
-        if not Path(args.checkpoint).is_file():
-            raise UsageError(f"--checkpoint {args.checkpoint}: no such file")
-        return Path(args.checkpoint)
+def checkpoint_path(checkpoint: Checkpoint, args: argparse.Namespace, option: str = "checkpoint") -> Path:
+    """The local file given by ``--<option>`` (used instead of the published one), else ``checkpoint``
+    looked up locally or downloaded."""
+    local = getattr(args, option)
+    if local:
+        if not Path(local).is_file():
+            raise UsageError(f"--{option} {local}: no such file")
+        return Path(local)
     return resolve_checkpoint(checkpoint, args.weights_dir)
 
 

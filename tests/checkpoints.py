@@ -177,31 +177,41 @@ def _save(state_dict: dict[str, torch.Tensor], path: Path) -> Path:
     return path
 
 
-if __name__ == "__main__":
-    kind, name, out = sys.argv[1:4]
-    if kind == "clip":
-        print(write_random_clip(Path(out), name))
-    elif kind == "i3d":
-        print(write_random_i3d(Path(out), name))
-    elif kind == "pwc":
-        print(write_random_pwc(Path(out)))
-    elif kind == "raft":
+def write_random_checkpoint(kind: str, name: str, folder: Path) -> Path:
+    """A random checkpoint for ``kind`` (i3d, pwc, raft, resnet, r21d, s3d, resnext101_3d) and ``name`` (the
+    stream, variant or model), under its official file name in ``folder``, where ``--weights_dir`` finds it."""
+    if kind == "i3d":
+        return write_random_i3d(folder, name)
+    if kind == "pwc":
+        return write_random_pwc(folder)
+    if kind == "raft":
         from flow.raft import raft_checkpoint
-        print(_save(random_raft_state_dict(name), Path(out) / raft_checkpoint(name, None).file_name))
-    elif kind == "resnet":
+        return _save(random_raft_state_dict(name), folder / raft_checkpoint(name, None).file_name)
+    if kind == "resnet":
         from extractors.resnet import RESNETS, resnet_weights
-        print(write_random_torchvision(Path(out), RESNETS[name][0], resnet_weights(name, None).url.rsplit("/", 1)[1]))
-    elif kind == "r21d":
+        from io_utils.weights import torchvision_checkpoint
+        file_name = torchvision_checkpoint(resnet_weights(name, None)).file_name
+        return write_random_torchvision(folder, RESNETS[name][0], file_name)
+    if kind == "r21d":
         from torchvision.models.video import r2plus1d_18
 
         from extractors.r21d import R21D_MODELS
         model = R21D_MODELS[name]
         state_dict = r2plus1d_18().state_dict() if model.depth == 18 else ig65m_state_dict(model.num_classes)
-        print(_save(state_dict, Path(out) / model.checkpoint.file_name))
-    elif kind == "s3d":
+        return _save(state_dict, folder / model.checkpoint.file_name)
+    if kind == "s3d":
         from torchvision.models.video import s3d
-        print(write_random_torchvision(Path(out), s3d, "s3d-d76dad2f.pth"))
-    elif kind == "resnext101_3d":
-        print(write_random_resnext101(Path(out)))
-    else:
-        sys.exit(f"unknown checkpoint kind {kind!r}")
+
+        from extractors.s3d import ExtractS3D
+        return write_random_torchvision(folder, s3d, ExtractS3D.published_checkpoint(None).file_name)
+    if kind == "resnext101_3d":
+        return write_random_resnext101(folder)
+    raise ValueError(f"unknown checkpoint kind {kind!r}")
+
+
+if __name__ == "__main__":
+    kind, name, out = sys.argv[1:4]
+    try:
+        print(write_random_clip(Path(out), name) if kind == "clip" else write_random_checkpoint(kind, name, Path(out)))
+    except ValueError as error:
+        sys.exit(str(error))
