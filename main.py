@@ -2,17 +2,17 @@
 import signal
 import sys
 
-from extractors import feature_types  # noqa: F401  (registers every feature type before parsing)
-from extractors.cli import build_parser  # noqa: F401  (main.build_parser is part of the API)
+import extractors  # noqa: F401  (registers every feature type before parsing)
+from extractors.cli import build_parser, parse_options  # noqa: F401  (main.build_parser is part of the API)
 from extractors.runner import run
 from io_utils.errors import UsageError
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    options = parse_options(argv)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return run(args)
+        return run(options)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

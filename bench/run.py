@@ -38,10 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.inputs import DATA, SAMPLES, make_long_clip  # noqa: E402
 from extractors import ExtractCLIP  # noqa: E402
-from extractors.base import _batches  # noqa: E402
 from io_utils.sampling import parse_extract_method  # noqa: E402
 from io_utils.video import VideoReader  # noqa: E402
-from tests.checkpoints import write_random_clip  # noqa: E402
+from extractors.prefetch import batches  # noqa: E402
+from extractors.random_weights import write_random_weights  # noqa: E402
 
 BATCH_SIZE = 32
 REPEATS = 3
@@ -69,7 +69,7 @@ def sparse_decode(video: Path, method_text: str) -> int:
 
 def decode_only(extractor: ExtractCLIP, video: Path) -> int:
     with VideoReader(video) as reader:
-        return sum(len(times) for _, times in _batches(extractor.model_inputs(reader), BATCH_SIZE))
+        return sum(len(times) for _, times in batches(extractor.model_inputs(reader), BATCH_SIZE))
 
 
 def model_only(extractor: ExtractCLIP, count: int) -> None:
@@ -166,9 +166,9 @@ def _measure(extractor: ExtractCLIP, video: Path, method_text: str, frames: int)
                 floor=0.0 if dense else keyframe_floor(video, method_text))
 
 
-def workers_run(checkpoint: Path, videos: list[Path], method: str, workers: int) -> float:
+def workers_run(weights_dir: Path, videos: list[Path], method: str, workers: int) -> float:
     command = [sys.executable, "main.py", "--feature_type", "CLIP-ViT-B/32", "--cpu", "--num_workers", str(workers),
-               "--clip_checkpoint", str(checkpoint), "--extract_method", method, "--on_extraction", "print",
+               "--weights_dir", str(weights_dir), "--extract_method", method, "--on_extraction", "print",
                "--video_paths", *map(str, videos)]
     start = time.perf_counter()
     subprocess.run(command, cwd=Path(__file__).resolve().parents[1], check=True, capture_output=True)
@@ -207,11 +207,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     options = parser.parse_args()
     long_clip = make_long_clip()
-    checkpoint = DATA / "ViT-B-32.pt"
-    if not checkpoint.exists():
-        write_random_clip(checkpoint)
-    extractor = ExtractCLIP(dict(feature_type="CLIP-ViT-B/32", cpu=True, clip_checkpoint=str(checkpoint),
-                                 batch_size=BATCH_SIZE), external_call=True)
+    if not (DATA / "ViT-B-32.pt").exists():
+        write_random_weights("CLIP-ViT-B/32", DATA)
+    extractor = ExtractCLIP(dict(feature_type="CLIP-ViT-B/32", cpu=True, weights_dir=str(DATA), batch_size=BATCH_SIZE),
+                            external_call=True)
     model_only(extractor, BATCH_SIZE)  # warm-up: allocator, oneDNN kernels
     print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
           f"torch {torch.__version__}, PyAV {av.__version__} (FFmpeg {av.ffmpeg_version_info}), OpenCV {cv2.__version__}")
@@ -225,8 +224,8 @@ def main() -> None:
     print_table(rows)
 
     videos = distinct_copies(SAMPLES, 4)
-    one = workers_run(checkpoint, videos, "fix_2", 1)
-    two = workers_run(checkpoint, videos, "fix_2", 2)
+    one = workers_run(DATA, videos, "fix_2", 1)
+    two = workers_run(DATA, videos, "fix_2", 2)
     print(f"\nmain.py on {len(videos)} videos (the samples x4), fix_2 (256 frames), start-up included: "
           f"1 CPU worker {one:.1f} s, 2 CPU workers {two:.1f} s (ratio {two / one:.2f})")
 

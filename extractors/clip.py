@@ -7,6 +7,7 @@ let open_clip build the matching architecture from its tensor shapes, load it.
 from __future__ import annotations
 
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -16,51 +17,68 @@ from torchvision.transforms import InterpolationMode
 
 from extractors.base import FrameWiseExtractor
 from extractors.predictions import kinetics400_labels, print_top_classes
-from extractors.registry import register
+from extractors.registry import FeatureType, register
 from extractors.transforms import FramePreprocessing
 from io_utils.errors import UsageError
-from io_utils.weights import Checkpoint
+from io_utils.weights import Meta, Weights
 
 _OPENAI = "https://openaipublic.azureedge.net/clip/models"
 # OpenAI's normalisation constants (open_clip.constants.OPENAI_DATASET_MEAN / _STD).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# Scalars that OpenAI's TorchScript archives carry beside the weights.
+_OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 
-def _openai(sha256: str, file_name: str, image_size: int, embed_dim: int) -> Checkpoint:
-    """OpenAI publishes each checkpoint under its own SHA-256."""
-    return Checkpoint(f"{_OPENAI}/{sha256}/{file_name}", sha256, {"image_size": image_size, "embed_dim": embed_dim})
+def clip_preprocessing(size: int) -> FramePreprocessing:
+    """CLIP's transform: bicubic resize of the short side, centre crop, CLIP mean/std."""
+    return FramePreprocessing(size, (size, size), CLIP_MEAN, CLIP_STD, interpolation=InterpolationMode.BICUBIC,
+                              antialias=True)
 
 
-CLIP_WEIGHTS: dict[str, Checkpoint] = {
-    "CLIP-RN50": _openai("afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762", "RN50.pt", 224, 1024),
-    "CLIP-RN101": _openai("8fa8567bab74a42d41c5915025a8e4538c3bdbe8804a470a72f30b0d94fab599", "RN101.pt", 224, 512),
-    "CLIP-RN50x4": _openai("7e526bd135e493cef0776de27d5f42653e6b4c8bf9e0f653bb11773263205fdd", "RN50x4.pt", 288, 640),
-    "CLIP-RN50x16": _openai("52378b407f34354e150460fe41077663dd5b39c54cd0bfd2b27167a4a06ec9aa", "RN50x16.pt", 384, 768),
-    "CLIP-RN50x64": _openai("be1cfb55d75a9666199fb2206c106743da0f6468c9d327f3e0d0a543a9919d9c", "RN50x64.pt", 448, 1024),
-    "CLIP-ViT-B/32": _openai("40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af", "ViT-B-32.pt", 224, 512),
-    "CLIP-ViT-B/16": _openai("5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f", "ViT-B-16.pt", 224, 512),
-    "CLIP-ViT-L/14": _openai("b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836", "ViT-L-14.pt", 224, 768),
+def _open_clip_model(name: str) -> torch.nn.Module:
+    import open_clip  # imported here: it pulls in timm and the HF hub, seconds that --help need not wait
+
+    return open_clip.create_model(name, pretrained=None, force_quick_gelu=True)
+
+
+def _openai(sha256: str, open_clip_name: str, image_size: int, embed_dim: int) -> Weights:
+    """OpenAI publishes each checkpoint under its own SHA-256, as a TorchScript archive of fp16 weights."""
+    return Weights("openai", f"{_OPENAI}/{sha256}/{open_clip_name}.pt", sha256, partial(_open_clip_model, open_clip_name),
+                   clip_preprocessing(image_size), Meta(embed_dim=embed_dim, input_range="(RGB / 255 - mean) / std"),
+                   save_random=lambda model, path: save_openai_archive(model, path))
+
+
+CLIP_WEIGHTS: dict[str, Weights] = {
+    "CLIP-RN50": _openai("afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762", "RN50", 224, 1024),
+    "CLIP-RN101": _openai("8fa8567bab74a42d41c5915025a8e4538c3bdbe8804a470a72f30b0d94fab599", "RN101", 224, 512),
+    "CLIP-RN50x4": _openai("7e526bd135e493cef0776de27d5f42653e6b4c8bf9e0f653bb11773263205fdd", "RN50x4", 288, 640),
+    "CLIP-RN50x16": _openai("52378b407f34354e150460fe41077663dd5b39c54cd0bfd2b27167a4a06ec9aa", "RN50x16", 384, 768),
+    "CLIP-RN50x64": _openai("be1cfb55d75a9666199fb2206c106743da0f6468c9d327f3e0d0a543a9919d9c", "RN50x64", 448, 1024),
+    "CLIP-ViT-B/32": _openai("40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af", "ViT-B-32", 224, 512),
+    "CLIP-ViT-B/16": _openai("5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f", "ViT-B-16", 224, 512),
+    "CLIP-ViT-L/14": _openai("b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836", "ViT-L-14", 224, 768),
     "CLIP-ViT-L/14@336px": _openai(
-        "3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02", "ViT-L-14-336px.pt", 336, 768
+        "3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02", "ViT-L-14-336px", 336, 768
     ),
 }
 
 
-@register(*CLIP_WEIGHTS)
 class ExtractCLIP(FrameWiseExtractor):
     """Image embeddings (before normalisation) of sampled frames; fp16 weights on CUDA, fp32 on the CPU."""
 
-    main_key = "clip"
-    supports_crops = True
-    checkpoint_option = "clip_checkpoint"
+    key = "clip"
+    reads = FrameWiseExtractor.reads | {"checkpoint", "crops", "show_pred", "pred_texts"}
+    option_aliases = {"clip_checkpoint": "checkpoint"}
 
     @classmethod
-    def published_checkpoint(cls, args) -> Checkpoint:
-        return CLIP_WEIGHTS[args.feature_type]
+    def validate(cls, config, weights) -> None:
+        super().validate(config, weights)
+        if config.pred_texts and not config.show_pred:
+            raise UsageError("--pred_texts are the texts that --show_pred scores; give --show_pred too")
 
-    def load_model(self) -> torch.nn.Module:
-        import open_clip  # imported here: it pulls in timm and the HF hub, seconds that --help need not wait
+    def load_model(self) -> tuple[torch.nn.Module, FramePreprocessing]:
+        import open_clip
 
         path = self.checkpoint_file()
         state_dict = load_openai_state_dict(path)
@@ -70,11 +88,8 @@ class ExtractCLIP(FrameWiseExtractor):
         except (KeyError, RuntimeError) as error:
             raise UsageError(f"{path}: not an OpenAI-format CLIP checkpoint ({error})") from error
         size: int = model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size
-        # CLIP's transform: bicubic resize of the short side, centre crop, CLIP mean/std
-        self.transform = FramePreprocessing(size, (size, size), CLIP_MEAN, CLIP_STD,
-                                            interpolation=InterpolationMode.BICUBIC, antialias=True)
         self._text_features: torch.Tensor | None = None
-        return model if half else model.float()
+        return (model if half else model.float()), clip_preprocessing(size)
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(batch.to(self.model.visual.conv1.weight.dtype))
@@ -83,7 +98,7 @@ class ExtractCLIP(FrameWiseExtractor):
         """Top-5 zero-shot classes per frame, over ``--pred_texts`` or "a photo of {Kinetics-400 label}"."""
         import open_clip
 
-        texts = self.args.pred_texts or [f"a photo of {label}" for label in kinetics400_labels()]
+        texts = self.config.pred_texts or [f"a photo of {label}" for label in kinetics400_labels()]
         if self._text_features is None:
             with torch.inference_mode():
                 tokens = open_clip.tokenize(texts, context_length=self.model.context_length).to(self.device)
@@ -120,3 +135,35 @@ def _strip_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     if any(key.startswith("clip.") for key in state_dict):
         state_dict = {key.removeprefix("clip."): value for key, value in state_dict.items() if key.startswith("clip.")}
     return state_dict
+
+
+def save_openai_archive(model: torch.nn.Module, path: Path) -> None:
+    """``model`` (an open_clip CLIP) as OpenAI released CLIP: a TorchScript archive of fp16 weights with the
+    scalars OpenAI's loader reads."""
+    import open_clip
+
+    open_clip.model.convert_weights_to_fp16(model)
+    state_dict = {key: value for key, value in model.state_dict().items() if key != "attn_mask"}
+    size = model.visual.image_size
+    extras = (size[0] if isinstance(size, tuple) else size, model.context_length, model.vocab_size)
+    state_dict.update({key: torch.tensor(value) for key, value in zip(_OPENAI_EXTRA_KEYS, extras)})
+    root = _Holder()
+    for key, tensor in state_dict.items():
+        *parents, leaf = key.split(".")
+        module = root
+        for name in parents:
+            if not hasattr(module, name):
+                module.add_module(name, _Holder())
+            module = getattr(module, name)
+        module.register_buffer(leaf, tensor.clone())
+    with warnings.catch_warnings():  # TorchScript is deprecated, but it is the format OpenAI published
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.script(root), str(path))
+
+
+class _Holder(torch.nn.Module):
+    def forward(self) -> int:
+        return 0
+
+
+register(*(FeatureType(name, ExtractCLIP, {weights.name: weights}) for name, weights in CLIP_WEIGHTS.items()))

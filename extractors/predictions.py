@@ -7,6 +7,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from io_utils.errors import UsageError
+
 
 def kinetics400_labels() -> list[str]:
     """Kinetics-400 class names in the order of the Kinetics heads (torchvision's video weights carry them,
@@ -34,12 +36,16 @@ def with_separate_head(network: nn.Module, head_name: str) -> nn.ModuleDict:
 
 
 class HeadPredictions:
-    """``--show_pred`` for extractors whose model is :func:`with_separate_head`'s and whose ``labels`` name the
-    head's classes."""
+    """``--show_pred`` for extractors whose model is :func:`with_separate_head`'s and whose weights' meta names
+    the head's classes; refused up front for weights whose class names were never published."""
 
-    labels: Sequence[str]
+    @classmethod
+    def validate(cls, config, weights) -> None:
+        super().validate(config, weights)
+        if config.show_pred and weights.meta.labels is None:
+            raise UsageError(f"--show_pred: the classes of {config.feature_type} {weights.name} have no published names")
 
     def show_predictions(self, outputs: Mapping[str, np.ndarray], timestamps_ms: Sequence[float]) -> None:
         with torch.inference_mode():
             logits = self.model["head"](torch.from_numpy(outputs[self.main_key]).to(self.device))
-        print_top_classes(self.labels, logits.float().softmax(-1), timestamps_ms)
+        print_top_classes(self.weights.meta.labels, logits.float().softmax(-1), timestamps_ms)

@@ -1,6 +1,6 @@
 """R(2+1)D clip features (512-d), on torchvision's VideoResNet.
 
-``--model_name``:
+``--weights`` (or ``--model_name``, its former spelling):
 - ``r2plus1d_18_16_kinetics`` (default): torchvision's ``r2plus1d_18`` with its Kinetics-400 weights and
   transform (resize to 128x171, crop 112, Kinetics mean/std), 16-frame windows.
 - ``r2plus1d_34_{8,32}_ig65m_ft_kinetics``: R(2+1)D-34 pretrained on IG-65M and fine-tuned on Kinetics-400,
@@ -11,57 +11,21 @@
 """
 from __future__ import annotations
 
-import argparse
-from dataclasses import dataclass
-from typing import Any, Sequence
+from functools import partial
 
 from torch import nn
 from torchvision.models.video import R2Plus1D_18_Weights, r2plus1d_18
 from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, R2Plus1dStem, VideoResNet
 
 from extractors.predictions import kinetics400_labels, with_separate_head
-from extractors.registry import register
+from extractors.registry import FeatureType, register
 from extractors.transforms import KINETICS_MEAN, KINETICS_STD, FramePreprocessing
 from extractors.video_classifier import VideoClassifierExtractor
-from io_utils.errors import UsageError
-from io_utils.weights import Checkpoint, hub_checkpoint, load_state_dict_strictly, torchvision_checkpoint
+from io_utils.weights import Meta, Weights, load_state_dict_strictly, sha256_in_file_name, torchvision_weights
 
 _IG65M = "https://github.com/moabitcoin/ig65m-pytorch/releases/download/v1.0.0"
 _IG65M_TRANSFORM = FramePreprocessing(128, (112, 112), KINETICS_MEAN, KINETICS_STD, antialias=False)
-
-
-@dataclass(frozen=True)
-class R21DModel:
-    checkpoint: Checkpoint
-    depth: int
-    stack_size: int
-    num_classes: int
-    transform: FramePreprocessing
-    labels: Sequence[str] | None  # None: the head's classes have no published names
-
-
-def _ig65m(file_name: str, stack_size: int, num_classes: int) -> R21DModel:
-    labels = kinetics400_labels() if num_classes == 400 else None
-    return R21DModel(hub_checkpoint(f"{_IG65M}/{file_name}"), 34, stack_size, num_classes, _IG65M_TRANSFORM, labels)
-
-
-R21D_MODELS: dict[str, R21DModel] = {
-    "r2plus1d_18_16_kinetics": R21DModel(
-        torchvision_checkpoint(R2Plus1D_18_Weights.KINETICS400_V1), 18, 16, 400,
-        FramePreprocessing.from_torchvision(R2Plus1D_18_Weights.KINETICS400_V1.transforms()),
-        R2Plus1D_18_Weights.KINETICS400_V1.meta["categories"]),
-    "r2plus1d_34_8_ig65m_ft_kinetics": _ig65m("r2plus1d_34_clip8_ft_kinetics_from_ig65m-0aa0550b.pth", 8, 400),
-    "r2plus1d_34_32_ig65m_ft_kinetics": _ig65m("r2plus1d_34_clip32_ft_kinetics_from_ig65m-ade133f1.pth", 32, 400),
-    "r2plus1d_34_8_ig65m_from_scratch": _ig65m("r2plus1d_34_clip8_ig65m_from_scratch-9bae36ae.pth", 8, 359),
-    "r2plus1d_34_32_ig65m_from_scratch": _ig65m("r2plus1d_34_clip32_ig65m_from_scratch-449a7af9.pth", 32, 487),
-}
-DEFAULT_MODEL = "r2plus1d_18_16_kinetics"
-
-
-def r21d_model(name: str) -> R21DModel:
-    if name not in R21D_MODELS:
-        raise UsageError(f"--model_name {name}: not an R(2+1)D model; choose one of {', '.join(R21D_MODELS)}")
-    return R21D_MODELS[name]
+_INPUT_RANGE = "(RGB / 255 - mean) / std"
 
 
 def r2plus1d_34(num_classes: int) -> VideoResNet:
@@ -78,35 +42,39 @@ def r2plus1d_34(num_classes: int) -> VideoResNet:
     return network
 
 
-@register("r21d")
+def _ig65m(name: str, file_name: str, stack_size: int, num_classes: int) -> Weights:
+    """IG-65M heads (359 and 487 hashtags) have no published class names."""
+    labels = kinetics400_labels() if num_classes == 400 else None
+    url = f"{_IG65M}/{file_name}"
+    return Weights(name, url, sha256_in_file_name(url), partial(r2plus1d_34, num_classes), _IG65M_TRANSFORM,
+                   Meta(embed_dim=512, labels=labels, stack_size=stack_size, input_range=_INPUT_RANGE))
+
+
+_KINETICS = R2Plus1D_18_Weights.KINETICS400_V1
+R21D_WEIGHTS: dict[str, Weights] = {  # --weights (or --model_name), the default first
+    "r2plus1d_18_16_kinetics": torchvision_weights(
+        _KINETICS, r2plus1d_18, FramePreprocessing.from_torchvision(_KINETICS.transforms()),
+        name="r2plus1d_18_16_kinetics", embed_dim=512,
+        labels=_KINETICS.meta["categories"], stack_size=16, input_range=_INPUT_RANGE),
+    **{name: _ig65m(name, *rest) for name, *rest in (
+        ("r2plus1d_34_8_ig65m_ft_kinetics", "r2plus1d_34_clip8_ft_kinetics_from_ig65m-0aa0550b.pth", 8, 400),
+        ("r2plus1d_34_32_ig65m_ft_kinetics", "r2plus1d_34_clip32_ft_kinetics_from_ig65m-ade133f1.pth", 32, 400),
+        ("r2plus1d_34_8_ig65m_from_scratch", "r2plus1d_34_clip8_ig65m_from_scratch-9bae36ae.pth", 8, 359),
+        ("r2plus1d_34_32_ig65m_from_scratch", "r2plus1d_34_clip32_ig65m_from_scratch-449a7af9.pth", 32, 487))},
+}
+
+
 class ExtractR21D(VideoClassifierExtractor):
     """One 512-d feature per window; key ``r21d``."""
 
-    main_key = "r21d"
-    model_options = ("checkpoint", "model_name")
+    key = "r21d"
+    reads = VideoClassifierExtractor.reads | {"weights"}
+    option_aliases = {"model_name": "weights"}
 
-    @classmethod
-    def option_defaults(cls, args: argparse.Namespace) -> dict[str, Any]:
-        return {**super().option_defaults(args), "model_name": DEFAULT_MODEL}
+    def load_model(self) -> tuple[nn.ModuleDict, FramePreprocessing]:
+        network = self.weights.build()
+        load_state_dict_strictly(network, self.checkpoint_file(), f"a {self.weights.name} checkpoint")
+        return with_separate_head(network, "fc"), self.weights.preprocessing
 
-    @classmethod
-    def model_stack_size(cls, args: argparse.Namespace) -> int:
-        return r21d_model(args.model_name or DEFAULT_MODEL).stack_size
 
-    @classmethod
-    def validate_args(cls, args: argparse.Namespace) -> None:
-        super().validate_args(args)
-        model = r21d_model(args.model_name)
-        if args.show_pred and model.labels is None:
-            raise UsageError(f"--show_pred: {args.model_name} classifies IG-65M hashtags whose names are not published")
-
-    @classmethod
-    def published_checkpoint(cls, args: argparse.Namespace) -> Checkpoint:
-        return r21d_model(args.model_name).checkpoint
-
-    def load_model(self) -> nn.ModuleDict:
-        model = r21d_model(self.args.model_name)
-        network = r2plus1d_18() if model.depth == 18 else r2plus1d_34(model.num_classes)
-        load_state_dict_strictly(network, self.checkpoint_file(), f"a {self.args.model_name} checkpoint")
-        self.transform, self.labels = model.transform, model.labels
-        return with_separate_head(network, "fc")
+register(FeatureType("r21d", ExtractR21D, R21D_WEIGHTS))

@@ -1,31 +1,76 @@
-"""Maps each ``--feature_type`` to the extractor class that produces it."""
+"""Maps each ``--feature_type`` to the extractor class that produces it and the published weights it can load.
+
+A model module registers its feature types with :func:`register`; nothing else needs to know about it: the
+command line's choices and help, the option checks, the random checkpoint writer and the benchmarks all read
+this registry.
+"""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Mapping
+
+from io_utils.errors import UsageError
+from io_utils.weights import Weights
 
 if TYPE_CHECKING:
     from extractors.base import BaseExtractor
+    from extractors.config import RunConfig
 
-_EXTRACTORS: dict[str, type[BaseExtractor]] = {}
+WeightsTable = Mapping[str, Weights]
 
 
-def register(*feature_types: str) -> Callable[[type[BaseExtractor]], type[BaseExtractor]]:
-    def decorate(cls: type[BaseExtractor]) -> type[BaseExtractor]:
-        for feature_type in feature_types:
-            if feature_type in _EXTRACTORS:
-                raise ValueError(f"feature type {feature_type!r} is registered twice")
-            _EXTRACTORS[feature_type] = cls
-        return cls
+@dataclass(frozen=True)
+class FeatureType:
+    """One ``--feature_type``.
 
-    return decorate
+    ``weights``: its published checkpoints by ``--weights`` name, the default first; a function of the run's
+    configuration where the choice depends on another option (RAFT's ``--raft_model``); empty for models whose
+    weights come from elsewhere (timm's hub). ``weight_aliases``: short names for some of them.
+    """
+
+    name: str
+    extractor: type[BaseExtractor]
+    weights: WeightsTable | Callable[[RunConfig], WeightsTable] = field(default_factory=dict)
+    weight_aliases: Mapping[str, str] = field(default_factory=dict)
+
+    def table(self, config: RunConfig) -> WeightsTable:
+        return self.weights(config) if callable(self.weights) else self.weights
+
+    def weights_for(self, config: RunConfig) -> Weights | None:
+        """The entry ``--weights`` names (or the default); None for models without published weights here."""
+        table = self.table(config)
+        if not table:
+            return None
+        name = config.weights if "weights" in self.extractor.reads else None
+        if name is None:
+            return next(iter(table.values()))
+        entry = table.get(self.weight_aliases.get(name, name))
+        if entry is None:
+            choices = ", ".join([*table, *(alias for alias, target in self.weight_aliases.items() if target in table)])
+            raise UsageError(f"--weights {name}: not available for {config.feature_type}; choose one of {choices}")
+        return entry
+
+
+_FEATURE_TYPES: dict[str, FeatureType] = {}
+
+
+def register(*feature_types: FeatureType) -> None:
+    for spec in feature_types:
+        if spec.name in _FEATURE_TYPES:
+            raise ValueError(f"feature type {spec.name!r} is registered twice")
+        _FEATURE_TYPES[spec.name] = spec
 
 
 def feature_types() -> list[str]:
-    return list(_EXTRACTORS)
+    return list(_FEATURE_TYPES)
 
 
-def extractor_class(feature_type: str) -> type[BaseExtractor]:
+def feature_type(name: str) -> FeatureType:
     try:
-        return _EXTRACTORS[feature_type]
+        return _FEATURE_TYPES[name]
     except KeyError:
-        raise ValueError(f"unknown feature type {feature_type!r}; known: {', '.join(_EXTRACTORS)}") from None
+        raise UsageError(f"unknown feature type {name!r}; known: {', '.join(_FEATURE_TYPES)}") from None
+
+
+def extractor_class(name: str) -> type[BaseExtractor]:
+    return feature_type(name).extractor

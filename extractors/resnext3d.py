@@ -19,15 +19,11 @@ from torch import nn
 from torchvision.transforms import InterpolationMode
 
 from extractors.predictions import kinetics400_labels, with_separate_head
-from extractors.registry import register
+from extractors.registry import FeatureType, register
 from extractors.transforms import FramePreprocessing
 from extractors.video_classifier import VideoClassifierExtractor
-from io_utils.weights import Checkpoint, load_state_dict_strictly
+from io_utils.weights import Meta, Weights, load_state_dict_strictly
 
-RESNEXT101_WEIGHTS = Checkpoint(  # no SHA-256 is published for this file
-    "https://www.rocq.inria.fr/cluster-willow/amiech/howto100m/models/resnext101.pth", None,
-    {"num_classes": 400, "stack_size": 16, "fps": 24.0},
-)
 HOWTO100M_TRANSFORM = FramePreprocessing(112, (112, 112), mean=(110.6, 103.2, 96.3), std=(1.0, 1.0, 1.0), divisor=1.0,
                                          interpolation=InterpolationMode.BICUBIC, antialias=True)
 
@@ -86,21 +82,25 @@ class ResNeXt3D(nn.Module):
         return x.mean(dim=(2, 3, 4))
 
 
-@register("resnext101_3d")
+RESNEXT101_WEIGHTS: dict[str, Weights] = {  # no SHA-256 is published for this file
+    "howto100m": Weights("howto100m", "https://www.rocq.inria.fr/cluster-willow/amiech/howto100m/models/resnext101.pth",
+                         None, ResNeXt3D, HOWTO100M_TRANSFORM,
+                         Meta(embed_dim=2048, labels=kinetics400_labels(), fps=24.0, stack_size=16,
+                              input_range="RGB 0..255 minus the Kinetics mean")),
+}
+
+
 class ExtractResNeXt3D(VideoClassifierExtractor):
     """One 2048-d feature per 16-frame window of frames at 24 fps; key ``resnext101_3d``."""
 
-    main_key = "resnext101_3d"
-    default_stack_size = RESNEXT101_WEIGHTS.meta["stack_size"]
-    default_extraction_fps = RESNEXT101_WEIGHTS.meta["fps"]
+    key = "resnext101_3d"
+    reads = VideoClassifierExtractor.reads | {"weights"}
 
-    @classmethod
-    def published_checkpoint(cls, args) -> Checkpoint:
-        return RESNEXT101_WEIGHTS
-
-    def load_model(self) -> nn.ModuleDict:
-        network = ResNeXt3D()
+    def load_model(self) -> tuple[nn.ModuleDict, FramePreprocessing]:
+        network = self.weights.build()
         load_state_dict_strictly(network, self.checkpoint_file(),
                                  "the HowTo100M 3D ResNeXt-101 checkpoint (resnext101.pth)")
-        self.transform, self.labels = HOWTO100M_TRANSFORM, kinetics400_labels()
-        return with_separate_head(network, "fc")
+        return with_separate_head(network, "fc"), self.weights.preprocessing
+
+
+register(FeatureType("resnext101_3d", ExtractResNeXt3D, RESNEXT101_WEIGHTS))

@@ -5,19 +5,20 @@ videos go on. The exit status is 1 if any video failed, 0 otherwise.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Mapping
 
 from tqdm import tqdm
 
-from extractors.cli import complete_args
+from extractors.config import RunConfig, resolve_config
+from extractors.devices import worker_devices
 from extractors.pool import Executor, LocalPoolExecutor
 from extractors.registry import extractor_class
 from io_utils.files import atomic_write
 from io_utils.outputs import output_folder
-from io_utils.video_list import build_video_list
+from io_utils.video_list import VideoJob, build_video_list
 
 FAILURES_FILE = "failures.tsv"
 
@@ -32,46 +33,68 @@ class Summary:
         return f"done: {self.done}, skipped: {self.skipped}, failed: {len(self.failures)}"
 
 
-def run(args: argparse.Namespace, executor: Executor | None = None) -> int:
+def run(options: RunConfig | Mapping[str, Any], executor: Executor | None = None) -> int:
     """Extract every video of the list; return the exit status."""
-    args = complete_args(args)
-    extractor = extractor_class(args.feature_type)
-    extractor.validate_args(args)
-    jobs, missing = build_video_list(args.video_paths, args.video_dir, args.file_with_video_paths, args.recursive)
+    config = resolve_config(options)
+    extractor = extractor_class(config.feature_type)
+    if executor is None:
+        worker_devices(config)  # a wrong device list stops here, before any checkpoint or worker
+    jobs, missing = build_video_list(config.video_paths, config.video_dir, config.file_with_video_paths,
+                                     config.recursive)
     summary = Summary(failures={path: "no such file" for path in missing})
     if missing:
         print(f"{len(missing)} input path(s) do not exist: {', '.join(map(str, missing))}", file=sys.stderr)
     if jobs:
-        extractor.prepare(args)  # e.g. download weights once, before the workers start
-        progress = tqdm(total=len(jobs), unit="video", disable=None, dynamic_ncols=True)
-
-        def on_result(index: int, status: str, reason: str) -> None:
-            path = jobs[index].path
-            if status == "failed":
-                summary.failures[path] = reason
-                tqdm.write(f"FAILED {path}: {reason}", file=sys.stderr)
-            elif status == "skipped":
-                summary.skipped += 1
-                if args.verbose:
-                    tqdm.write(f"skipped {path}: {reason}", file=sys.stderr)
-            else:
-                summary.done += 1
-            progress.set_postfix(failed=len(summary.failures), refresh=False)
-            progress.update()
-
+        extractor.prepare(config)  # e.g. download weights once, before the workers start
+        progress = _Progress(jobs, config.verbose, summary)
         try:
-            (executor or LocalPoolExecutor(args)).run(jobs, on_result)
+            (executor or LocalPoolExecutor(config)).run(jobs, progress.on_result, progress.on_progress)
         finally:
             progress.close()
-            if args.on_extraction != "print":
-                _write_failures(args, summary)
+            if config.on_extraction != "print":
+                _write_failures(config, summary)
     print(summary.line())
     return 1 if summary.failures else 0
 
 
-def _write_failures(args: argparse.Namespace, summary: Summary) -> None:
+class _Progress:
+    """One bar counting videos (in a terminal), its postfix showing how far each video in work has got."""
+
+    def __init__(self, jobs: list[VideoJob], verbose: bool, summary: Summary):
+        self._jobs, self._verbose, self._summary = jobs, verbose, summary
+        self._bar = tqdm(total=len(jobs), unit="video", disable=None, dynamic_ncols=True)
+        self._in_work: dict[int, str] = {}
+
+    def on_result(self, index: int, status: str, reason: str) -> None:
+        path = self._jobs[index].path
+        if status == "failed":
+            self._summary.failures[path] = reason
+            tqdm.write(f"FAILED {path}: {reason}", file=sys.stderr)
+        elif status == "skipped":
+            self._summary.skipped += 1
+            if self._verbose:
+                tqdm.write(f"skipped {path}: {reason}", file=sys.stderr)
+        else:
+            self._summary.done += 1
+        self._in_work.pop(index, None)
+        self._show(refresh=False)
+        self._bar.update()
+
+    def on_progress(self, index: int, done_s: float, total_s: float) -> None:
+        self._in_work[index] = f"{self._jobs[index].path.name} {done_s:.0f}/{total_s:.0f}s"
+        self._show(refresh=True)
+
+    def _show(self, refresh: bool) -> None:
+        failed = f"failed={len(self._summary.failures)}"
+        self._bar.set_postfix_str(", ".join([failed, *self._in_work.values()]), refresh=refresh)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def _write_failures(config: RunConfig, summary: Summary) -> None:
     """``<output folder>/failures.tsv`` lists path and reason; it is removed when a run has no failures."""
-    path = output_folder(args.output_path, args.feature_type, args.output_direct) / FAILURES_FILE
+    path = output_folder(config.output_path, config.feature_type, config.output_direct) / FAILURES_FILE
     if not summary.failures:
         path.unlink(missing_ok=True)
         return

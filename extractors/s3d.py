@@ -11,7 +11,6 @@ scaled to [-1, 1] instead of Kinetics mean/std.
 """
 from __future__ import annotations
 
-import argparse
 import re
 from dataclasses import replace
 
@@ -19,13 +18,19 @@ import torch
 from torch import nn
 from torchvision.models.video import S3D_Weights, s3d
 
-from extractors.registry import register
+from extractors.registry import FeatureType, register
 from extractors.transforms import FramePreprocessing
 from extractors.video_classifier import VideoClassifierExtractor
-from io_utils.weights import Checkpoint, load_state_dict_strictly, torchvision_checkpoint
+from io_utils.weights import Weights, load_state_dict_strictly, torchvision_weights
 
-WEIGHTS = S3D_Weights.KINETICS400_V1
-MIN_STACK_SIZE = WEIGHTS.meta["min_temporal_size"]  # 14: time must survive /8 and the 2-step pool
+_KINETICS = S3D_Weights.KINETICS400_V1
+S3D_WEIGHTS: dict[str, Weights] = {
+    "KINETICS400_V1": torchvision_weights(
+        _KINETICS, s3d, FramePreprocessing.from_torchvision(_KINETICS.transforms()), embed_dim=1024,
+        labels=_KINETICS.meta["categories"], stack_size=64,
+        min_stack_size=_KINETICS.meta["min_temporal_size"],  # 14: time must survive /8 and the 2-step pool
+        input_range="(RGB / 255 - mean) / std; kylemin's file: RGB scaled to [-1, 1]"),
+}
 
 
 class S3DFeatures(nn.Module):
@@ -81,27 +86,29 @@ def convert_kylemin_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str,
     return converted
 
 
-@register("s3d")
 class ExtractS3D(VideoClassifierExtractor):
     """One 1024-d feature per window (default 64 frames); key ``s3d``."""
 
-    main_key = "s3d"
-    min_stack_size = MIN_STACK_SIZE
+    key = "s3d"
+    reads = VideoClassifierExtractor.reads | {"weights"}
 
-    @classmethod
-    def published_checkpoint(cls, args: argparse.Namespace) -> Checkpoint:
-        return torchvision_checkpoint(WEIGHTS)
+    def load_model(self) -> tuple[nn.ModuleDict, FramePreprocessing]:
+        network = self.weights.build()
+        found_kylemin = []
 
-    def _to_torchvision(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        self.kylemin = is_kylemin_state_dict(state_dict)
-        return convert_kylemin_state_dict(state_dict) if self.kylemin else state_dict
+        def to_torchvision(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            if is_kylemin_state_dict(state_dict):
+                found_kylemin.append(True)
+                return convert_kylemin_state_dict(state_dict)
+            return state_dict
 
-    def load_model(self) -> nn.ModuleDict:
-        network = s3d()
         load_state_dict_strictly(network, self.checkpoint_file(), "an S3D checkpoint (torchvision's or kylemin's)",
-                                 self._to_torchvision)
-        self.transform = FramePreprocessing.from_torchvision(WEIGHTS.transforms())
-        if self.kylemin:
-            self.transform = replace(self.transform, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
-        self.labels = WEIGHTS.meta["categories"]
-        return nn.ModuleDict({"backbone": S3DFeatures(network), "head": S3DHead(network.classifier[1])})
+                                 to_torchvision)
+        preprocessing = self.weights.preprocessing
+        if found_kylemin:  # trained on RGB scaled to [-1, 1]
+            preprocessing = replace(preprocessing, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+        model = nn.ModuleDict({"backbone": S3DFeatures(network), "head": S3DHead(network.classifier[1])})
+        return model, preprocessing
+
+
+register(FeatureType("s3d", ExtractS3D, S3D_WEIGHTS))

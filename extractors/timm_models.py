@@ -8,7 +8,6 @@ about one grey level.
 """
 from __future__ import annotations
 
-import argparse
 import difflib
 import math
 from typing import Any, Mapping
@@ -18,7 +17,7 @@ from torch import nn
 from torchvision.transforms import InterpolationMode
 
 from extractors.base import FrameWiseExtractor
-from extractors.registry import register
+from extractors.registry import FeatureType, register
 from extractors.transforms import FramePreprocessing
 from io_utils.errors import UsageError
 
@@ -41,42 +40,40 @@ def timm_preprocessing(config: Mapping[str, Any]) -> FramePreprocessing:
                               interpolation=InterpolationMode(config["interpolation"]), antialias=True)
 
 
-@register("timm")
 class ExtractTimm(FrameWiseExtractor):
-    """Pooled features of sampled frames from ``--model_name``; the key is ``timm``."""
+    """Pooled features of sampled frames from ``--model_name``; the key is ``timm``. Its weights come from timm's
+    own source, so it has no :class:`Weights` entry."""
 
-    main_key = "timm"
-    supports_crops = True
-    model_options = ("checkpoint", "model_name")
+    key = "timm"
+    reads = FrameWiseExtractor.reads | {"checkpoint", "model_name", "crops"}
 
     @classmethod
-    def validate_args(cls, args: argparse.Namespace) -> None:
-        super().validate_args(args)
+    def validate(cls, config, weights) -> None:
+        super().validate(config, weights)
         import timm
 
-        if not args.model_name:
+        if not config.model_name:
             raise UsageError("--feature_type timm needs --model_name (e.g. resnet50.a1_in1k, vit_base_patch16_224)")
-        if not timm.is_model(args.model_name):
-            close = difflib.get_close_matches(args.model_name, timm.list_models(), n=5)
+        if not timm.is_model(config.model_name):
+            close = difflib.get_close_matches(config.model_name, timm.list_models(), n=5)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise UsageError(f"--model_name {args.model_name}: not a timm model{hint}")
+            raise UsageError(f"--model_name {config.model_name}: not a timm model{hint}")
 
-    def load_model(self) -> nn.Module:
+    def load_model(self) -> tuple[nn.Module, FramePreprocessing]:
         import timm
 
-        overlay = {"file": self.args.checkpoint} if self.args.checkpoint else None
+        overlay = {"file": self.config.checkpoint} if self.config.checkpoint else None
         try:
-            model = timm.create_model(self.args.model_name, pretrained=True, num_classes=0,
+            model = timm.create_model(self.config.model_name, pretrained=True, num_classes=0,
                                       pretrained_cfg_overlay=overlay)
         except Exception as error:  # hub, network, file and format errors come in many types
             raise UsageError(self._unavailable(error)) from error
-        self.transform = timm_preprocessing(timm.data.resolve_data_config({}, model=model))
-        return model
+        return model, timm_preprocessing(timm.data.resolve_data_config({}, model=model))
 
     def _unavailable(self, error: Exception) -> str:
-        name, reason = self.args.model_name, f"{type(error).__name__}: {error}"
-        if self.args.checkpoint:
-            return f"--checkpoint {self.args.checkpoint}: not a timm {name} checkpoint ({reason})"
+        name, reason = self.config.model_name, f"{type(error).__name__}: {error}"
+        if self.config.checkpoint:
+            return f"--checkpoint {self.config.checkpoint}: not a timm {name} checkpoint ({reason})"
         from huggingface_hub.constants import HF_HUB_CACHE
         import timm
 
@@ -88,3 +85,6 @@ class ExtractTimm(FrameWiseExtractor):
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         return self.model(batch)
+
+
+register(FeatureType("timm", ExtractTimm))

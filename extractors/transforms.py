@@ -19,7 +19,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)  # torchvision's video models
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
-CROP_CHOICES = (1, 3)
 
 
 @dataclass(frozen=True)

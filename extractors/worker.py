@@ -9,11 +9,12 @@ finished (it is a retry after a worker died holding it).
 """
 from __future__ import annotations
 
-import argparse
 import signal
 import sys
 import threading
+import time
 import traceback
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Iterator
@@ -21,37 +22,64 @@ from typing import Iterator
 import torch
 
 from extractors.base import BaseExtractor
+from extractors.config import RunConfig
 from extractors.registry import extractor_class
 from io_utils.claims import HEARTBEAT_S, Claim, outputs_complete, remove_leftover_temporaries
 from io_utils.errors import UsageError, VideoError
-from io_utils.outputs import open_sink, output_files, output_folder, print_features
+from io_utils.outputs import MemorySink, open_sink, output_files, output_folder, print_features
 from io_utils.video_list import VideoJob
 
+PROGRESS_EVERY_S = 2.0
 
-def worker_main(args: argparse.Namespace, device: str, threads: int, connection: Connection) -> None:
+
+def worker_main(config: RunConfig, device: str, threads: int, connection: Connection) -> None:
     """Entry point of a spawned worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the main process decides
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    if threads:
-        torch.set_num_threads(threads)
-    args = argparse.Namespace(**{**vars(args), "cpu": device == "cpu",
-                                 "device_ids": [int(device.split(":")[1])] if device != "cpu" else args.device_ids})
     try:
-        extractor = extractor_class(args.feature_type)(args)
-    except UsageError as error:
-        connection.send(("fatal", str(error)))
+        if threads:
+            torch.set_num_threads(threads)
+        device_ids = (int(device.split(":")[1]),) if device != "cpu" else config.device_ids
+        config = replace(config, cpu=device == "cpu", device_ids=device_ids)
+        try:
+            extractor = extractor_class(config.feature_type)(config)
+        except UsageError as error:
+            connection.send(("fatal", str(error)))
+            return
+        except Exception as error:
+            connection.send(("fatal", f"the model could not be loaded on {device}: {type(error).__name__}: {error}"))
+            return
+        _Worker(extractor, connection).run()
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # stopped while shutting down: end quietly
+
+
+def output_paths(config: RunConfig, job: VideoJob) -> dict[str, Path]:
+    """Where the outputs of ``job`` go (nothing for ``print``); known in the main process too, which cleans up
+    after a worker it had to kill."""
+    keys = [*extractor_class(config.feature_type).feature_keys(config), "fps", "timestamps_ms"]
+    folder = output_folder(config.output_path, config.feature_type, config.output_direct)
+    return output_files(job, keys, keys[0], folder, config.on_extraction)
+
+
+def clean_up_after(config: RunConfig, job: VideoJob, pid: int) -> None:
+    """Remove what the killed worker ``pid`` left of ``job``: its temporary files and its claim (only if the claim
+    is its own: the temporaries of a video another run holds are that run's)."""
+    paths = output_paths(config, job)
+    if not paths:
         return
-    except Exception as error:
-        connection.send(("fatal", f"the model could not be loaded on {device}: {type(error).__name__}: {error}"))
-        return
-    _Worker(extractor, connection).run()
+    lock = _lock_path(paths[extractor_class(config.feature_type).feature_keys(config)[0]])
+    if Claim.held_by(lock, pid):
+        remove_leftover_temporaries(paths.values())
+        lock.unlink(missing_ok=True)
 
 
 class _Worker:
     def __init__(self, extractor: BaseExtractor, connection: Connection):
         self.extractor = extractor
-        self.args = extractor.args
+        self.config = extractor.config
         self.connection = connection
+        self._last_progress = 0.0
         self._send_lock = threading.Lock()
         self._claims: dict[int, Claim] = {}
         self._claims_lock = threading.Lock()
@@ -62,7 +90,8 @@ class _Worker:
         heartbeat = threading.Thread(target=self._heartbeat, daemon=True)
         heartbeat.start()
         try:
-            outcomes = self.extractor.extract_many(self._jobs(), path_of=lambda item: item[1].path, sink_of=self._sink)
+            outcomes = self.extractor.extract_many(self._jobs(), path_of=lambda item: item[1].path, sink_of=self._sink,
+                                                   on_progress=self._progress)
             for (job_id, job), outcome in outcomes:
                 self._finish(job_id, job, outcome)
         except (EOFError, BrokenPipeError, ConnectionResetError):
@@ -93,16 +122,16 @@ class _Worker:
                 finished.wait()
 
     def _claim(self, job_id: int, job: VideoJob) -> str | None:
-        if self.args.on_extraction == "print":
+        if self.config.on_extraction == "print":
             return None
-        paths_by_key = self._paths(job)
+        paths_by_key = output_paths(self.config, job)
         paths = list(paths_by_key.values())
-        if not self.args.overwrite and outputs_complete(paths):
+        if not self.config.overwrite and outputs_complete(paths):
             return "outputs exist"
         claim = Claim.acquire(_lock_path(paths_by_key[self.extractor.main_key]))
         if claim is None:
             return "being extracted by another run"
-        if not self.args.overwrite and outputs_complete(paths):  # finished by another run meanwhile
+        if not self.config.overwrite and outputs_complete(paths):  # finished by another run meanwhile
             claim.release()
             return "outputs exist"
         remove_leftover_temporaries(paths)
@@ -114,14 +143,14 @@ class _Worker:
         try:
             if isinstance(outcome, Exception):
                 raise outcome
-            if self.args.on_extraction == "print":
+            if self.config.on_extraction == "print":
                 print_features(job.path, outcome)
                 sys.stdout.flush()
             result = ("result", job_id, "done", "")
         except VideoError as error:
             result = ("result", job_id, "failed", str(error))
         except Exception as error:
-            if self.args.verbose:
+            if self.config.verbose:
                 traceback.print_exception(error)
             result = ("result", job_id, "failed", f"{type(error).__name__}: {error}")
         finally:
@@ -135,11 +164,15 @@ class _Worker:
 
     def _sink(self, item: tuple[int, VideoJob]):
         """Where a video's outputs go, batch by batch (written under temporary names until complete)."""
-        return open_sink(self.args.on_extraction, self._paths(item[1]), self.args.flow_bound)
+        if self.config.on_extraction == "print":
+            return MemorySink()
+        return open_sink(self.config.on_extraction, output_paths(self.config, item[1]), self.config.flow_bound)
 
-    def _paths(self, job: VideoJob) -> dict[str, Path]:
-        folder = output_folder(self.args.output_path, self.extractor.feature_type, self.args.output_direct)
-        return output_files(job, self.extractor.output_keys, self.extractor.main_key, folder, self.args.on_extraction)
+    def _progress(self, item: tuple[int, VideoJob], done_s: float, total_s: float) -> None:
+        now = time.monotonic()
+        if now - self._last_progress >= PROGRESS_EVERY_S:
+            self._last_progress = now
+            self._send(("progress", item[0], done_s, total_s))
 
     def _send(self, message: tuple) -> None:
         with self._send_lock:

@@ -2,15 +2,14 @@
 batches in [0, 255] and returns (B, 2, H, W) flow in pixels (x then y), at the input size."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from flow.pwc import PWC_WEIGHTS, PWCNet
-from flow.raft import RAFT, raft_checkpoint
-from io_utils.weights import checkpoint_path, load_state_dict_strictly
+from flow.raft import RAFT, raft_weights
+from io_utils.weights import Weights, load_state_dict_strictly
 
 FLOW_NETWORKS = ("raft", "pwc")
 
@@ -26,17 +25,16 @@ class PWCOnRGB(nn.Module):
         return self.pwc(first.flip(1) / 255.0, second.flip(1) / 255.0)
 
 
-def flow_checkpoint_path(name: str, args: argparse.Namespace) -> Path:
-    """``--flow_checkpoint``, or the official checkpoint (looked up locally, else downloaded)."""
-    checkpoint = raft_checkpoint(args.raft_model, args.raft_weights) if name == "raft" else PWC_WEIGHTS["default"]
-    return checkpoint_path(checkpoint, args, "flow_checkpoint")
+def flow_weights(name: str, raft_model: str = "large", raft_weights_name: str | None = None,
+                 option: str = "raft_weights") -> Weights:
+    """The published checkpoint of the flow network ``name`` (raft or pwc)."""
+    return raft_weights(raft_model, raft_weights_name, option) if name == "raft" else PWC_WEIGHTS["default"]
 
 
-def load_flow_network(name: str, args: argparse.Namespace) -> nn.Module:
-    """The flow network ``name`` (raft or pwc) with its weights, on the CPU, in eval mode."""
-    path = flow_checkpoint_path(name, args)
+def load_flow_network(name: str, path: Path, raft_model: str = "large", raft_iters: int = 20) -> nn.Module:
+    """The flow network ``name`` (raft or pwc) with the checkpoint at ``path``, on the CPU, in eval mode."""
     if name == "raft":
-        network = RAFT(args.raft_model, args.raft_iters)
+        network = RAFT(raft_model, raft_iters)
         network.load_checkpoint(path)
         return network.eval()
     network = PWCOnRGB()

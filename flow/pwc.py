@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from io_utils.weights import Checkpoint
+from io_utils.weights import Meta, Weights
 
-PWC_WEIGHTS: dict[str, Checkpoint] = {
-    "default": Checkpoint("http://content.sniklaus.com/github/pytorch-pwc/network-default.pytorch", None,
-                          {"input": "BGR in [0, 1]", "trained_on": "FlyingChairs, FlyingThings3D, Sintel (default)"}),
+PWC_WEIGHTS: dict[str, Weights] = {  # trained on FlyingChairs, FlyingThings3D, Sintel; no SHA-256 is published
+    "default": Weights("default", "http://content.sniklaus.com/github/pytorch-pwc/network-default.pytorch", None,
+                       build=lambda: PWCNet(), meta=Meta(input_range="[0, 1]", channel_order="BGR")),
 }
 
 MAX_DISPLACEMENT = 4

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -10,7 +11,7 @@ from torch import nn
 from torchvision.models import optical_flow
 
 from io_utils.errors import UsageError, VideoError
-from io_utils.weights import Checkpoint, load_state_dict_strictly, torchvision_checkpoint
+from io_utils.weights import Weights, load_state_dict_strictly, torchvision_weights
 
 RAFT_MODELS = ("large", "small")
 MIN_SIDE = 128  # the correlation pyramid pools 1/8-resolution features 3 times
@@ -18,18 +19,25 @@ DEFAULT_WEIGHTS = {"large": "C_T_SKHT_V2", "small": "C_T_V2"}
 # Short names for torchvision's enum members: C = FlyingChairs, T = FlyingThings3D, S/K/H = Sintel, KITTI, HD1K.
 WEIGHT_ALIASES = {"things": "C_T_V2", "things_v1": "C_T_V1", "sintel": "C_T_SKHT_V2", "sintel_v1": "C_T_SKHT_V1",
                   "kitti": "C_T_SKHT_K_V2", "kitti_v1": "C_T_SKHT_K_V1"}
+_BUILDERS = {"large": partial(optical_flow.raft_large, weights=None, progress=False),
+             "small": partial(optical_flow.raft_small, weights=None, progress=False)}
 _ENUMS = {"large": optical_flow.Raft_Large_Weights, "small": optical_flow.Raft_Small_Weights}
-_BUILDERS = {"large": optical_flow.raft_large, "small": optical_flow.raft_small}
+RAFT_WEIGHTS: dict[str, dict[str, Weights]] = {  # the torchvision weights of each --raft_model, the default first
+    model: {member.name: torchvision_weights(member, _BUILDERS[model], input_range="RGB in [-1, 1]")
+            for member in sorted(enum, key=lambda member: member.name != DEFAULT_WEIGHTS[model])}
+    for model, enum in _ENUMS.items()
+}
 
 
-def raft_checkpoint(model: str, weights: str | None) -> Checkpoint:
-    """The torchvision checkpoint for ``--raft_model`` and ``--raft_weights`` (an alias or an enum name)."""
-    name = WEIGHT_ALIASES.get(weights, weights) if weights else DEFAULT_WEIGHTS[model]
-    enum = _ENUMS[model]
-    if name not in enum.__members__:
-        known = sorted({*enum.__members__, *(a for a, n in WEIGHT_ALIASES.items() if n in enum.__members__)})
-        raise UsageError(f"--raft_weights {weights}: not available for raft_{model}; choose one of {', '.join(known)}")
-    return torchvision_checkpoint(enum[name])
+def raft_weights(model: str, name: str | None, option: str = "raft_weights") -> Weights:
+    """The torchvision weights of ``model`` (large, small) named ``name``: an alias, an enum name, or None for
+    the model's default. A name the model does not have is refused, naming ``--<option>``."""
+    table = RAFT_WEIGHTS[model]
+    resolved = WEIGHT_ALIASES.get(name, name) if name else DEFAULT_WEIGHTS[model]
+    if resolved not in table:
+        known = sorted({*table, *(alias for alias, target in WEIGHT_ALIASES.items() if target in table)})
+        raise UsageError(f"--{option} {name}: not available for raft_{model}; choose one of {', '.join(known)}")
+    return table[resolved]
 
 
 class RAFT(nn.Module):
@@ -41,7 +49,7 @@ class RAFT(nn.Module):
 
     def __init__(self, model: str = "large", iterations: int = 20):
         super().__init__()
-        self.raft = _BUILDERS[model](weights=None, progress=False)
+        self.raft = _BUILDERS[model]()
         self.iterations = iterations
 
     def forward(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:

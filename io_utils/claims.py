@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
+import pickletools
 import shutil
 import socket
 import time
@@ -26,9 +26,12 @@ _HOST = socket.gethostname()
 
 
 def outputs_complete(paths: Iterable[Path]) -> bool:
-    """True if every file exists and loads (a truncated or corrupt file means "extract again").
+    """True if every file exists and is whole (a truncated or corrupt file means "extract again").
 
-    A folder (flow images) is complete if it exists: it only gets its name once it is full.
+    Nothing in the files is executed: an output folder may be shared, and unpickling runs whatever a pickle
+    holds. A ``.npy`` file's header must match its size; a pickle's opcodes are read, not run, and must end
+    in its STOP opcode at the end of the file. A folder (flow images) is complete if it exists: it only gets
+    its name once it is full.
     """
     try:
         for path in paths:
@@ -36,12 +39,19 @@ def outputs_complete(paths: Iterable[Path]) -> bool:
                 continue
             if path.suffix == ".npy":
                 np.load(path, mmap_mode="r", allow_pickle=False)  # checks the header and the file size
-            else:
-                with path.open("rb") as handle:
-                    pickle.load(handle)
+            elif not _pickle_is_whole(path):
+                return False
     except Exception:
         return False
     return True
+
+
+def _pickle_is_whole(path: Path) -> bool:
+    with path.open("rb") as handle:
+        last = None
+        for opcode, _, _ in pickletools.genops(handle):  # stops after STOP; raises on a truncated stream
+            last = opcode.name
+        return last == "STOP" and handle.read(1) == b""
 
 
 def remove_leftover_temporaries(paths: Iterable[Path]) -> None:
@@ -77,6 +87,15 @@ class Claim:
                 handle.write(token)
             return cls(path, token)
         return None
+
+    @staticmethod
+    def held_by(path: Path, pid: int) -> bool:
+        """Whether process ``pid`` of this host holds the lock file at ``path``."""
+        try:
+            owner = json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return False
+        return owner.get("host") == _HOST and owner.get("pid") == pid
 
     def refresh(self) -> None:
         try:

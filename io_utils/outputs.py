@@ -17,9 +17,9 @@ from typing import Callable, Mapping, Protocol
 
 import numpy as np
 
-from flow.images import DEFAULT_BOUND, write_flow_jpegs, write_flow_png
 from io_utils.errors import VideoError
 from io_utils.files import atomic_write, temporary_beside, temporary_folder_beside
+from io_utils.flow_images import DEFAULT_BOUND, write_flow_jpegs, write_flow_png
 from io_utils.video_list import VideoJob
 
 FLOW_IMAGE_MODES = ("save_flow_images", "save_flow_viz")
@@ -34,13 +34,15 @@ def output_folder(output_path: str | os.PathLike, feature_type: str, output_dire
 
 
 def output_files(job: VideoJob, keys: list[str], main_key: str, folder: Path, on_extraction: str) -> dict[str, Path]:
-    """Where each output key of ``job`` goes.
+    """Where each output key of ``job`` goes (nothing for ``print``, which writes no file).
 
     The default is ``folder/<output_stem>_<key>.<ext>``. A CSV list's ``feature_path`` receives the main key
     itself (relative paths are taken under ``folder``), the other keys go beside it as ``<stem>_<key>.<ext>``.
     Flow images go to one folder per video under the main key: ``folder/<output_stem>/`` for the JPEG
     pairs, ``folder/<output_stem>_viz/`` for the pictures (so that both can exist, each complete or absent).
     """
+    if on_extraction == "print":
+        return {}
     if on_extraction in FLOW_IMAGE_MODES:
         stem = job.output_stem
         return {main_key: folder / (stem.with_name(f"{stem.name}_viz") if on_extraction == "save_flow_viz" else stem)}
@@ -65,28 +67,30 @@ class FinishingSink:
 
     Without pooling, each batch is normalised and cast as it passes. With pooling, batches are summed (in
     float64) and one row goes on at the end: the mean over every row (and crop), timed at the mean of their
-    times. Normalising comes after pooling, so every saved vector has unit norm.
+    times. Normalising comes after pooling, so every saved vector has unit norm. With ``crops`` > 1, outputs
+    are (rows, crops, ...) and each crop counts as a row of the mean.
     """
 
-    def __init__(self, inner: Sink, pool: str | None, l2_normalize: bool, dtype: str):
+    def __init__(self, inner: Sink, pool: str | None, l2_normalize: bool, dtype: str, crops: int = 1):
         self._inner, self._pool, self._l2_normalize, self._dtype = inner, pool, l2_normalize, np.dtype(dtype)
+        self._crops = crops
         self._sums: dict[str, np.ndarray] = {}
         self._counts: dict[str, int] = {}
         self._timestamps: list[float] = []
 
     @classmethod
-    def wrapper(cls, pool: str | None, l2_normalize: bool, dtype: str) -> Callable[[Sink], Sink]:
+    def wrapper(cls, pool: str | None, l2_normalize: bool, dtype: str, crops: int = 1) -> Callable[[Sink], Sink]:
         """What to wrap each video's sink in: nothing, if no option asks for it."""
         if pool is None and not l2_normalize and np.dtype(dtype) == np.float32:
             return lambda sink: sink
-        return lambda sink: cls(sink, pool, l2_normalize, dtype)
+        return lambda sink: cls(sink, pool, l2_normalize, dtype, crops)
 
     def add(self, outputs: Mapping[str, np.ndarray], timestamps_ms: list[float]) -> None:
         if self._pool is None:
             self._inner.add({key: self._finish(value) for key, value in outputs.items()}, timestamps_ms)
             return
         for key, value in outputs.items():
-            rows = value.reshape(-1, *value.shape[2:]) if value.ndim > 2 else value  # crops count as rows
+            rows = value.reshape(-1, *value.shape[2:]) if self._crops > 1 else value  # crops count as rows
             self._sums[key] = self._sums.get(key, 0) + rows.sum(axis=0, dtype=np.float64)
             self._counts[key] = self._counts.get(key, 0) + len(rows)
         self._timestamps.extend(timestamps_ms)

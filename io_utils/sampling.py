@@ -7,25 +7,28 @@ timestamp always selects that frame, whatever the frame rate.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import re
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
 
-ACCEPTED_FORMS = "uni_N (N evenly spaced frames, N a positive integer) or fix_F (F frames per second, F > 0)"
+ACCEPTED_FORMS = ("uni_N (N evenly spaced frames, N a positive integer), fix_F (F frames per second, F > 0) "
+                  "or all (every frame)")
 _METHOD_PATTERN = re.compile(r"^(uni|fix)_(.+)$")
 
 
 @dataclass(frozen=True)
 class SamplingMethod:
-    """``uni_N``: N frames at the centres of N equal slices of the video; ``fix_F``: F frames per second."""
+    """``uni_N``: N frames at the centres of N equal slices of the video; ``fix_F``: F frames per second;
+    ``all``: every frame (no target times: the frames are read in one sequential pass)."""
 
-    kind: Literal["uni", "fix"]
-    value: Fraction
+    kind: Literal["uni", "fix", "all"]
+    value: Fraction = Fraction(0)
 
     def __str__(self) -> str:
+        if self.kind == "all":
+            return "all"
         return f"{self.kind}_{self.value if self.value.denominator > 1 else int(self.value)}"
 
     def target_offsets(self, duration: Fraction) -> list[Fraction]:
@@ -46,18 +49,22 @@ class SamplingMethod:
         return [start_pts + math.floor(offset / time_base) for offset in self.target_offsets(duration)]
 
 
-def parse_extract_method(text: str) -> SamplingMethod:
-    """argparse ``type=`` for ``--extract_method``: ``uni_12``, ``fix_2``, ``fix_0.5``."""
+def parse_extract_method(text: str | SamplingMethod) -> SamplingMethod:
+    """``--extract_method``: ``uni_12``, ``fix_2``, ``fix_0.5``, ``all``; ValueError names the accepted forms."""
+    if isinstance(text, SamplingMethod):
+        return text
+    if text.strip() == "all":
+        return SamplingMethod("all")
     match = _METHOD_PATTERN.match(text.strip())
     if not match:
-        raise argparse.ArgumentTypeError(f"unknown extraction method {text!r}; accepted forms: {ACCEPTED_FORMS}")
+        raise ValueError(f"unknown extraction method {text!r}; accepted forms: {ACCEPTED_FORMS}")
     kind, number = match.groups()
     try:
         value = Fraction(number)
     except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"{text!r}: {number!r} is not a number; accepted forms: {ACCEPTED_FORMS}")
+        raise ValueError(f"{text!r}: {number!r} is not a number; accepted forms: {ACCEPTED_FORMS}") from None
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: the number must be positive; accepted forms: {ACCEPTED_FORMS}")
+        raise ValueError(f"{text!r}: the number must be positive; accepted forms: {ACCEPTED_FORMS}")
     if kind == "uni" and value.denominator != 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: uni_N takes a whole number of frames; accepted forms: {ACCEPTED_FORMS}")
+        raise ValueError(f"{text!r}: uni_N takes a whole number of frames; accepted forms: {ACCEPTED_FORMS}")
     return SamplingMethod(kind, value)

@@ -100,6 +100,11 @@ class VideoReader:
     def close(self) -> None:
         self._container.close()
 
+    @property
+    def duration_s(self) -> float:
+        """From the first frame's start to the last frame's end."""
+        return float((self.end_pts - self.start_pts) * self.time_base)
+
     def pts_to_ms(self, pts: int) -> float:
         return float((pts - self.start_pts) * self.time_base * 1000)
 

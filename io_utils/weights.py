@@ -1,6 +1,7 @@
 """Finding pretrained checkpoints: a local folder, the torch hub cache, or a verified download.
 
-Every checkpoint is described once, by a :class:`Checkpoint` (official URL, SHA-256, metadata). It is looked
+Every published checkpoint is described once, by a :class:`Weights` entry (official URL, SHA-256, how to build
+the network it fits, its preprocessing, metadata), the way torchvision's weight enums describe theirs. It is looked
 up, in order, under its official file name (the last part of its URL) in ``--weights_dir`` (or the
 ``VIDEO_FEATURES_WEIGHTS_DIR`` environment variable), then in the torch hub cache
 (``$TORCH_HOME/hub/checkpoints``, by default ``~/.cache/torch/hub/checkpoints``). Only if both miss is it
@@ -8,7 +9,6 @@ downloaded, into the cache, through a temporary file that is renamed into place 
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import re
@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from tqdm import tqdm
@@ -30,44 +30,112 @@ _CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
-class Checkpoint:
-    """One published checkpoint file.
+class Meta:
+    """What a checkpoint's users need to know beyond its tensors.
+
+    ``labels``: the head's class names (None: no head, or names never published). ``fps``, ``stack_size``,
+    ``step_size``: the sampling it was trained with, the defaults of ``--extraction_fps`` (None: every frame),
+    ``--stack_size`` and ``--step_size`` (None: the stack size). ``input_range`` and ``channel_order``: what the
+    network is fed, for the README and for checking a port against its publisher.
+    """
+
+    embed_dim: int | None = None
+    labels: Sequence[str] | None = None
+    fps: float | None = None
+    stack_size: int | None = None
+    step_size: int | None = None
+    min_stack_size: int = 1
+    input_range: str = ""
+    channel_order: str = "RGB"
+
+
+@dataclass(frozen=True)
+class Weights:
+    """One published checkpoint: where it is, how to build the network it fits, how to feed that network.
 
     ``sha256`` is the full digest, or its first hex digits where the publisher only gives those (torch hub
     file names such as ``raft_large_C_T_SKHT_V2-ff5fadd5.pth``), or None where no digest is published; then
-    the digest of the downloaded file is printed so that it can be checked by hand.
+    the digest of the downloaded file is printed so that it can be checked by hand. ``build`` returns the
+    network with random weights and module names equal to the checkpoint's keys (after ``convert``, for
+    files whose keys need renaming), so the file loads with ``strict=True``; it also writes random
+    checkpoints in the official format (:func:`save_random`). ``preprocessing`` turns one RGB frame into
+    one network input.
     """
 
+    name: str
     url: str
     sha256: str | None
-    meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    build: Callable[[], torch.nn.Module] = field(compare=False)
+    preprocessing: Callable[..., Any] | None = field(default=None, compare=False)
+    meta: Meta = field(default_factory=Meta, compare=False)
+    save_random: Callable[[torch.nn.Module, Path], None] | None = field(default=None, compare=False)
 
     @property
     def file_name(self) -> str:
         return self.url.rsplit("/", 1)[-1]
 
+    def write_random(self, folder: Path, seed: int = 0) -> Path:
+        """A checkpoint of random weights in the official format, under the official file name in ``folder``
+        (where ``--weights_dir`` finds it): it goes through exactly the loading path of a downloaded one."""
+        torch.manual_seed(seed)
+        path = folder / self.file_name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        network = self.build()
+        if self.save_random is not None:
+            self.save_random(network, path)
+        else:
+            torch.save(_lively(network).state_dict(), path)
+        return path
 
-def hub_checkpoint(url: str, meta: dict[str, Any] | None = None) -> Checkpoint:
-    """A checkpoint published under a torch hub file name, which ends in the first hex digits of the file's
-    SHA-256 (``resnet18-f37072fd.pth``)."""
-    sha256_prefix = re.search(r"-([0-9a-f]{8,})\.pth$", url).group(1)
-    return Checkpoint(url, sha256_prefix, meta or {})
+
+@torch.no_grad()
+def _lively(network: torch.nn.Module) -> torch.nn.Module:
+    """Random weights whose activations neither vanish nor explode through a deep network, as trained ones do:
+    He-normal convolutions and linear layers, batch norms with statistics of their own. For networks written
+    here: PyTorch's layer defaults let a deep I3D's features shrink to 1e-6 (torchvision's models initialise
+    themselves, see :func:`torchvision_weights`)."""
+    for module in network.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.weight.copy_(1.0 + 0.1 * torch.randn_like(module.weight))
+            module.bias.copy_(0.1 * torch.randn_like(module.bias))
+            module.running_mean.copy_(0.1 * torch.randn_like(module.running_mean))
+            module.running_var.copy_(1.0 + torch.rand_like(module.running_var))
+        elif isinstance(module, (torch.nn.modules.conv._ConvNd, torch.nn.Linear)):
+            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            if module.bias is not None:
+                module.bias.copy_(0.05 * torch.randn_like(module.bias))
+    return network
 
 
-def torchvision_checkpoint(weights: Any) -> Checkpoint:
-    """A torchvision weight enum member as a :class:`Checkpoint`."""
-    return hub_checkpoint(weights.url, {"enum": f"{type(weights).__name__}.{weights.name}", **weights.meta})
+def sha256_in_file_name(url: str) -> str:
+    """The first hex digits of a file's SHA-256 that torch hub file names end in (``resnet18-f37072fd.pth``)."""
+    found = re.search(r"-([0-9a-f]{8,})\.[a-z]+$", url)
+    if found is None:
+        raise ValueError(f"{url}: the file name does not end in -<SHA-256 prefix>.<extension>, as torch hub names do")
+    return found.group(1)
 
 
-def checkpoint_path(checkpoint: Checkpoint, args: argparse.Namespace, option: str = "checkpoint") -> Path:
-    """The local file given by ``--<option>`` (used instead of the published one), else ``checkpoint``
-    looked up locally or downloaded."""
-    local = getattr(args, option)
+def torchvision_weights(member: Any, build: Callable[[], torch.nn.Module], preprocessing: Callable | None = None,
+                        name: str | None = None, **meta: Any) -> Weights:
+    """A torchvision weight enum member as a :class:`Weights` entry named ``name`` (default: the member's name);
+    its file name carries the SHA-256 prefix. Its random checkpoint keeps torchvision's own initialisation."""
+    return Weights(name or member.name, member.url, sha256_in_file_name(member.url), build, preprocessing, Meta(**meta),
+                   save_random=save_state_dict)
+
+
+def save_state_dict(network: torch.nn.Module, path: Path) -> None:
+    torch.save(network.state_dict(), path)
+
+
+def checkpoint_path(weights: Weights, local: str | os.PathLike | None, option: str,
+                    weights_dir: str | os.PathLike | None, progress: bool = True) -> Path:
+    """The local file given by ``--<option>`` (used instead of the published one), else ``weights`` looked up
+    locally or downloaded."""
     if local:
         if not Path(local).is_file():
             raise UsageError(f"--{option} {local}: no such file")
         return Path(local)
-    return resolve_checkpoint(checkpoint, args.weights_dir)
+    return resolve_checkpoint(weights, weights_dir, progress)
 
 
 def load_state_dict_strictly(module: torch.nn.Module, path: Path, what: str,
@@ -88,8 +156,9 @@ def cache_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def resolve_checkpoint(checkpoint: Checkpoint, weights_dir: str | os.PathLike | None = None) -> Path:
-    """Return a local path to ``checkpoint``, downloading it into the cache if it is nowhere local."""
+def resolve_checkpoint(checkpoint: Weights, weights_dir: str | os.PathLike | None = None, progress: bool = True) -> Path:
+    """Return a local path to ``checkpoint``, downloading it into the cache if it is nowhere local (with a
+    progress bar and the digest of a file whose publisher gives none unless ``progress`` is False)."""
     weights_dir = weights_dir or os.environ.get(WEIGHTS_DIR_ENV)
     folders = [Path(weights_dir)] if weights_dir else []
     folders.append(cache_dir())
@@ -97,18 +166,19 @@ def resolve_checkpoint(checkpoint: Checkpoint, weights_dir: str | os.PathLike | 
         candidate = folder / checkpoint.file_name
         if candidate.is_file():
             return candidate
-    return download(checkpoint, cache_dir())
+    return download(checkpoint, cache_dir(), progress)
 
 
-def download(checkpoint: Checkpoint, folder: Path) -> Path:
+def download(checkpoint: Weights, folder: Path, progress: bool = True) -> Path:
     """Download into ``folder`` atomically, checking the SHA-256 before the file gets its final name."""
     destination = folder / checkpoint.file_name
     partial = temporary_beside(destination, suffix=".part")
     try:
         with partial:
-            digest = _copy_url(checkpoint.url, partial)
+            digest = _copy_url(checkpoint.url, partial, progress)
         if checkpoint.sha256 is None:
-            print(f"{checkpoint.file_name}: no published SHA-256; the downloaded file has {digest}", file=sys.stderr)
+            if progress:
+                print(f"{checkpoint.file_name}: no published SHA-256; the downloaded file has {digest}", file=sys.stderr)
         elif not digest.startswith(checkpoint.sha256):
             raise UsageError(
                 f"{checkpoint.file_name}: downloaded file has SHA-256 {digest}, expected {checkpoint.sha256}; "
@@ -122,19 +192,20 @@ def download(checkpoint: Checkpoint, folder: Path) -> Path:
     return destination
 
 
-def _copy_url(url: str, handle) -> str:
+def _copy_url(url: str, handle, progress: bool) -> str:
     sha256 = hashlib.sha256()
     with urllib.request.urlopen(url, timeout=60) as response:
         total = int(response.headers.get("Content-Length") or 0) or None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1], leave=False) as progress:
+        with tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1], leave=False,
+                  disable=None if progress else True) as bar:
             while chunk := response.read(_CHUNK):
                 handle.write(chunk)
                 sha256.update(chunk)
-                progress.update(len(chunk))
+                bar.update(len(chunk))
     return sha256.hexdigest()
 
 
-def _offline_message(checkpoint: Checkpoint, error: Exception) -> str:
+def _offline_message(checkpoint: Weights, error: Exception) -> str:
     reason = getattr(error, "reason", None) or error
     return (
         f"checkpoint {checkpoint.file_name} is not available locally and could not be downloaded from "

@@ -22,9 +22,9 @@ def _isolated_cache(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def clip_checkpoint(tmp_path_factory) -> Path:
     """A random ViT-B/32 in OpenAI's release format (TorchScript archive, fp16 weights)."""
-    from tests.checkpoints import write_random_clip
+    from extractors.clip import CLIP_WEIGHTS
 
-    return write_random_clip(tmp_path_factory.mktemp("weights") / "ViT-B-32.pt")
+    return CLIP_WEIGHTS["CLIP-ViT-B/32"].write_random(tmp_path_factory.mktemp("weights"))
 
 
 @pytest.fixture(scope="session")

@@ -3,14 +3,21 @@ from __future__ import annotations
 
 import os
 import pickle
+from dataclasses import replace
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import torch
 
 import main
+from extractors import registry
+from extractors.clip import CLIP_WEIGHTS, ExtractCLIP
+from extractors.pool import LocalPoolExecutor
+from extractors.registry import FeatureType
 from io_utils.files import atomic_write
+from io_utils.sampling import parse_extract_method
 from tests.clips import write_audio_only, write_clip
 from tests.conftest import REPO, SAMPLE_19FPS
 
@@ -125,10 +132,8 @@ def test_bad_inputs_each_get_one_line_and_the_rest_go_on(weights_dir, tmp_path):
 
 
 def test_missing_checkpoint_offline_is_one_line(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("extractors.clip._OPENAI", "http://127.0.0.1:9")
-    from extractors import clip
-
-    monkeypatch.setitem(clip.CLIP_WEIGHTS, "CLIP-ViT-B/32", clip._openai("0" * 64, "ViT-B-32.pt", 224, 512))
+    offline = replace(CLIP_WEIGHTS["CLIP-ViT-B/32"], url="http://127.0.0.1:9/clip/models/ViT-B-32.pt", sha256="0" * 64)
+    monkeypatch.setitem(registry._FEATURE_TYPES, "CLIP-ViT-B/32", FeatureType("CLIP-ViT-B/32", ExtractCLIP, {"openai": offline}))
     video = write_clip(tmp_path / "v.mp4", num_frames=4)
     assert run_main("--video_paths", str(video)) == 1
     err = capsys.readouterr().err.strip().splitlines()
@@ -144,4 +149,46 @@ def test_interrupted_write_leaves_no_file(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         atomic_write(target, failing_write)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_default_print_mode_prints_each_video(weights_dir, capfd):
+    """Without --on_extraction (print) and with it given: the workers print each video's arrays."""
+    common = ["--extract_method", "uni_2", "--weights_dir", str(weights_dir), "--video_paths", str(SAMPLE_19FPS)]
+    for extra in ([], ["--on_extraction", "print"]):
+        assert run_main(*common, *extra) == 0
+        out = capfd.readouterr().out
+        assert f"{SAMPLE_19FPS}:\n  clip: shape (2, 512), dtype float32" in out
+        assert "  timestamps_ms: shape (2,)" in out and out.strip().splitlines()[-1] == "done: 1, skipped: 0, failed: 0"
+
+
+@pytest.mark.parametrize("available, count, message", [
+    (False, 0, "error: CUDA is not available on this machine; pass --cpu to run on the CPU"),
+    (True, 2, "error: --device_ids 2 3: this machine has 2 CUDA device(s), numbered 0 to 1"),
+])
+def test_the_device_list_is_checked_before_any_worker_or_checkpoint(available, count, message, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.setattr(LocalPoolExecutor, "_start", lambda *args: pytest.fail("a worker was started"))
+    monkeypatch.setattr(ExtractCLIP, "prepare", lambda *args: pytest.fail("a checkpoint was looked for"))
+    code = main.main(["--feature_type", "CLIP-ViT-B/32", "--device_ids", "0", "1", "2", "3", "--extract_method",
+                      "uni_12", "--video_dir", str(REPO / "sample"), "--on_extraction", "save_numpy"])
+    assert code == 1 and capsys.readouterr().err.strip().splitlines() == [message]
+
+
+def test_extract_method_all_takes_every_frame(clip_extractor, tmp_path):
+    video = write_clip(tmp_path / "vfr.mp4", num_frames=7, times_ms=[0, 40, 120, 130, 300, 310, 500])
+    every = replace(clip_extractor.config, extract_method=parse_extract_method("all"))
+    features = type(clip_extractor)(every).extract(video)
+    np.testing.assert_allclose(features["timestamps_ms"], [0, 40, 120, 130, 300, 310, 500])
+    assert features["clip"].shape == (7, 512)
+
+
+def test_the_random_checkpoint_writer_prints_its_usage_and_refuses_what_has_no_checkpoint(tmp_path):
+    command = [sys.executable, "-m", "extractors.random_weights"]
+    result = subprocess.run([*command, "--help"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("usage: python -m extractors.random_weights")
+    result = subprocess.run([*command, "timm", str(tmp_path), "--model_name", "test_vit"], cwd=REPO,
+                            capture_output=True, text=True)
+    assert result.returncode == 1 and result.stderr.startswith("error: timm has no published checkpoint here")
     assert list(tmp_path.iterdir()) == []

@@ -7,12 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from extractors.clip import CLIP_WEIGHTS, load_openai_state_dict
+from extractors.clip import CLIP_WEIGHTS, ExtractCLIP, load_openai_state_dict
 from extractors.registry import extractor_class
 from io_utils.errors import UsageError
 from io_utils.sampling import parse_extract_method
 from io_utils.video import VideoReader
-from tests.checkpoints import random_clip_state_dict
 from tests.conftest import SAMPLE_19FPS
 
 
@@ -36,7 +35,7 @@ def test_features_equal_open_clip_on_pil_frames(clip_extractor, clip_checkpoint)
 def test_state_dict_formats_load_the_same_tensors(tmp_path, clip_checkpoint):
     """TorchScript archive, plain state dict, DataParallel-wrapped and CLIP4Clip-prefixed files agree."""
     official = load_openai_state_dict(clip_checkpoint)
-    plain = random_clip_state_dict()
+    plain = dict(official)
     variants = {
         "plain.pt": plain,
         "wrapped.pt": {"state_dict": {f"module.{key}": value for key, value in plain.items()}},
@@ -59,23 +58,24 @@ def test_unreadable_checkpoint_is_one_clear_line(tmp_path):
 
 
 def test_every_openai_variant_is_registered_with_its_official_file():
-    expected = {"RN50", "RN101", "RN50x4", "RN50x16", "RN50x64", "ViT-B/32", "ViT-B/16", "ViT-L/14", "ViT-L/14@336px"}
-    assert set(CLIP_WEIGHTS) == {f"CLIP-{name}" for name in expected}
-    for feature_type, checkpoint in CLIP_WEIGHTS.items():
-        assert extractor_class(feature_type).__name__ == "ExtractCLIP"
-        assert checkpoint.url.endswith("/" + checkpoint.file_name)
-        assert f"/{checkpoint.sha256}/" in checkpoint.url  # OpenAI publishes each file under its SHA-256
-    assert CLIP_WEIGHTS["CLIP-ViT-L/14@336px"].file_name == "ViT-L-14-336px.pt"
+    """The file names and digests as OpenAI's own loader lists them (clip/clip.py, ``_MODELS``), written out."""
+    expected = {"RN50": "RN50.pt", "RN101": "RN101.pt", "RN50x4": "RN50x4.pt", "RN50x16": "RN50x16.pt",
+                "RN50x64": "RN50x64.pt", "ViT-B/32": "ViT-B-32.pt", "ViT-B/16": "ViT-B-16.pt",
+                "ViT-L/14": "ViT-L-14.pt", "ViT-L/14@336px": "ViT-L-14-336px.pt"}
+    assert {name: weights.file_name for name, weights in CLIP_WEIGHTS.items()} == {
+        f"CLIP-{name}": file_name for name, file_name in expected.items()}
+    assert CLIP_WEIGHTS["CLIP-ViT-B/32"].url == ("https://openaipublic.azureedge.net/clip/models/40d365715913c9da9857"
+                                                 "9312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt")
+    assert CLIP_WEIGHTS["CLIP-RN50x64"].sha256 == "be1cfb55d75a9666199fb2206c106743da0f6468c9d327f3e0d0a543a9919d9c"
+    assert len({weights.sha256 for weights in CLIP_WEIGHTS.values()}) == 9
+    assert all(extractor_class(name) is ExtractCLIP for name in CLIP_WEIGHTS)
 
 
-def test_show_pred_prints_top5_over_given_texts(clip_extractor, capsys):
+def test_show_pred_prints_top5_over_given_texts(clip_checkpoint, capsys):
     texts = ["a dog", "a cat", "a car", "a tree", "a house", "a river"]
-    clip_extractor.args.show_pred, clip_extractor.args.pred_texts = True, texts
-    try:
-        features = clip_extractor.extract(SAMPLE_19FPS)
-    finally:
-        clip_extractor.args.show_pred, clip_extractor.args.pred_texts = False, None
-        clip_extractor._text_features = None
+    extractor = ExtractCLIP(dict(feature_type="CLIP-ViT-B/32", cpu=True, checkpoint=str(clip_checkpoint),
+                                 extract_method="uni_4", show_pred=True, pred_texts=texts))
+    features = extractor.extract(SAMPLE_19FPS)
     lines = [line for line in capsys.readouterr().out.splitlines() if " ms: " in line]
     assert len(lines) == len(features["timestamps_ms"])
     ranked = lines[0].split(" ms: ")[1].split(", ")

@@ -9,16 +9,15 @@ import av
 import numpy as np
 import pytest
 import torch
-from torchvision.models.optical_flow import raft_small
+from torchvision.models.optical_flow import raft_large, raft_small
 
-from extractors.cli import complete_args
-from extractors.flow import ExtractFlow
-from flow import load_flow_network
-from flow.images import flow_to_color, flow_to_gray, gray_to_flow, read_flow_jpegs, write_flow_jpegs
-from flow.pwc import PWCNet, backward_warp, cost_volume
-from flow.raft import convert_princeton_state_dict, raft_checkpoint
+from extractors.flow import ExtractFlow, ExtractRAFT
+from flow import flow_weights, load_flow_network
+from flow.pwc import PWC_WEIGHTS, PWCNet, backward_warp, cost_volume
+from flow.raft import RAFT_WEIGHTS, convert_princeton_state_dict
 from io_utils.errors import UsageError, VideoError
-from tests.checkpoints import (official_keys, princeton_raft_keys, random_raft_state_dict, write_random_pwc)
+from io_utils.flow_images import flow_to_color, flow_to_gray, gray_to_flow, read_flow_jpegs, write_flow_jpegs
+from tests.checkpoints import official_keys, princeton_raft_keys
 from tests.clips import sequential_decode, write_clip
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,8 +27,16 @@ ROOT = Path(__file__).resolve().parents[1]
 def raft_weights(tmp_path_factory) -> Path:
     """A weights folder with a random raft_small checkpoint under torchvision's file name."""
     folder = tmp_path_factory.mktemp("raft_weights")
-    torch.save(random_raft_state_dict("small"), folder / raft_checkpoint("small", None).file_name)
+    RAFT_WEIGHTS["small"]["C_T_V2"].write_random(folder)
     return folder
+
+
+RAFT_SMALL_FILE = RAFT_WEIGHTS["small"]["C_T_V2"].file_name
+
+
+def random_raft_state_dict(model: str) -> dict[str, torch.Tensor]:
+    """torchvision's RAFT state dict layout, random weights."""
+    return (raft_small if model == "small" else raft_large)().state_dict()
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +59,10 @@ def raft_args(weights: Path, **extra) -> dict:
 
 
 def test_raft_equals_torchvision_raft_on_the_same_frame_pairs(raft_weights, moving_clip):
-    flow = ExtractFlow(raft_args(raft_weights)).extract(moving_clip)
+    flow = ExtractRAFT(raft_args(raft_weights)).extract(moving_clip)
     _, frames = sequential_decode(moving_clip)
     model = raft_small()
-    model.load_state_dict(random_raft_state_dict("small"))
+    model.load_state_dict(torch.load(raft_weights / RAFT_SMALL_FILE))
     model.eval()
     images = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # 192x144: no padding
     with torch.inference_mode():
@@ -71,33 +78,33 @@ def test_princeton_checkpoint_keys_convert_onto_torchvision_raft(tmp_path, raft_
     for model in ("small", "large"):
         expected = set(random_raft_state_dict(model))
         assert set(convert_princeton_state_dict(dict.fromkeys(princeton_raft_keys(model)))) == expected
-    torchvision_format = random_raft_state_dict("small")
+    torchvision_format = torch.load(raft_weights / RAFT_SMALL_FILE)
     source_of = convert_princeton_state_dict({key: key for key in princeton_raft_keys("small")})
     princeton_format = {source_of[key]: value for key, value in torchvision_format.items()}
     torch.save(princeton_format, tmp_path / "raft-small.pth")
-    converted_flow = ExtractFlow(raft_args(raft_weights, flow_checkpoint=str(tmp_path / "raft-small.pth"))).extract(moving_clip)
-    reference_flow = ExtractFlow(raft_args(raft_weights)).extract(moving_clip)
+    converted_flow = ExtractRAFT(raft_args(raft_weights, flow_checkpoint=str(tmp_path / "raft-small.pth"))).extract(moving_clip)
+    reference_flow = ExtractRAFT(raft_args(raft_weights)).extract(moving_clip)
     np.testing.assert_array_equal(converted_flow["flow"], reference_flow["flow"])
 
 
 def test_raft_checkpoint_for_another_model_is_a_clear_error(tmp_path, raft_weights):
     torch.save(random_raft_state_dict("small"), tmp_path / "small.pth")
     with pytest.raises(UsageError, match="not a RAFT checkpoint"):
-        ExtractFlow(raft_args(raft_weights, raft_model="large", flow_checkpoint=str(tmp_path / "small.pth")))
+        ExtractRAFT(raft_args(raft_weights, raft_model="large", flow_checkpoint=str(tmp_path / "small.pth")))
     with pytest.raises(UsageError, match="--raft_weights kitti: not available for raft_small"):
-        raft_checkpoint("small", "kitti")
-    assert raft_checkpoint("large", "sintel").url.endswith("raft_large_C_T_SKHT_V2-ff5fadd5.pth")
+        flow_weights("raft", "small", "kitti")
+    assert flow_weights("raft", "large", "sintel").url.endswith("raft_large_C_T_SKHT_V2-ff5fadd5.pth")
 
 
 def test_pwc_loads_a_checkpoint_in_the_official_format_strictly(tmp_path):
-    write_random_pwc(tmp_path)
-    network = load_flow_network("pwc", complete_args(dict(feature_type="pwc", weights_dir=str(tmp_path))))
+    path = PWC_WEIGHTS["default"].write_random(tmp_path)
+    network = load_flow_network("pwc", path)
     assert {key: list(value.shape) for key, value in network.pwc.state_dict().items()} == official_keys("pwc")
     state_dict = torch.load(tmp_path / "network-default.pytorch")
     del state_dict["moduleRefiner.moduleMain.12.bias"]
     torch.save(state_dict, tmp_path / "broken.pytorch")
     with pytest.raises(UsageError, match="not a PWC-Net checkpoint"):
-        load_flow_network("pwc", complete_args(dict(feature_type="pwc", flow_checkpoint=str(tmp_path / "broken.pytorch"))))
+        load_flow_network("pwc", tmp_path / "broken.pytorch")
 
 
 def test_pwc_runs_at_any_size_and_rescales_flow_to_it():
@@ -160,7 +167,7 @@ def test_flow_colours_follow_the_wheel():
 
 
 def test_flow_outputs_on_disk_equal_the_python_api(tmp_path, raft_weights, moving_clip):
-    python_api = ExtractFlow(raft_args(raft_weights, side_size=128)).extract(moving_clip)
+    python_api = ExtractRAFT(raft_args(raft_weights, side_size=128)).extract(moving_clip)
     assert python_api["flow"].shape == (6, 2, 128, 170)
     common = ["--feature_type", "raft", "--cpu", "--raft_model", "small", "--raft_iters", "3", "--weights_dir",
               str(raft_weights), "--side_size", "128", "--video_paths", str(moving_clip), "--output_path", str(tmp_path)]
@@ -183,9 +190,9 @@ def test_flow_outputs_on_disk_equal_the_python_api(tmp_path, raft_weights, movin
 def test_one_frame_or_tiny_video_is_a_clear_error(tmp_path, raft_weights, moving_clip):
     clip = write_clip(tmp_path / "single.mp4", num_frames=1, size=(64, 48))
     with pytest.raises(VideoError, match="optical flow needs at least 2 frames"):
-        ExtractFlow(raft_args(raft_weights)).extract(clip)
+        ExtractRAFT(raft_args(raft_weights)).extract(clip)
     with pytest.raises(VideoError, match="RAFT needs frames of at least 128x128 pixels, got 85x64"):
-        ExtractFlow(raft_args(raft_weights, side_size=64)).extract(moving_clip)
+        ExtractRAFT(raft_args(raft_weights, side_size=64)).extract(moving_clip)
 
 
 def test_flow_images_are_refused_for_feature_models(clip_checkpoint):
@@ -196,7 +203,7 @@ def test_flow_images_are_refused_for_feature_models(clip_checkpoint):
 
 
 def test_pwc_flow_equals_the_network_on_the_same_bgr_frames(tmp_path, moving_clip):
-    write_random_pwc(tmp_path)
+    PWC_WEIGHTS["default"].write_random(tmp_path)
     flow = ExtractFlow(dict(feature_type="pwc", cpu=True, weights_dir=str(tmp_path), flow_batch_size=6)).extract(moving_clip)
     network = PWCNet()
     network.load_state_dict(torch.load(tmp_path / "network-default.pytorch"))

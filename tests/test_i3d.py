@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from extractors.base import read_frames, sliding_windows
-from extractors.i3d import ExtractI3D, InceptionI3d, resize_flow, same_padding
-from flow.raft import raft_checkpoint
+from extractors.i3d import I3D_WEIGHTS, ExtractI3D, InceptionI3d, resize_flow, same_padding
+from extractors.windows import read_frames, sliding_windows
+from flow.raft import RAFT_WEIGHTS
 from io_utils.errors import UsageError, VideoError
 from io_utils.video import VideoReader
-from tests.checkpoints import official_keys, random_raft_state_dict, write_random_i3d
+from tests.checkpoints import official_keys
 from tests.clips import write_clip
 from tests.conftest import SAMPLE_19FPS
 
@@ -25,16 +25,19 @@ ROOT = Path(__file__).resolve().parents[1]
 def weights(tmp_path_factory) -> Path:
     """Random I3D checkpoints in piergiaj's format and a random raft_small, under their official names."""
     folder = tmp_path_factory.mktemp("i3d_weights")
-    write_random_i3d(folder, "rgb", seed=1)
-    write_random_i3d(folder, "flow", seed=2)
-    torch.save(random_raft_state_dict("small"), folder / raft_checkpoint("small", None).file_name)
+    I3D_WEIGHTS["rgb"].write_random(folder, seed=1)
+    I3D_WEIGHTS["flow"].write_random(folder, seed=2)
+    RAFT_WEIGHTS["small"]["C_T_V2"].write_random(folder)
     return folder
 
 
 def i3d_args(weights: Path, **extra) -> dict:
-    options = dict(feature_type="i3d", cpu=True, weights_dir=str(weights), raft_model="small", raft_iters=2,
-                   stack_size=10, step_size=10, extraction_fps=2)
-    return {**options, **extra}
+    """Small windows at 2 fps; RAFT-small with 2 iterations where the flow stream computes RAFT flow."""
+    options = {**dict(feature_type="i3d", cpu=True, weights_dir=str(weights), stack_size=10, step_size=10,
+                      extraction_fps=2), **extra}
+    if "flow" in options.get("streams", ["flow"]) and options.get("flow_type", "raft") == "raft":
+        options.update(raft_model="small", raft_iters=2)
+    return options
 
 
 def test_checkpoints_in_the_official_formats_load_strictly(weights, tmp_path):
@@ -96,7 +99,7 @@ def test_sliding_windows_never_pass_the_end_and_pad_on_request():
 
 
 def test_short_videos_and_small_stacks(weights, tmp_path):
-    with pytest.raises(UsageError, match="--stack_size 9: I3D needs at least 10"):
+    with pytest.raises(UsageError, match="--stack_size 9: i3d needs at least 10 frames per window"):
         ExtractI3D(i3d_args(weights, stack_size=9))
     clip = write_clip(tmp_path / "short.mp4", num_frames=8, size=(64, 48))
     with pytest.raises(VideoError, match="too short: fewer than the 11 frames of one window"):

@@ -10,13 +10,12 @@ from PIL import Image
 from torchvision.models import ResNet18_Weights, ResNet50_Weights, resnet18
 from torchvision.models.video import R2Plus1D_18_Weights, S3D_Weights
 
-from extractors.resnet import ExtractResNet
+from extractors.resnet import RESNET_WEIGHTS, ExtractResNet
 from extractors.timm_models import ExtractTimm
 from extractors.transforms import IMAGENET_MEAN, IMAGENET_STD, FramePreprocessing
 from io_utils.errors import UsageError
 from io_utils.sampling import parse_extract_method
 from io_utils.video import VideoReader
-from tests.checkpoints import write_random_torchvision
 from tests.conftest import SAMPLE_19FPS
 
 RESNET18_FILE = "resnet18-f37072fd.pth"  # torchvision's file name for IMAGENET1K_V1
@@ -25,7 +24,7 @@ RESNET18_FILE = "resnet18-f37072fd.pth"  # torchvision's file name for IMAGENET1
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("resnet_weights")
-    write_random_torchvision(folder, resnet18, RESNET18_FILE, seed=3)
+    assert RESNET_WEIGHTS["resnet18"]["IMAGENET1K_V1"].write_random(folder, seed=3).name == RESNET18_FILE
     return folder
 
 
@@ -92,7 +91,7 @@ def test_three_crops_along_the_long_side(weights, sample_frames):
 
 
 def test_resnet_weights_and_checkpoint_errors(weights, tmp_path):
-    with pytest.raises(UsageError, match="--weights IMAGENET1K_V2: not available for resnet18; choose one of IMAGENET1K_V1"):
+    with pytest.raises(UsageError, match="--weights IMAGENET1K_V2: not available for resnet18; choose one of IMAGENET1K_V1$"):
         ExtractResNet(dict(feature_type="resnet18", cpu=True, weights="IMAGENET1K_V2"))
     state_dict = torch.load(weights / RESNET18_FILE)
     state_dict["fc.extra"] = torch.zeros(1)

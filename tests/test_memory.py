@@ -8,10 +8,8 @@ from pathlib import Path
 
 import av
 import numpy as np
-import torch
 
-from flow.raft import raft_checkpoint
-from tests.checkpoints import random_raft_state_dict
+from flow.raft import RAFT_WEIGHTS
 
 ROOT = Path(__file__).resolve().parents[1]
 # Measured on the 2-core CI machine: 3636 and 4034 MiB in two runs at --flow_batch_size 1. Nearly all of
@@ -61,7 +59,7 @@ def write_two_minute_720p_clip(path: Path, rate: int = 24) -> Path:
 
 def test_two_minute_720p_clip_through_raft_stays_under_a_fixed_rss(tmp_path):
     clip = write_two_minute_720p_clip(tmp_path / "long_720p.mp4")
-    torch.save(random_raft_state_dict("small"), tmp_path / raft_checkpoint("small", None).file_name)
+    RAFT_WEIGHTS["small"]["C_T_V2"].write_random(tmp_path)
     _, peak = peak_rss_mb(f"""
         import subprocess, sys
         command = [sys.executable, "main.py", "--feature_type", "raft", "--cpu", "--raft_model", "small",

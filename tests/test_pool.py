@@ -6,16 +6,18 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import pytest
 
 import main
-from extractors.cli import complete_args
-from extractors.pool import LocalPoolExecutor
+from extractors.cli import parse_options
+from extractors.config import resolve_config
+from extractors.pool import STOP_GRACE_S, LocalPoolExecutor
 from extractors.runner import run
 from io_utils.claims import outputs_complete
-from tests.checkpoints import write_random_clip
+from io_utils.video_list import VideoJob
+from tests.checkpoints import write_tiny_clip
 from tests.clips import write_clip
 from tests.conftest import REPO
 
@@ -24,7 +26,7 @@ FEATURE_FOLDER = "CLIP-ViT-B_32"
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    return write_random_clip(tmp_path_factory.mktemp("tiny") / "tiny.pt", "tiny")
+    return write_tiny_clip(tmp_path_factory.mktemp("tiny") / "tiny.pt")
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +153,7 @@ def test_corrupt_output_is_extracted_again_and_overwrite_redoes_all(tiny_checkpo
     assert summary_counts(capsys.readouterr().out) == {"done": 3, "skipped": 0, "failed": 0}
 
 
-def dies_on_poison(args, device, threads, connection):
+def dies_on_poison(config, device, threads, connection):
     """A worker that is killed (as by a decoder segfault) when its first batch of poison.mp4 is computed."""
     from extractors import worker
 
@@ -163,14 +165,14 @@ def dies_on_poison(args, device, threads, connection):
         return open_sink(self, item)
 
     worker._Worker._sink = sink_or_die
-    worker.worker_main(args, device, threads, connection)
+    worker.worker_main(config, device, threads, connection)
 
 
 def test_a_video_that_kills_its_worker_is_reported_and_the_run_completes(tiny_checkpoint, videos, tmp_path, capsys):
     poison = write_clip(tmp_path / "poison.mp4", num_frames=10)
     out = tmp_path / "out"
-    args = complete_args(vars(main.build_parser().parse_args(argv(tiny_checkpoint, [videos[0], poison, *videos[1:3]], out))))
-    assert run(args, LocalPoolExecutor(args, worker_target=dies_on_poison)) == 1
+    config = resolve_config(parse_options(argv(tiny_checkpoint, [videos[0], poison, *videos[1:3]], out)))
+    assert run(config, LocalPoolExecutor(config, worker_target=dies_on_poison)) == 1
     captured = capsys.readouterr()
     assert summary_counts(captured.out) == {"done": 3, "skipped": 0, "failed": 1}
     assert f"FAILED {poison}: the worker process died (killed by SIGKILL), 2 times on this video" in captured.err
@@ -184,11 +186,13 @@ def test_interrupt_stops_cleanly_and_a_rerun_resumes(tiny_checkpoint, videos, tm
     out = tmp_path / "out"
     process = start_run(tiny_checkpoint, videos, out)
     wait_for_outputs(out, 1, process)
+    sent_at = time.monotonic()
     if sent_signal == signal.SIGINT:
         os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
     else:
         os.kill(process.pid, signal.SIGTERM)
     code, _, stderr = finish(process)
+    assert time.monotonic() - sent_at < STOP_GRACE_S + 3
     assert code == 130, stderr
     assert "Traceback" not in stderr
     assert_no_partial_files(out)
@@ -196,3 +200,42 @@ def test_interrupt_stops_cleanly_and_a_rerun_resumes(tiny_checkpoint, videos, tm
     code, stdout, stderr = finish(start_run(tiny_checkpoint, videos, out))
     assert code == 0, stderr
     assert summary_counts(stdout) == {"done": len(videos) - done_before, "skipped": done_before, "failed": 0}
+
+
+def stuck_in_forward(config, device, threads, connection):
+    """A worker whose second batch never returns and that SIGTERM does not stop, as inside a long forward pass
+    (where Python runs no signal handler)."""
+    from extractors import worker
+    from extractors.base import BaseExtractor
+
+    worker._exit_on_sigterm = signal.SIG_IGN
+    run_batch, calls = BaseExtractor._run_batch, []
+
+    def hang_on_the_second_batch(self, *batch):
+        calls.append(1)
+        if len(calls) == 2:
+            time.sleep(3600)
+        return run_batch(self, *batch)
+
+    BaseExtractor._run_batch = hang_on_the_second_batch
+    worker.worker_main(config, device, threads, connection)
+
+
+def test_an_interrupt_ends_a_run_within_seconds_even_in_a_long_forward_pass(tiny_checkpoint, videos, tmp_path):
+    """The worker is killed after the grace period; the main process removes its temporary file and its claim."""
+    out = tmp_path / "out"
+    config = resolve_config(parse_options(argv(tiny_checkpoint, videos[:1], out)))
+    executor = LocalPoolExecutor(config, worker_target=stuck_in_forward)
+    progress: list[tuple] = []
+
+    def interrupt_once_started(*report):
+        progress.append((*report, time.monotonic()))
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        executor.run([VideoJob(videos[0], PurePath(videos[0].stem))], lambda *result: None, interrupt_once_started)
+    stopped_after = time.monotonic() - progress[0][-1]
+    index, done_s, total_s, _ = progress[0]
+    assert index == 0 and 0 < done_s < total_s == pytest.approx(6.0)  # 150 frames at 25 fps
+    assert STOP_GRACE_S <= stopped_after < STOP_GRACE_S + 2
+    assert [path.name for path in out.rglob("*") if path.is_file()] == []

@@ -9,26 +9,26 @@ import torch
 from torch import nn
 from torchvision.models.video import R2Plus1D_18_Weights, S3D_Weights, r2plus1d_18, s3d
 
-from extractors.base import read_frames
-from extractors.r21d import R21D_MODELS, ExtractR21D
-from extractors.resnext3d import ExtractResNeXt3D, ResNeXt3D
-from extractors.s3d import ExtractS3D
+from extractors.r21d import R21D_WEIGHTS, ExtractR21D
+from extractors.resnext3d import RESNEXT101_WEIGHTS, ExtractResNeXt3D, ResNeXt3D
+from extractors.s3d import S3D_WEIGHTS, ExtractS3D
+from extractors.windows import read_frames
 from io_utils.errors import UsageError, VideoError
 from io_utils.video import VideoReader
-from tests.checkpoints import ig65m_state_dict, official_keys, write_random_resnext101, write_random_torchvision
+from tests.checkpoints import official_keys
 from tests.clips import write_clip
 from tests.conftest import SAMPLE_19FPS
 
-R21D_FILE = R21D_MODELS["r2plus1d_18_16_kinetics"].checkpoint.file_name
+R21D_FILE = R21D_WEIGHTS["r2plus1d_18_16_kinetics"].file_name
 S3D_FILE = "s3d-d76dad2f.pth"
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("video_weights")
-    write_random_torchvision(folder, r2plus1d_18, R21D_FILE, seed=5)
-    write_random_torchvision(folder, s3d, S3D_FILE, seed=6)
-    write_random_resnext101(folder, seed=7)
+    R21D_WEIGHTS["r2plus1d_18_16_kinetics"].write_random(folder, seed=5)
+    assert S3D_WEIGHTS["KINETICS400_V1"].write_random(folder, seed=6).name == S3D_FILE
+    RESNEXT101_WEIGHTS["howto100m"].write_random(folder, seed=7)
     return folder
 
 
@@ -49,7 +49,7 @@ def clip_input(transforms, frames) -> torch.Tensor:
 def test_r21d_windows_timestamps_and_features_equal_torchvision(weights, frames_at_2fps, capsys):
     extractor = ExtractR21D(dict(feature_type="r21d", cpu=True, weights_dir=str(weights), extraction_fps=2,
                                  show_pred=True))
-    assert (extractor.args.stack_size, extractor.args.step_size) == (16, 16)
+    assert (extractor.config.stack_size, extractor.config.step_size) == (16, 16)
     features = extractor.extract(SAMPLE_19FPS)
     assert features["r21d"].shape == (2, 512)  # 37 frames: windows 0-15 and 16-31, the tail of 5 dropped
     times = [frame.time_ms for frame in frames_at_2fps]
@@ -72,18 +72,18 @@ def test_ig65m_checkpoints_load_strictly_with_caffe2_widths(tmp_path):
     """The publisher's layout (middle widths 288/576/1152, eps 1e-3); 8-frame windows; from-scratch heads have
     no class names, so --show_pred is refused for them."""
     name = "r2plus1d_34_8_ig65m_from_scratch"
-    torch.save(ig65m_state_dict(359, seed=8), tmp_path / R21D_MODELS[name].checkpoint.file_name)
+    R21D_WEIGHTS[name].write_random(tmp_path, seed=8)
     extractor = ExtractR21D(dict(feature_type="r21d", model_name=name, cpu=True, weights_dir=str(tmp_path), views=1))
-    assert extractor.args.stack_size == 8
+    assert extractor.config.stack_size == 8
     backbone = extractor.model["backbone"]
     assert backbone.layer3[0].conv2[0][0].weight.shape == (576, 256, 1, 3, 3)
     assert extractor.model["head"].out_features == 359
     assert all(m.eps == 1e-3 for m in backbone.modules() if isinstance(m, nn.BatchNorm3d))
     features = extractor.extract(SAMPLE_19FPS)
     assert features["r21d"].shape == (1, 512) and np.isfinite(features["r21d"]).all()
-    with pytest.raises(UsageError, match="hashtags whose names are not published"):
+    with pytest.raises(UsageError, match=f"--show_pred: the classes of r21d {name} have no published names"):
         ExtractR21D(dict(feature_type="r21d", model_name=name, cpu=True, weights_dir=str(tmp_path), show_pred=True))
-    with pytest.raises(UsageError, match="--model_name r2plus1d_50: not an R\\(2\\+1\\)D model; choose one of"):
+    with pytest.raises(UsageError, match="--weights r2plus1d_50: not available for r21d; choose one of"):
         ExtractR21D(dict(feature_type="r21d", model_name="r2plus1d_50", cpu=True))
 
 

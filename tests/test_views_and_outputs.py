@@ -1,23 +1,21 @@
 """--views, --crops, --pool mean, --l2_normalize, --dtype float16, and the HowTo100M-style CSV run."""
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
-from torchvision.models import resnet18
-from torchvision.models.video import r2plus1d_18
 
 import main
-from extractors.base import read_frames, uniform_window_starts, windows_at
-from extractors.cli import complete_args
-from extractors.registry import extractor_class
-from extractors.r21d import R21D_MODELS, ExtractR21D
+from extractors.r21d import ExtractR21D
+from extractors.random_weights import write_random_weights
 from extractors.resnet import ExtractResNet
 from extractors.resnext3d import ExtractResNeXt3D
-from io_utils.errors import UsageError
+from extractors.windows import read_frames, uniform_window_starts, windows_at
+from io_utils.claims import outputs_complete
+from io_utils.outputs import FinishingSink, MemorySink
 from io_utils.video import VideoReader
-from tests.checkpoints import write_random_resnext101, write_random_torchvision
 from tests.clips import write_clip
 from tests.conftest import SAMPLE_19FPS
 
@@ -25,9 +23,8 @@ from tests.conftest import SAMPLE_19FPS
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("weights")
-    write_random_torchvision(folder, resnet18, "resnet18-f37072fd.pth", seed=10)
-    write_random_torchvision(folder, r2plus1d_18, R21D_MODELS["r2plus1d_18_16_kinetics"].checkpoint.file_name, seed=11)
-    write_random_resnext101(folder, seed=12)
+    for seed, feature_type in enumerate(("resnet18", "r21d", "resnext101_3d"), start=10):
+        write_random_weights(feature_type, folder, seed)
     return folder
 
 
@@ -89,15 +86,34 @@ def test_howto100m_csv_run_writes_normalised_float16_features_to_feature_path(we
     np.testing.assert_allclose(saved, expected.astype(np.float16), rtol=2e-3, atol=2e-4)
 
 
-@pytest.mark.parametrize("options, message", [
-    (dict(feature_type="raft", pool="mean"), "--pool does not apply to optical flow"),
-    (dict(feature_type="i3d", crops=3), "--crops 3 is not available for i3d"),
-    (dict(feature_type="CLIP-ViT-B/32", checkpoint="x.pt"), "--checkpoint is not used by CLIP-ViT-B/32"),
-    (dict(feature_type="s3d", weights="IMAGENET1K_V2"), "--weights is not used by s3d"),
-    (dict(feature_type="resnet50", model_name="r2plus1d_18_16_kinetics"), "--model_name is not used by resnet50"),
-    (dict(feature_type="timm", model_name="test_vit", show_pred=True), "--show_pred is not available for timm"),
-])
-def test_options_that_do_not_apply_are_refused(options, message):
-    args = complete_args(options)
-    with pytest.raises(UsageError, match=message):
-        extractor_class(args.feature_type).validate_args(args)
+class _Payload:
+    """Unpickling this touches a file: what a hostile pickle in a shared output folder could do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
+
+
+def test_completeness_is_decided_without_running_what_a_pickle_holds(tmp_path):
+    marker = tmp_path / "ran"
+    hostile = tmp_path / "video_clip.pkl"
+    hostile.write_bytes(pickle.dumps(_Payload(marker)))
+    assert outputs_complete([hostile]) and not marker.exists()
+    whole = pickle.dumps(np.arange(1000.0), protocol=pickle.HIGHEST_PROTOCOL)
+    for cut in (len(whole) - 1, len(whole) // 2, 3):
+        hostile.write_bytes(whole[:cut])
+        assert not outputs_complete([hostile]), cut
+    hostile.write_bytes(whole + b"\x00")  # something after the end of the pickle
+    assert not outputs_complete([hostile])
+
+
+def test_pooling_counts_crops_as_rows_only_when_there_are_crops():
+    rows = np.arange(24, dtype=np.float32).reshape(2, 3, 4)  # (rows, ...) of a model whose features are 2-d
+    for crops, expected in ((1, rows.mean(axis=0)), (3, rows.reshape(6, 4).mean(axis=0))):
+        sink = FinishingSink(MemorySink(), "mean", l2_normalize=False, dtype="float32", crops=crops)
+        sink.add({"features": rows}, [0.0, 100.0])
+        pooled = sink.close(25.0)
+        np.testing.assert_allclose(pooled["features"][0], expected)
+        np.testing.assert_allclose(pooled["timestamps_ms"], [50.0])

@@ -4,16 +4,17 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+import torch
 
 from io_utils.errors import UsageError
-from io_utils.weights import WEIGHTS_DIR_ENV, Checkpoint, cache_dir, resolve_checkpoint
+from io_utils.weights import WEIGHTS_DIR_ENV, Weights, cache_dir, resolve_checkpoint, sha256_in_file_name
 
 
-def checkpoint_for(tmp_path, payload: bytes = b"weights", sha256: str | None = None) -> Checkpoint:
+def checkpoint_for(tmp_path, payload: bytes = b"weights", sha256: str | None = None) -> Weights:
     source = tmp_path / "server" / "model-1234.pt"
     source.parent.mkdir(exist_ok=True)
     source.write_bytes(payload)
-    return Checkpoint(source.as_uri(), sha256 or hashlib.sha256(payload).hexdigest())
+    return Weights("test", source.as_uri(), sha256 or hashlib.sha256(payload).hexdigest(), build=torch.nn.Identity)
 
 
 def test_weights_dir_then_env_then_cache(tmp_path, monkeypatch):
@@ -42,7 +43,7 @@ def test_wrong_hash_leaves_nothing_behind(tmp_path):
 
 
 def test_offline_error_is_one_line_naming_file_url_and_where_to_put_it(tmp_path):
-    checkpoint = Checkpoint("http://127.0.0.1:9/clip/ViT-B-32.pt", "0" * 64)
+    checkpoint = Weights("test", "http://127.0.0.1:9/clip/ViT-B-32.pt", "0" * 64, build=torch.nn.Identity)
     with pytest.raises(UsageError) as caught:
         resolve_checkpoint(checkpoint)
     message = str(caught.value)
@@ -50,3 +51,16 @@ def test_offline_error_is_one_line_naming_file_url_and_where_to_put_it(tmp_path)
     for part in ("ViT-B-32.pt", checkpoint.url, str(cache_dir()), "--weights_dir", WEIGHTS_DIR_ENV):
         assert part in message
     assert list(cache_dir().iterdir()) == []
+
+
+def test_a_torch_hub_file_name_gives_the_sha256_prefix_and_any_other_is_a_clear_error():
+    assert sha256_in_file_name("https://download.pytorch.org/models/resnet18-f37072fd.pth") == "f37072fd"
+    with pytest.raises(ValueError, match="model.pth: the file name does not end in -<SHA-256 prefix>"):
+        sha256_in_file_name("https://example.org/model.pth")
+
+
+def test_a_download_without_a_published_digest_is_kept_and_its_digest_printed(tmp_path, capsys):
+    checkpoint = checkpoint_for(tmp_path)
+    unpinned = Weights("test", checkpoint.url, None, build=torch.nn.Identity)
+    assert resolve_checkpoint(unpinned).read_bytes() == b"weights"
+    assert hashlib.sha256(b"weights").hexdigest() in capsys.readouterr().err

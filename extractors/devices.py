@@ -1,0 +1,27 @@
+"""Which device each worker runs on, checked before any worker starts."""
+from __future__ import annotations
+
+import torch
+
+from extractors.config import RunConfig
+from io_utils.errors import UsageError
+
+
+def worker_devices(config: RunConfig) -> list[str]:
+    """``--device_ids 0 1`` -> cuda:0, cuda:1; ``--cpu --num_workers N`` -> N CPU workers. The CUDA devices are
+    checked here, in the main process, so a wrong list stops the run with one line before any worker starts."""
+    if config.cpu:
+        return ["cpu"] * config.num_workers
+    if not torch.cuda.is_available():
+        raise UsageError("CUDA is not available on this machine; pass --cpu to run on the CPU")
+    count = torch.cuda.device_count()
+    missing = [device_id for device_id in config.device_ids if not 0 <= device_id < count]
+    if missing:
+        raise UsageError(f"--device_ids {' '.join(map(str, missing))}: this machine has {count} CUDA device(s), "
+                         f"numbered 0 to {count - 1}")
+    return [f"cuda:{device_id}" for device_id in config.device_ids]
+
+
+def select_device(config: RunConfig) -> torch.device:
+    """The device of an extractor in this process: the CPU, or the first of ``--device_ids``."""
+    return torch.device(worker_devices(config)[0] if not config.cpu else "cpu")

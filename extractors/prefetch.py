@@ -1,0 +1,116 @@
+"""The decoding thread of an extractor: decodes and preprocesses ahead of the model into a small bounded queue,
+so decoding the next batches (and the next video) overlaps with the model on the current ones, and memory holds
+a few batches at most."""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Any, Callable, Iterable, Iterator, Union
+
+import torch
+
+from io_utils.errors import VideoError
+from io_utils.video import VideoReader
+
+PREFETCH_BATCHES = 4  # decoded, preprocessed batches waiting for the model, per worker
+Batch = Union[torch.Tensor, dict[str, torch.Tensor]]
+ModelInputs = Callable[[VideoReader], Iterator[tuple[Any, float]]]
+
+
+class Prefetcher:
+    """Yields, for each video, ``("start", video, duration_s)``, its ``("batch", video, (inputs, times))``, then
+    ``("end", video, fps)`` or ``("error", video, exception)``. An exception from the ``videos`` iterable itself
+    is re-raised in the consumer.
+
+    ``model_inputs(reader)`` gives a video's inputs with their times (ms); ``inputs_per_batch`` of them are
+    stacked into one batch.
+    """
+
+    _DONE = object()
+
+    def __init__(self, model_inputs: ModelInputs, inputs_per_batch: int, videos: Iterable, path_of: Callable):
+        self._model_inputs, self._inputs_per_batch = model_inputs, inputs_per_batch
+        self._videos, self._path_of = videos, path_of
+        self._queue: queue.Queue = queue.Queue(maxsize=PREFETCH_BATCHES)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, name="decoder", daemon=True)
+        self._thread.start()
+
+    def __iter__(self) -> Iterator[tuple[str, Any, Any]]:
+        while (item := self._queue.get()) is not self._DONE:
+            if item[0] == "fatal":
+                raise item[2]
+            yield item
+
+    def close(self, timeout_s: float = 2.0) -> None:
+        """Stop the thread; give up waiting after ``timeout_s`` (it may be blocked reading its job source)."""
+        self._stop.set()
+        deadline = time.monotonic() + timeout_s
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            try:
+                self._queue.get(timeout=0.1)  # unblock a producer waiting on a full queue
+            except queue.Empty:
+                pass
+
+    @torch.inference_mode()
+    def _produce(self) -> None:
+        try:
+            for video in self._videos:
+                if not self._put(*self._decode(video)):
+                    return
+        except BaseException as error:  # the job source failed: the consumer must see it
+            self._put("fatal", None, error)
+        finally:
+            self._put_item(self._DONE)
+
+    def _decode(self, video) -> tuple[str, Any, Any]:
+        try:
+            with VideoReader(self._path_of(video)) as reader:
+                if not self._put("start", video, reader.duration_s):
+                    return "error", video, VideoError("stopped")
+                for batch in batches(self._model_inputs(reader), self._inputs_per_batch):
+                    if not self._put("batch", video, batch):
+                        return "error", video, VideoError("stopped")
+                return "end", video, reader.fps
+        except Exception as error:
+            return "error", video, error
+
+    def _put(self, kind: str, video, payload) -> bool:
+        return self._put_item((kind, video, payload))
+
+    def _put_item(self, item) -> bool:
+        """Queue an item unless the consumer has gone; False means stop producing."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+
+def batches(inputs: Iterator[tuple[Any, float]], batch_size: int) -> Iterator[tuple[Batch, list[float]]]:
+    """Group inputs into stacked batches, so memory holds one batch whatever the number of frames."""
+    items: list = []
+    times: list[float] = []
+    for item, time_ms in inputs:
+        items.append(item)
+        times.append(time_ms)
+        if len(items) == batch_size:
+            yield _stack(items), times
+            items, times = [], []
+    if items:
+        yield _stack(items), times
+
+
+def _stack(items: list) -> Batch:
+    if isinstance(items[0], dict):
+        return {key: torch.stack([item[key] for item in items]) for key in items[0]}
+    return torch.stack(items)
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    if isinstance(batch, dict):
+        return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+    return batch.to(device, non_blocking=True)

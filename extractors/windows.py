@@ -1,0 +1,172 @@
+"""Windows of consecutive frames, the input of the clip models (i3d, r21d, s3d, resnext101_3d).
+
+Windows of ``--stack_size`` frames start every ``--step_size`` frames among the frames taken at
+``--extraction_fps`` (default: the model's rate, else every frame of the video); with ``--views N``, N windows
+spread uniformly over the video instead, and only their frames are decoded. Memory holds one window.
+"""
+from __future__ import annotations
+
+from collections import deque
+from fractions import Fraction
+from typing import Any, Iterable, Iterator, Sequence, TypeVar
+
+import torch
+
+from extractors.base import FEATURE_OPTIONS, BaseExtractor
+from extractors.config import RunConfig
+from io_utils.errors import UsageError, VideoError
+from io_utils.sampling import SamplingMethod
+from io_utils.video import Frame, VideoReader
+from io_utils.weights import Weights
+
+T = TypeVar("T")
+WINDOW_OPTIONS = FEATURE_OPTIONS | {"extraction_fps", "stack_size", "step_size", "pad_last"}
+
+
+class WindowExtractor(BaseExtractor):
+    """Models that take windows of ``window_size`` consecutive frames every ``--step_size`` frames, from the
+    frames at ``--extraction_fps``. One window is one model input. The defaults of ``--stack_size``,
+    ``--step_size`` and ``--extraction_fps`` are those of the weights' meta.
+
+    With ``--views N``, N windows spread uniformly over the whole video instead; only their frames are decoded.
+    """
+
+    reads = WINDOW_OPTIONS
+
+    @classmethod
+    def option_defaults(cls, config: RunConfig, weights: Weights | None) -> dict[str, Any]:
+        meta = weights.meta
+        stack_size = config.stack_size or meta.stack_size
+        return {**super().option_defaults(config, weights), "stack_size": stack_size,
+                "step_size": config.step_size or meta.step_size or stack_size,
+                "extraction_fps": config.extraction_fps or meta.fps}
+
+    @classmethod
+    def validate(cls, config: RunConfig, weights: Weights | None) -> None:
+        super().validate(config, weights)
+        minimum = weights.meta.min_stack_size
+        if config.stack_size < minimum:
+            raise UsageError(f"--stack_size {config.stack_size}: {config.feature_type} needs at least {minimum} "
+                             "frames per window")
+
+    @property
+    def window_size(self) -> int:
+        return self.config.stack_size
+
+    @property
+    def inputs_per_batch(self) -> int:
+        return 1
+
+    def window_input(self, indices: list[int], frames: list[Frame], inputs: list[torch.Tensor]
+                     ) -> torch.Tensor | dict[str, torch.Tensor]:
+        """One window's model input from its frames, their positions among the frames taken, and their
+        preprocessed forms. A padded window repeats its last frame (and index).
+
+        The default is the frames' inputs stacked along time: (T, ...), or (crops, T, ...) with ``--crops 3``.
+        """
+        return torch.stack(inputs, dim=-4)
+
+    def window_time_ms(self, frames: list[Frame]) -> float:
+        """The window's centre: midway between its first and last frames."""
+        return (frames[0].time_ms + frames[-1].time_ms) / 2
+
+    def model_inputs(self, video: VideoReader) -> Iterator[tuple[torch.Tensor | dict[str, torch.Tensor], float]]:
+        if self.config.views:
+            windows = self._uniform_windows(video)
+        else:
+            taken = enumerate(read_frames(video, self.config.extraction_fps))
+            items = ((index, frame, self.preprocess(frame.rgb)) for index, frame in taken)
+            windows = sliding_windows(items, self.window_size, self.config.step_size, pad_last=self.config.pad_last)
+        count = 0
+        for window, real in windows:
+            count += 1
+            indices, frames, inputs = (list(column) for column in zip(*window))
+            yield self.window_input(indices, frames, inputs), self.window_time_ms(frames[:real])
+        if count == 0:
+            raise VideoError(f"too short: fewer than the {self.window_size} frames of one window "
+                             "(see --stack_size, --extraction_fps); --pad_last pads it instead")
+
+    def _uniform_windows(self, video: VideoReader) -> Iterator[tuple[list, int]]:
+        """``--views`` windows over the frames at ``--extraction_fps`` (default: the video's average rate)."""
+        fps = self.config.extraction_fps or video.fps
+        if not fps:
+            raise VideoError("the video declares no frame rate; give --extraction_fps with --views")
+        targets = _fixed_rate_targets(video, fps)
+        size = self.window_size
+        if len(targets) < size and not self.config.pad_last:
+            return iter(())
+        starts = uniform_window_starts(len(targets), size, self.config.views)
+        needed = sorted({index for start in starts for index in range(start, min(start + size, len(targets)))})
+        frames = video.read_at([targets[index] for index in needed])
+        items = ((index, frame, self.preprocess(frame.rgb)) for index, frame in zip(needed, frames))
+        return windows_at(items, starts, size)
+
+
+def uniform_window_starts(count: int, size: int, views: int) -> list[int]:
+    """First items of ``views`` windows of ``size`` spread uniformly over ``count`` items: the centres of
+    ``views`` equal slices of the possible starts (MMAction2's test-time sampling). All 0 when ``count < size``."""
+    spacing = max(count - size + 1, 1) / views
+    return [int(spacing * (view + 0.5)) for view in range(views)]
+
+
+def windows_at(items: Iterable[tuple], starts: Sequence[int], size: int) -> Iterator[tuple[list, int]]:
+    """Windows of ``size`` items beginning at each of ``starts`` (ascending), from ``(index, ...)`` tuples in
+    ascending index order that include at least every index the windows cover; a window that runs past the last
+    item is padded by repeating it. Each window comes with its count of real items; memory holds one window."""
+    items = iter(items)
+    buffer: deque[tuple] = deque()
+    exhausted = False
+    for start in starts:
+        while buffer and buffer[0][0] < start:
+            buffer.popleft()
+        while not exhausted and (not buffer or buffer[-1][0] < start + size - 1):
+            item = next(items, None)
+            exhausted = item is None
+            if item is not None and item[0] >= start:
+                buffer.append(item)
+        window = [item for item in buffer if item[0] < start + size]
+        if not window:
+            raise VideoError("the video ended before its last frames could be decoded (truncated or corrupt)")
+        yield window + [window[-1]] * (size - len(window)), len(window)
+
+
+def read_frames(video: VideoReader, fps: float | None) -> Iterator[Frame]:
+    """Every frame in presentation order, or with ``fps`` the frames on screen at ``k / fps`` seconds."""
+    return video.read_all() if fps is None else video.read_at(_fixed_rate_targets(video, fps))
+
+
+def frames_to_read(video: VideoReader, fps: float | None) -> int:
+    """How many frames :func:`read_frames` gives, known before decoding."""
+    return video.num_frames if fps is None else len(_fixed_rate_targets(video, fps))
+
+
+def _fixed_rate_targets(video: VideoReader, fps: float) -> list[int]:
+    method = SamplingMethod("fix", Fraction(fps).limit_denominator(1_000_000))
+    return method.target_pts(video.start_pts, video.end_pts, video.time_base)
+
+
+def sliding_windows(items: Iterable[T], size: int, step: int, pad_last: bool = False) -> Iterator[tuple[list[T], int]]:
+    """Windows of ``size`` consecutive items starting every ``step`` items, each with its count of real
+    (not padding) items; memory holds one window.
+
+    A tail too short for a window is dropped, unless ``pad_last``: then the items after the last full
+    window (or all of them, if there was none) make one more window, padded by repeating its last item.
+    """
+    buffer: deque[T] = deque()
+    skip = 0  # items still to drop before the next window starts (when step > size)
+    covered_until = 0  # items consumed so far that belong to an emitted window
+    seen = 0
+    for item in items:
+        seen += 1
+        if skip:
+            skip -= 1
+            continue
+        buffer.append(item)
+        if len(buffer) == size:
+            yield list(buffer), size
+            covered_until = seen
+            for _ in range(min(step, size)):
+                buffer.popleft()
+            skip = max(step - size, 0)
+    if pad_last and buffer and seen > covered_until:
+        yield list(buffer) + [buffer[-1]] * (size - len(buffer)), len(buffer)

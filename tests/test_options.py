@@ -1,0 +1,107 @@
+"""Every option is either read by a feature type or refused for it; the run configuration is the same object
+from the command line and from Python; former spellings keep working."""
+from __future__ import annotations
+
+from dataclasses import fields
+
+import pytest
+
+from extractors.cli import build_parser, parse_options
+from extractors.config import COMMON_OPTIONS, RunConfig, resolve_config
+from extractors.registry import extractor_class, feature_types
+from io_utils.errors import UsageError
+from io_utils.sampling import parse_extract_method
+
+# A value other than the default for every option: a new option without one here fails the test below.
+NON_DEFAULT = {
+    "video_paths": ("a.mp4",), "video_dir": "videos", "file_with_video_paths": "list.txt", "recursive": True,
+    "extract_method": "uni_3", "batch_size": 4, "extraction_fps": 2.0, "stack_size": 16, "step_size": 8,
+    "pad_last": True, "views": 2, "device_ids": (1,), "cpu": True, "num_workers": 2, "on_extraction": "save_numpy",
+    "output_path": "out", "output_direct": True, "overwrite": True, "crops": 3, "pool": "mean", "l2_normalize": True,
+    "dtype": "float16", "verbose": True, "weights_dir": "weights", "weights": "IMAGENET1K_V2", "checkpoint": "x.pt",
+    "model_name": "test_vit", "show_pred": True, "pred_texts": ("a dog",), "clip_checkpoint": "x.pt",
+    "flow_batch_size": 2, "side_size": 128, "flow_bound": 10.0, "raft_model": "small", "raft_weights": "things",
+    "raft_iters": 4, "flow_checkpoint": "x.pt", "streams": ("rgb",), "flow_type": "pwc", "flow_dir": "flow",
+}
+REQUIRED = {"timm": {"model_name": "test_vit"}}  # what a feature type cannot run without
+
+
+def test_the_table_covers_every_option_and_the_parser_offers_exactly_the_config():
+    names = {spec.name for spec in fields(RunConfig)}
+    assert set(NON_DEFAULT) == names - {"feature_type"}
+    offered = {action.dest for action in build_parser()._actions if action.dest != "help"}
+    assert offered == names
+
+
+@pytest.mark.parametrize("feature_type", feature_types())
+@pytest.mark.parametrize("option", sorted(NON_DEFAULT))
+def test_every_option_is_read_or_refused(feature_type, option):
+    extractor = extractor_class(feature_type)
+    refusal = f"--{option} is not read by {feature_type}"
+    options = {"feature_type": feature_type, **REQUIRED.get(feature_type, {}), option: NON_DEFAULT[option]}
+    read = option in COMMON_OPTIONS or option in extractor.reads or option in extractor.option_aliases
+    try:
+        resolve_config(options)
+    except UsageError as error:  # a read option may need others (--pred_texts needs --show_pred, i3d's
+        refused = str(error).startswith(refusal + ";")  # --flow_dir needs --flow_type precomputed...)
+        assert refused != read, str(error)
+    else:
+        assert read, f"{option} is accepted by {feature_type} but not among the options it reads"
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(feature_type="CLIP-ViT-B/32", stack_size=16), "--stack_size is not read by CLIP-ViT-B/32; it reads "),
+    (dict(feature_type="resnet50", step_size=8), "--step_size is not read by resnet50"),
+    (dict(feature_type="r21d", pred_texts=["a dog"]), "--pred_texts is not read by r21d"),
+    (dict(feature_type="resnet50", clip_checkpoint="x.pt"), "--clip_checkpoint is not read by resnet50"),
+    (dict(feature_type="s3d", flow_dir="x"), "--flow_dir is not read by s3d"),
+    (dict(feature_type="raft", stack_size=16), "--stack_size is not read by raft"),
+    (dict(feature_type="raft", pool="mean"), "--pool is not read by raft"),
+    (dict(feature_type="i3d", crops=3), "--crops is not read by i3d"),
+    (dict(feature_type="CLIP-ViT-B/32", checkpoint="x.pt", clip_checkpoint="y.pt"),
+     "--clip_checkpoint and --checkpoint are the same option for CLIP-ViT-B/32; give one"),
+    (dict(feature_type="timm", model_name="test_vit", show_pred=True), "--show_pred is not read by timm"),
+    (dict(feature_type="i3d", flow_type="pwc", raft_model="small"), "--raft_model is not read by i3d with --flow_type pwc"),
+    (dict(feature_type="i3d", streams=["rgb"], flow_type="pwc"), "--flow_type is not read by i3d with --streams without flow"),
+    (dict(feature_type="i3d", flow_dir="x"), "--flow_dir is not read by i3d with --flow_type raft"),
+    (dict(feature_type="pwc", flow_bound=10), "--flow_bound is read only with --on_extraction save_flow_images"),
+    (dict(feature_type="CLIP-ViT-B/32", pred_texts=["a dog"]), "--pred_texts are the texts that --show_pred scores"),
+    (dict(feature_type="CLIP-ViT-B/32", views=3, extract_method="uni_4"), "--views N takes N frames"),
+    (dict(feature_type="CLIP-ViT-B/32", on_extraction="save_flow_images"), "writes optical flow; use it with raft or pwc"),
+    (dict(feature_type="r21d", weights="r2plus1d_50"), "--weights r2plus1d_50: not available for r21d; choose one of"),
+    (dict(feature_type="raft", raft_model="small", weights="kitti"), "--weights kitti: not available for raft; choose"),
+    (dict(feature_type="i3d", raft_model="small", raft_weights="kitti"),
+     "--raft_weights kitti: not available for raft_small; choose one of"),
+    (dict(feature_type="resnet18", batch_size=0), "--batch_size 0: must be a positive integer"),
+    (dict(feature_type="resnet18", extract_method="uni_0"), "must be positive; accepted forms"),
+    (dict(feature_type="resnet18", crops=5), "--crops 5: choose from 1, 3"),
+    (dict(feature_type="nope"), "unknown feature type 'nope'"),
+    (dict(feature_type="resnet18", stack=16), "unknown option 'stack'"),
+])
+def test_refusals_are_one_line_naming_the_option(options, message):
+    with pytest.raises(UsageError) as caught:
+        resolve_config(options)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_command_line_and_python_give_the_same_config():
+    argv = ["--feature_type", "r21d", "--cpu", "--video_paths", "a.mp4", "--extraction_fps", "2", "--model_name",
+            "r2plus1d_34_8_ig65m_ft_kinetics", "--crops", "3"]
+    from_cli = resolve_config(parse_options(argv))
+    from_python = resolve_config(dict(feature_type="r21d", cpu=True, video_paths=["a.mp4"], extraction_fps=2,
+                                      weights="r2plus1d_34_8_ig65m_ft_kinetics", crops=3))
+    assert from_cli == from_python
+    assert (from_cli.weights, from_cli.model_name, from_cli.stack_size, from_cli.step_size) == (
+        "r2plus1d_34_8_ig65m_ft_kinetics", None, 8, 8)
+    assert resolve_config(from_cli) == from_cli  # idempotent: workers resolve it again
+
+
+def test_defaults_come_from_the_weights_and_former_spellings_map_onto_options():
+    resnext = resolve_config(dict(feature_type="resnext101_3d"))
+    assert (resnext.stack_size, resnext.step_size, resnext.extraction_fps, resnext.weights) == (16, 16, 24.0, "howto100m")
+    raft = resolve_config(dict(feature_type="raft", raft_model="small", raft_weights="things", flow_checkpoint="f.pth"))
+    assert (raft.weights, raft.raft_weights, raft.checkpoint, raft.flow_checkpoint) == ("C_T_V2", None, "f.pth", None)
+    assert resolve_config(dict(feature_type="raft")).weights == "C_T_SKHT_V2"
+    clip = resolve_config(dict(feature_type="CLIP-ViT-B/32", clip_checkpoint="c.pt", extract_method="all"))
+    assert (clip.checkpoint, clip.extract_method) == ("c.pt", parse_extract_method("all"))
+    assert resolve_config(dict(feature_type="i3d", streams=["flow"])).stack_size == 64
