@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Mapping
 
+from extractors.registry import feature_type
 from io_utils.errors import UsageError
 from io_utils.outputs import FLOW_IMAGE_MODES, ON_EXTRACTION_CHOICES
 from io_utils.sampling import SamplingMethod, parse_extract_method
@@ -171,8 +172,6 @@ def _converted(spec, value: Any) -> Any:
 
 def resolve_config(options: RunConfig | Mapping[str, Any]) -> RunConfig:
     """The complete configuration of a run of one feature type (see the module's docstring). Idempotent."""
-    from extractors.registry import feature_type  # the registry imports the model modules, which import this one
-
     config = options if isinstance(options, RunConfig) else RunConfig.from_options(options)
     spec = feature_type(config.feature_type)
     extractor = spec.extractor

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Mapping
 
 from io_utils.errors import UsageError
-from io_utils.weights import Weights
+from io_utils.weights import Weights, choose_weights
 
 if TYPE_CHECKING:
     from extractors.base import BaseExtractor
@@ -42,13 +42,7 @@ class FeatureType:
         if not table:
             return None
         name = config.weights if "weights" in self.extractor.reads else None
-        if name is None:
-            return next(iter(table.values()))
-        entry = table.get(self.weight_aliases.get(name, name))
-        if entry is None:
-            choices = ", ".join([*table, *(alias for alias, target in self.weight_aliases.items() if target in table)])
-            raise UsageError(f"--weights {name}: not available for {config.feature_type}; choose one of {choices}")
-        return entry
+        return choose_weights(table, name, self.weight_aliases, config.feature_type)
 
 
 _FEATURE_TYPES: dict[str, FeatureType] = {}

@@ -68,7 +68,7 @@ def clean_up_after(config: RunConfig, job: VideoJob, pid: int) -> None:
     paths = output_paths(config, job)
     if not paths:
         return
-    lock = _lock_path(paths[extractor_class(config.feature_type).feature_keys(config)[0]])
+    lock = _claim_path(config, paths)
     if Claim.held_by(lock, pid):
         remove_leftover_temporaries(paths.values())
         lock.unlink(missing_ok=True)
@@ -128,7 +128,7 @@ class _Worker:
         paths = list(paths_by_key.values())
         if not self.config.overwrite and outputs_complete(paths):
             return "outputs exist"
-        claim = Claim.acquire(_lock_path(paths_by_key[self.extractor.main_key]))
+        claim = Claim.acquire(_claim_path(self.config, paths_by_key))
         if claim is None:
             return "being extracted by another run"
         if not self.config.overwrite and outputs_complete(paths):  # finished by another run meanwhile
@@ -185,7 +185,9 @@ class _Worker:
                     claim.refresh()
 
 
-def _lock_path(main_output: Path) -> Path:
+def _claim_path(config: RunConfig, paths: dict[str, Path]) -> Path:
+    """The lock file of a video: beside its main output."""
+    main_output = paths[extractor_class(config.feature_type).feature_keys(config)[0]]
     return main_output.with_name(main_output.name + ".lock")
 
 

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import optical_flow
 
-from io_utils.errors import UsageError, VideoError
-from io_utils.weights import Weights, load_state_dict_strictly, torchvision_weights
+from io_utils.errors import VideoError
+from io_utils.weights import Weights, choose_weights, load_state_dict_strictly, torchvision_weights
 
 RAFT_MODELS = ("large", "small")
 MIN_SIDE = 128  # the correlation pyramid pools 1/8-resolution features 3 times
@@ -32,12 +32,7 @@ RAFT_WEIGHTS: dict[str, dict[str, Weights]] = {  # the torchvision weights of ea
 def raft_weights(model: str, name: str | None, option: str = "raft_weights") -> Weights:
     """The torchvision weights of ``model`` (large, small) named ``name``: an alias, an enum name, or None for
     the model's default. A name the model does not have is refused, naming ``--<option>``."""
-    table = RAFT_WEIGHTS[model]
-    resolved = WEIGHT_ALIASES.get(name, name) if name else DEFAULT_WEIGHTS[model]
-    if resolved not in table:
-        known = sorted({*table, *(alias for alias, target in WEIGHT_ALIASES.items() if target in table)})
-        raise UsageError(f"--{option} {name}: not available for raft_{model}; choose one of {', '.join(known)}")
-    return table[resolved]
+    return choose_weights(RAFT_WEIGHTS[model], name, WEIGHT_ALIASES, f"raft_{model}", option)
 
 
 class RAFT(nn.Module):

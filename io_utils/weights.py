@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from tqdm import tqdm
@@ -105,6 +105,19 @@ def _lively(network: torch.nn.Module) -> torch.nn.Module:
             if module.bias is not None:
                 module.bias.copy_(0.05 * torch.randn_like(module.bias))
     return network
+
+
+def choose_weights(table: Mapping[str, Weights], name: str | None, aliases: Mapping[str, str], what: str,
+                   option: str = "weights") -> Weights:
+    """The entry of ``table`` named ``name`` or by one of its ``aliases``; the first, the default, for None. An
+    unknown name is refused with the choices, naming ``--<option>`` and ``what`` it is for."""
+    if name is None:
+        return next(iter(table.values()))
+    entry = table.get(aliases.get(name, name))
+    if entry is None:
+        choices = ", ".join([*table, *(alias for alias, target in aliases.items() if target in table)])
+        raise UsageError(f"--{option} {name}: not available for {what}; choose one of {choices}")
+    return entry
 
 
 def sha256_in_file_name(url: str) -> str:
