@@ -49,5 +49,27 @@ def make_long_clip(path: Path = LONG_CLIP, minutes: float = MINUTES) -> Path:
     return path
 
 
+def make_audio_track(minutes: float) -> Path:
+    """``minutes`` of 44.1 kHz stereo AAC in M4A: a wavering tone with noise, written a second at a time."""
+    path = DATA / f"tone_{minutes:g}min.m4a"
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".part.m4a")
+    rate, rng = 44100, np.random.default_rng(0)
+    with av.open(str(partial), "w") as container:
+        stream = container.add_stream("aac", rate=rate, layout="stereo")
+        for second in range(int(minutes * 60)):
+            time_s = second + np.arange(rate) / rate
+            tone = 0.3 * np.sin(2 * np.pi * (300 + 200 * np.sin(time_s)) * time_s)
+            samples = (tone + rng.normal(0, 0.05, (2, rate))).astype(np.float32)
+            frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="stereo")
+            frame.sample_rate, frame.pts = rate, second * rate
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    partial.rename(path)
+    return path
+
+
 if __name__ == "__main__":
     print(make_long_clip(minutes=float(sys.argv[1]) if len(sys.argv) > 1 else MINUTES))

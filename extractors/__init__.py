@@ -13,8 +13,9 @@ from extractors.resnet import ExtractResNet
 from extractors.resnext3d import ExtractResNeXt3D
 from extractors.s3d import ExtractS3D
 from extractors.timm_models import ExtractTimm
+from extractors.vggish import ExtractVGGish
 from extractors.windows import WindowExtractor
 
 __all__ = ["BaseExtractor", "FrameWiseExtractor", "WindowExtractor", "RunConfig", "resolve_config", "ExtractCLIP",
            "ExtractFlow", "ExtractRAFT", "ExtractI3D", "ExtractR21D", "ExtractResNet", "ExtractResNeXt3D",
-           "ExtractS3D", "ExtractTimm", "extractor_class", "feature_types"]
+           "ExtractS3D", "ExtractTimm", "ExtractVGGish", "extractor_class", "feature_types"]

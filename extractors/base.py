@@ -25,10 +25,12 @@ from io_utils.errors import UsageError, VideoError
 from io_utils.outputs import FinishingSink, MemorySink, Sink
 from io_utils.sampling import SamplingMethod
 from io_utils.video import VideoReader
+from io_utils.video_list import VIDEO_EXTENSIONS
 from io_utils.weights import Weights, checkpoint_path
 
 V = TypeVar("V")
 OnProgress = Callable[[Any, float, float], None]  # (video, seconds done, seconds in all)
+DEFAULT_SAMPLING = SamplingMethod("fix", Fraction(1))  # of the frame-wise models
 # Options of every model that produces feature vectors: --views, --pool, --l2_normalize, --dtype.
 FEATURE_OPTIONS = frozenset({"views", "pool", "l2_normalize", "dtype"})
 
@@ -44,6 +46,7 @@ class BaseExtractor:
     reads: frozenset[str] = frozenset()  # the options this model reads, beyond those of every run
     option_aliases: Mapping[str, str] = {}  # former spelling -> option
     writes_flow: bool = False  # its output is optical flow (the flow image modes are for it)
+    input_extensions: frozenset[str] = VIDEO_EXTENSIONS  # the files --video_dir takes
 
     def __init__(self, config: RunConfig | Mapping[str, Any], external_call: bool = False):
         self.config = resolve_config(config)
@@ -113,6 +116,10 @@ class BaseExtractor:
         """A batch of inputs, on ``self.device`` -> (B, ...) outputs of the main key, or a dict of them."""
         raise NotImplementedError
 
+    def open_reader(self, path: str | os.PathLike) -> VideoReader:
+        """What ``model_inputs`` reads a file with: its video stream (audio models read its audio)."""
+        return VideoReader(path)
+
     def model_inputs(self, video: VideoReader) -> Iterator[tuple[torch.Tensor | dict[str, torch.Tensor], float]]:
         """Inputs (a tensor, or a dict of tensors) with their timestamps (ms), in time order."""
         raise NotImplementedError
@@ -139,7 +146,7 @@ class BaseExtractor:
         model. Each batch's outputs go to the video's sink (``sink_of(video)``, by default kept in memory) as
         soon as they are computed, and ``on_progress(video, seconds done, seconds in all)`` follows them.
         """
-        prefetch = Prefetcher(self.model_inputs, self.inputs_per_batch, videos, path_of)
+        prefetch = Prefetcher(self.model_inputs, self.inputs_per_batch, videos, path_of, self.open_reader)
         config = self.config
         finish = FinishingSink.wrapper(config.pool, config.l2_normalize, config.dtype, config.crops)
         sink: Sink | None = None
@@ -198,9 +205,17 @@ class FrameWiseExtractor(BaseExtractor):
     reads = FEATURE_OPTIONS | {"extract_method", "batch_size"}
 
     @classmethod
+    def option_defaults(cls, config: RunConfig, weights: Weights | None) -> dict[str, Any]:
+        """One frame per second, unless ``--views`` samples."""
+        defaults = super().option_defaults(config, weights)
+        if config.extract_method is None and not config.views:
+            defaults["extract_method"] = DEFAULT_SAMPLING
+        return defaults
+
+    @classmethod
     def validate(cls, config: RunConfig, weights: Weights | None) -> None:
         super().validate(config, weights)
-        if config.views and "extract_method" in config.given():
+        if config.views and config.extract_method is not None:
             raise UsageError("--views N takes N frames spread over the video: give it or --extract_method, not both")
 
     def model_inputs(self, video: VideoReader) -> Iterator[tuple[torch.Tensor, float]]:

@@ -10,26 +10,31 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import MISSING, fields
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 from extractors.config import COMMON_OPTIONS, RunConfig
 from extractors.registry import feature_type, feature_types
 
 _GROUPS = {"inputs": "inputs (exactly one)", "sampling": "sampling and windows", "devices": "devices",
            "outputs": "outputs, views, crops and pooling", "models": "models and weights",
-           "flow": "optical flow (raft, pwc, and i3d's flow stream)"}
+           "flow": "optical flow (raft, pwc, and i3d's flow stream)", "audio": "audio (vggish)"}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="main.py", description="Extract features from videos with pretrained "
-                                     "networks. An option that the feature type does not read is refused.")
-    groups = {name: parser.add_argument_group(title) for name, title in _GROUPS.items()}
-    exclusive = {"inputs": groups["inputs"].add_mutually_exclusive_group(required=True),
-                 "devices": groups["devices"].add_mutually_exclusive_group()}
+def build_parser(parser: argparse.ArgumentParser | None = None, groups: Collection[str] = tuple(_GROUPS)
+                 ) -> argparse.ArgumentParser:
+    """``main.py``'s parser; or the options of some ``groups`` only, added to ``parser`` (another command's)."""
+    parser = parser or argparse.ArgumentParser(prog="main.py", description="Extract features from videos with "
+                                               "pretrained networks. An option that the feature type does not read "
+                                               "is refused.")
+    sections = {name: parser.add_argument_group(_GROUPS[name]) for name in groups}
+    exclusive = {name: sections[name].add_mutually_exclusive_group(required=name == "inputs")
+                 for name in ("inputs", "devices") if name in sections}
     readers = _readers()
     for spec in fields(RunConfig):
         metadata = spec.metadata
-        target = exclusive.get(metadata["exclusive"]) or groups.get(metadata["group"], parser)
+        if metadata["group"] not in sections and spec.name != "feature_type":
+            continue
+        target = exclusive.get(metadata["exclusive"]) or sections.get(metadata["group"], parser)
         kwargs: dict[str, Any] = dict(default=argparse.SUPPRESS, help=_help(spec, readers))
         if spec.name == "feature_type":
             kwargs.update(required=True, choices=feature_types(), metavar=metadata["metavar"])

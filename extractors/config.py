@@ -62,9 +62,10 @@ class RunConfig:
         metavar="FILE", exclusive="inputs")
     recursive: bool = option(False, "with --video_dir: also take sub-folders", "inputs")
     # sampling
-    extract_method: SamplingMethod = option(
-        SamplingMethod("fix", 1), "uni_N: N evenly spaced frames; fix_F: F frames per second; all: every frame",
-        "sampling", convert=parse_extract_method, metavar="METHOD")
+    extract_method: SamplingMethod | None = option(
+        None, "uni_N: N evenly spaced frames; fix_F: F frames per second; all: every frame (default: the model's: "
+              "fix_1 for image models, an example every 0.96 s for vggish)", "sampling", convert=parse_extract_method,
+        metavar="METHOD")
     batch_size: int = option(32, "frames per forward pass", "sampling", convert=positive_int)
     extraction_fps: float | None = option(
         None, "take frames at this rate for windows and flow (default: the model's, else every frame)",
@@ -126,6 +127,11 @@ class RunConfig:
     flow_type: str = option("raft", "where I3D's flow stream comes from", "flow", choices=("raft", "pwc", "precomputed"))
     flow_dir: str | None = option(None, "with --flow_type precomputed: DIR/<video stem>/flow_x_00001.jpg, ...", "flow",
                                   metavar="DIR")
+    # audio
+    vggish_postprocess: bool = option(False, "apply AudioSet's PCA, clipping to [-2, 2] and 8-bit quantisation "
+                                             "(values 0..255) to the embeddings", "audio")
+    timestamps_from: str | None = option(None, "centre one example on each row of DIR/<stem>_timestamps_ms.npy, "
+                                               "written by an earlier run of any feature type", "audio", metavar="DIR")
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> RunConfig:

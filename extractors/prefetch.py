@@ -15,7 +15,7 @@ from io_utils.video import VideoReader
 
 PREFETCH_BATCHES = 4  # decoded, preprocessed batches waiting for the model, per worker
 Batch = Union[torch.Tensor, dict[str, torch.Tensor]]
-ModelInputs = Callable[[VideoReader], Iterator[tuple[Any, float]]]
+ModelInputs = Callable[[Any], Iterator[tuple[Any, float]]]
 
 
 class Prefetcher:
@@ -23,14 +23,16 @@ class Prefetcher:
     ``("end", video, fps)`` or ``("error", video, exception)``. An exception from the ``videos`` iterable itself
     is re-raised in the consumer.
 
-    ``model_inputs(reader)`` gives a video's inputs with their times (ms); ``inputs_per_batch`` of them are
-    stacked into one batch.
+    ``open_reader(path)`` opens a video (a :class:`VideoReader` by default: a context manager with
+    ``duration_s`` and ``fps``), ``model_inputs(reader)`` gives its inputs with their times (ms);
+    ``inputs_per_batch`` of them are stacked into one batch.
     """
 
     _DONE = object()
 
-    def __init__(self, model_inputs: ModelInputs, inputs_per_batch: int, videos: Iterable, path_of: Callable):
-        self._model_inputs, self._inputs_per_batch = model_inputs, inputs_per_batch
+    def __init__(self, model_inputs: ModelInputs, inputs_per_batch: int, videos: Iterable, path_of: Callable,
+                 open_reader: Callable[[Any], Any] = VideoReader):
+        self._model_inputs, self._inputs_per_batch, self._open_reader = model_inputs, inputs_per_batch, open_reader
         self._videos, self._path_of = videos, path_of
         self._queue: queue.Queue = queue.Queue(maxsize=PREFETCH_BATCHES)
         self._stop = threading.Event()
@@ -66,7 +68,7 @@ class Prefetcher:
 
     def _decode(self, video) -> tuple[str, Any, Any]:
         try:
-            with VideoReader(self._path_of(video)) as reader:
+            with self._open_reader(self._path_of(video)) as reader:
                 if not self._put("start", video, reader.duration_s):
                     return "error", video, VideoError("stopped")
                 for batch in batches(self._model_inputs(reader), self._inputs_per_batch):

@@ -1,7 +1,7 @@
 """Checkpoints of random weights in the official formats, for trying the tool, tests and benchmarks offline.
 
-``python -m extractors.random_weights FEATURE_TYPE FOLDER [options]`` writes every checkpoint a run of that
-feature type with those options loads, under its official file name, where ``--weights_dir FOLDER`` finds it.
+``python -m extractors.random_weights FOLDER --feature_type FEATURE_TYPE [options]`` writes every checkpoint a run
+of that feature type with those options (main.py's) loads, under its official file name, where ``--weights_dir FOLDER`` finds it.
 They go through exactly the loading path of a downloaded checkpoint; their features mean nothing. Each
 checkpoint is written by its :class:`~io_utils.weights.Weights` entry, so a new model needs nothing here.
 """
@@ -12,13 +12,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from extractors.cli import build_parser
 from extractors.config import resolve_config
-from extractors.registry import extractor_class, feature_types
+from extractors.registry import extractor_class
 from io_utils.errors import UsageError
-
-# The options that choose which checkpoints a run loads.
-_CHOOSING = ("weights", "model_name", "raft_model", "raft_weights", "streams", "flow_type")
-
 
 def write_random_weights(feature_type: str, folder: Path, seed: int = 0, **options: Any) -> list[Path]:
     """Random checkpoints for a run of ``feature_type`` with ``options``, written into ``folder``."""
@@ -30,13 +27,9 @@ def write_random_weights(feature_type: str, folder: Path, seed: int = 0, **optio
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m extractors.random_weights", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("feature_type", choices=feature_types(), metavar="FEATURE_TYPE",
-                        help=f"one of: {', '.join(feature_types())}")
     parser.add_argument("folder", type=Path, metavar="FOLDER")
     parser.add_argument("--seed", type=int, default=0)
-    for option in _CHOOSING:
-        parser.add_argument(f"--{option}", nargs="+" if option == "streams" else None, default=argparse.SUPPRESS,
-                            help="as for main.py")
+    build_parser(parser, groups=("models", "flow", "audio"))  # --feature_type and main.py's model options
     options = vars(parser.parse_args(argv))
     feature_type, folder, seed = options.pop("feature_type"), options.pop("folder"), options.pop("seed")
     try:

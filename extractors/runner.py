@@ -40,7 +40,7 @@ def run(options: RunConfig | Mapping[str, Any], executor: Executor | None = None
     if executor is None:
         worker_devices(config)  # a wrong device list stops here, before any checkpoint or worker
     jobs, missing = build_video_list(config.video_paths, config.video_dir, config.file_with_video_paths,
-                                     config.recursive)
+                                     config.recursive, extractor.input_extensions)
     summary = Summary(failures={path: "no such file" for path in missing})
     if missing:
         print(f"{len(missing)} input path(s) do not exist: {', '.join(map(str, missing))}", file=sys.stderr)

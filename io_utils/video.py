@@ -68,7 +68,7 @@ class VideoReader:
 
     def __init__(self, path: str | os.PathLike, threads: bool = True):
         self.path = Path(path)
-        self._container = _open_container(self.path)
+        self._container = open_container(self.path)
         try:
             if not self._container.streams.video:
                 kinds = sorted({stream.type for stream in self._container.streams})
@@ -124,6 +124,15 @@ class VideoReader:
                                  "(truncated or corrupt)")
             last = Frame(_to_rgb(found), int(found.pts), self.pts_to_ms(found.pts))
             yield last
+
+    def frame_times_ms(self, targets: Sequence[int] | None = None) -> list[float]:
+        """Times (ms) of the frames that :meth:`read_at` would give for ``targets`` (every frame for None), from
+        one pass over the packets: nothing is decoded."""
+        self._container.seek(0)
+        shown = sorted(pts for _, pts in _demux(self._container, self._stream) if pts is not None)
+        if targets is not None:
+            shown = [shown[max(bisect.bisect_right(shown, target) - 1, 0)] for target in targets]
+        return [self.pts_to_ms(pts) for pts in shown]
 
     def read_all(self) -> Iterator[Frame]:
         """Every frame, in presentation order: one sequential pass from the start."""
@@ -217,11 +226,12 @@ class _ForwardDecoder:
         return self._frames.popleft()
 
 
-def _open_container(path: Path) -> av.container.InputContainer:
+def open_container(path: Path, what: str = "video") -> av.container.InputContainer:
+    """The file opened for reading; a missing, empty or unreadable one is a :class:`VideoError` saying so."""
     if not path.exists():
         raise VideoError("no such file")
     if path.is_dir():
-        raise VideoError("is a directory, not a video file")
+        raise VideoError(f"is a directory, not a {what} file")
     if path.stat().st_size == 0:
         raise VideoError("empty file (0 bytes)")
     try:
@@ -229,8 +239,8 @@ def _open_container(path: Path) -> av.container.InputContainer:
     except av.error.FFmpegError as error:
         with path.open("rb") as handle:
             is_mp4 = handle.read(12)[4:8] == b"ftyp"
-        what = "a truncated or corrupt MP4/MOV file" if is_mp4 else "not a readable video"
-        raise VideoError(f"{what} ({_reason(error)})") from error
+        problem = "a truncated or corrupt MP4/MOV file" if is_mp4 else f"not a readable {what}"
+        raise VideoError(f"{problem} ({_reason(error)})") from error
 
 
 def _index_from_container(container, stream, path: Path) -> StreamIndex | None:

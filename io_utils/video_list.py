@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -35,10 +36,12 @@ def build_video_list(
     video_dir: str | None = None,
     file_with_video_paths: str | None = None,
     recursive: bool = False,
+    extensions: frozenset[str] = VIDEO_EXTENSIONS,
 ) -> tuple[list[VideoJob], list[Path]]:
-    """Return the jobs for existing videos and the paths that do not exist (exactly one mode is given)."""
+    """Return the jobs for existing videos and the paths that do not exist (exactly one mode is given);
+    ``--video_dir`` takes the files with one of ``extensions``."""
     if video_dir is not None:
-        jobs = _jobs_from_dir(Path(video_dir), recursive)
+        jobs = _jobs_from_dir(Path(video_dir), recursive, extensions)
     elif file_with_video_paths is not None:
         jobs = _jobs_from_list_file(Path(file_with_video_paths))
     else:
@@ -49,15 +52,22 @@ def build_video_list(
     return [job for job in jobs if job.path.exists()], missing
 
 
-def _jobs_from_dir(video_dir: Path, recursive: bool) -> list[VideoJob]:
+def _jobs_from_dir(video_dir: Path, recursive: bool, extensions: frozenset[str]) -> list[VideoJob]:
     if not video_dir.is_dir():
         raise UsageError(f"--video_dir {video_dir}: not a directory")
     candidates = video_dir.rglob("*") if recursive else video_dir.iterdir()
-    paths = sorted(p for p in candidates if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+    paths = sorted(p for p in candidates if p.is_file() and p.suffix.lower() in extensions)
     if not paths:
         where = "or below it " if recursive else ""
-        raise UsageError(f"--video_dir {video_dir}: no video files in it {where}(extensions: {' '.join(sorted(VIDEO_EXTENSIONS))})")
-    return [VideoJob(p, p.relative_to(video_dir).with_suffix("")) for p in paths]
+        raise UsageError(f"--video_dir {video_dir}: no video files in it {where}(extensions: {' '.join(sorted(extensions))})")
+    return [VideoJob(p, output_stem(p, video_dir)) for p in paths]
+
+
+def output_stem(path: Path, video_dir: str | os.PathLike | None) -> PurePath:
+    """What a video's outputs are named after: its stem, under its sub-folder of ``--video_dir`` if it has one."""
+    if video_dir is not None and Path(path).is_relative_to(video_dir):
+        return Path(path).relative_to(video_dir).with_suffix("")
+    return PurePath(Path(path).stem)
 
 
 def _jobs_from_list_file(list_file: Path) -> list[VideoJob]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -27,6 +28,7 @@ from io_utils.files import temporary_beside
 
 WEIGHTS_DIR_ENV = "VIDEO_FEATURES_WEIGHTS_DIR"
 _CHUNK = 1 << 20
+_NUMPY_ARRAYS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, *(type(np.dtype(kind)) for kind in "f4 f8 i8".split())]
 
 
 @dataclass(frozen=True)
@@ -157,7 +159,8 @@ def load_state_dict_strictly(module: torch.nn.Module, path: Path, what: str,
     checkpoints whose keys need renaming). Unreadable or mismatching files end in one line naming the file:
     ``<path>: not <what> (<reason>)``."""
     try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_NUMPY_ARRAYS):  # arrays, no code: some publishers save NumPy's
+            state_dict = torch.load(path, map_location="cpu", weights_only=True)
         module.load_state_dict(convert(state_dict) if convert else state_dict, strict=True)
     except Exception as error:  # torch raises several unrelated types for unreadable or mismatching files
         reason = " ".join(str(error).split())  # torch's mismatch report spans lines; the message is one

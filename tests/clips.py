@@ -96,3 +96,49 @@ def sequential_decode(path: Path) -> tuple[list[int], list[np.ndarray]]:
             pts.append(frame.pts)
             frames.append(frame.to_ndarray(format="rgb24"))
     return pts, frames
+
+
+def write_with_audio(path: Path, seconds: float = 3.0, audio_codec: str = "aac", sample_rate: int = 44100,
+                     layout: str = "stereo", video_codec: str | None = "libx264", audio_start_s: float = 0.0,
+                     samples: np.ndarray | None = None) -> Path:
+    """A file with an audio stream (and a small video stream, unless ``video_codec`` is None) of ``seconds``.
+
+    The audio is ``samples`` (float in [-1, 1], one row per channel, at ``sample_rate``), by default a tone with
+    a little seeded noise, starting ``audio_start_s`` after the video's first frame.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    channels = 2 if layout == "stereo" else 1
+    if samples is None:
+        time = np.arange(int(seconds * sample_rate)) / sample_rate
+        noise = np.random.default_rng(len(path.name)).normal(0, 0.02, (channels, len(time)))
+        samples = 0.3 * np.sin(2 * np.pi * 440 * time)[None] * np.linspace(1, 0.5, channels)[:, None] + noise
+    with av.open(str(path), "w") as container:
+        if video_codec:
+            video = container.add_stream(video_codec, rate=25)
+            video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        audio = container.add_stream(audio_codec, rate=sample_rate, layout=layout)
+        audio_format = audio.codec_context.codec.audio_formats[0]
+        step = audio.codec_context.frame_size or 1024
+        start = round(audio_start_s * sample_rate)
+        for index in range(0, samples.shape[1], step):
+            chunk = _as_format(samples[:, index : index + step], audio_format)
+            frame = av.AudioFrame.from_ndarray(chunk, format=audio_format.name, layout=layout)
+            frame.sample_rate, frame.pts, frame.time_base = sample_rate, start + index, Fraction(1, sample_rate)
+            container.mux(audio.encode(frame))
+        container.mux(audio.encode())
+        if video_codec:
+            for index in range(int(seconds * 25)):
+                image = np.full((48, 64, 3), (index * 7) % 256, np.uint8)
+                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+                frame.pts = index
+                container.mux(video.encode(frame))
+            container.mux(video.encode())
+    return path
+
+
+def _as_format(samples: np.ndarray, audio_format: av.AudioFormat) -> np.ndarray:
+    """(channels, n) float samples in an encoder's sample format: planar rows, or one interleaved row."""
+    kind = {"s16": np.int16, "s32": np.int32, "flt": np.float32, "dbl": np.float64}[audio_format.name.rstrip("p")]
+    scale = np.iinfo(kind).max if np.issubdtype(kind, np.integer) else 1.0
+    converted = np.clip(samples * scale, -scale, scale).astype(kind)
+    return converted if audio_format.is_planar else np.ascontiguousarray(converted.T).reshape(1, -1)

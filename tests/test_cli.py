@@ -188,7 +188,7 @@ def test_the_random_checkpoint_writer_prints_its_usage_and_refuses_what_has_no_c
     command = [sys.executable, "-m", "extractors.random_weights"]
     result = subprocess.run([*command, "--help"], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith("usage: python -m extractors.random_weights")
-    result = subprocess.run([*command, "timm", str(tmp_path), "--model_name", "test_vit"], cwd=REPO,
+    result = subprocess.run([*command, str(tmp_path), "--feature_type", "timm", "--model_name", "test_vit"], cwd=REPO,
                             capture_output=True, text=True)
     assert result.returncode == 1 and result.stderr.startswith("error: timm has no published checkpoint here")
     assert list(tmp_path.iterdir()) == []

@@ -22,6 +22,7 @@ NON_DEFAULT = {
     "model_name": "test_vit", "show_pred": True, "pred_texts": ("a dog",), "clip_checkpoint": "x.pt",
     "flow_batch_size": 2, "side_size": 128, "flow_bound": 10.0, "raft_model": "small", "raft_weights": "things",
     "raft_iters": 4, "flow_checkpoint": "x.pt", "streams": ("rgb",), "flow_type": "pwc", "flow_dir": "flow",
+    "vggish_postprocess": True, "timestamps_from": "stamps",
 }
 REQUIRED = {"timm": {"model_name": "test_vit"}}  # what a feature type cannot run without
 

@@ -1,0 +1,107 @@
+"""Audio as mono float samples at one rate, decoded with PyAV in chunks, on the timeline of the visual features.
+
+Every codec FFmpeg has is read, from videos and plain audio files alike, with no ffmpeg binary and no
+temporary file. Channels are averaged (as AudioSet's reference front end averages them) after libswresample
+(PyAV's ``AudioResampler``) has brought every channel to the target rate: it streams, so a two-hour track never
+sits in memory, where ``scipy.signal.resample_poly`` or resampy would need the whole signal.
+
+The timeline is the one of the visual features: time 0 is the presentation time of the first video frame
+(of the audio itself in a file without video). Audio streams often start before or after their video, so
+sample 0 of the decoded audio sits at ``audio_start_s`` on that timeline, possibly negative.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import av
+import numpy as np
+
+from io_utils.errors import VideoError
+from io_utils.video import VideoReader, open_container
+
+AUDIO_EXTENSIONS = frozenset(".wav .mp3 .flac .m4a .aac .ogg .opus .oga .wma .aif .aiff .mka".split())
+_GAP_S = 0.002  # a jump in the packets' times larger than this (a damaged packet skipped) is filled with silence
+
+
+class AudioReader:
+    """The first audio stream of a file as chunks of mono float32 samples at ``rate`` (use as a context manager).
+
+    ``video`` is the file's :class:`VideoReader` (None for an audio file): its frame times serve sampling that
+    must line up with visual features. ``duration_s`` is the video's duration, else the audio's as the container
+    declares it (None if it declares none).
+    """
+
+    def __init__(self, path: str | os.PathLike, rate: int = 16000, verbose: bool = False):
+        self.path, self.rate, self._verbose = Path(path), rate, verbose
+        self._container = open_container(self.path, "media")
+        try:
+            if not self._container.streams.audio:
+                kinds = sorted({stream.type for stream in self._container.streams})
+                raise VideoError(f"no audio stream (only {', '.join(kinds)})" if kinds else "no audio stream")
+            self._stream = self._container.streams.audio[0]
+            moving = [stream for stream in self._container.streams.video
+                      if not stream.disposition & av.stream.Disposition.attached_pic]  # not an album cover
+            self.video = VideoReader(self.path) if moving else None
+        except BaseException:
+            self._container.close()
+            raise
+        self.fps = self.video.fps if self.video else 0.0
+        self.origin_s = float(self.video.start_pts * self.video.time_base) if self.video else None
+        self.duration_s = self.video.duration_s if self.video else _declared_duration(self._container, self._stream)
+        self.audio_start_s: float | None = None  # known once the first samples are decoded
+        self.skipped_packets = 0
+
+    def __enter__(self) -> AudioReader:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.video is not None:
+            self.video.close()
+        self._container.close()
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        """The samples in order, one decoded packet's worth at a time. ``audio_start_s`` is set before the first
+        chunk. A packet that cannot be decoded is skipped and its time filled with silence."""
+        resampler = av.AudioResampler(format="fltp", rate=self.rate)
+        expected_s: float | None = None
+        for packet in self._container.demux(self._stream):
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError as error:
+                self._report_skip(packet, error)
+                continue
+            for frame in frames:
+                start_s = float(frame.pts * frame.time_base) if frame.pts is not None else expected_s
+                if self.audio_start_s is None:  # an audio file's timeline starts with its audio
+                    self.audio_start_s = (start_s or 0.0) - self.origin_s if self.origin_s is not None else 0.0
+                elif start_s is not None and expected_s is not None and start_s - expected_s > _GAP_S:
+                    yield np.zeros(round((start_s - expected_s) * self.rate), np.float32)
+                if start_s is not None:
+                    expected_s = start_s + frame.samples / frame.sample_rate
+                frame.pts = None  # the resampler's own running time; the gap is handled above
+                yield from (_mono(out) for out in resampler.resample(frame))
+        yield from (_mono(out) for out in resampler.resample(None))
+
+    def _report_skip(self, packet: av.Packet, error: av.error.FFmpegError) -> None:
+        self.skipped_packets += 1
+        if self._verbose:
+            time = f" at {float(packet.pts * packet.time_base):.3f} s" if packet.pts is not None else ""
+            print(f"{self.path}: skipped a damaged audio packet{time} ({error})", file=sys.stderr)
+
+
+def _declared_duration(container, stream) -> float | None:
+    if stream.duration is not None:
+        return float(stream.duration * stream.time_base)
+    return container.duration / av.time_base if container.duration is not None else None
+
+
+def _mono(frame: av.AudioFrame) -> np.ndarray:
+    """The mean of the channels (planar float)."""
+    samples = frame.to_ndarray()
+    return samples.mean(axis=0, dtype=np.float32) if samples.shape[0] > 1 else samples[0].astype(np.float32, copy=False)
