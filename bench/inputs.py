@@ -6,6 +6,7 @@ It is written once under ``bench/data/`` (ignored by git) and reused.
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -47,6 +48,20 @@ def make_long_clip(path: Path = LONG_CLIP, minutes: float = MINUTES) -> Path:
         container.mux(stream.encode())
     partial.rename(path)
     return path
+
+
+def distinct_copies(videos: list[Path], copies: int) -> list[Path]:
+    """Hard links with distinct names (the same path twice is extracted once)."""
+    folder = DATA / "copies"
+    folder.mkdir(parents=True, exist_ok=True)
+    links = []
+    for number in range(copies):
+        for video in videos:
+            link = folder / f"{number}_{video.name}"
+            if not link.exists():
+                os.link(video, link)
+            links.append(link)
+    return links
 
 
 def make_audio_track(minutes: float) -> Path:

@@ -36,7 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.inputs import DATA, SAMPLES, make_long_clip  # noqa: E402
+from bench.inputs import DATA, SAMPLES, distinct_copies, make_long_clip  # noqa: E402
 from extractors import ExtractCLIP  # noqa: E402
 from io_utils.sampling import parse_extract_method  # noqa: E402
 from io_utils.video import VideoReader  # noqa: E402
@@ -173,20 +173,6 @@ def workers_run(weights_dir: Path, videos: list[Path], method: str, workers: int
     start = time.perf_counter()
     subprocess.run(command, cwd=Path(__file__).resolve().parents[1], check=True, capture_output=True)
     return time.perf_counter() - start
-
-
-def distinct_copies(videos: list[Path], copies: int) -> list[Path]:
-    """Hard links with distinct names (the same path twice is extracted once)."""
-    folder = DATA / "copies"
-    folder.mkdir(exist_ok=True)
-    links = []
-    for number in range(copies):
-        for video in videos:
-            link = folder / f"{number}_{video.name}"
-            if not link.exists():
-                os.link(video, link)
-            links.append(link)
-    return links
 
 
 def print_table(rows: list[dict]) -> None:

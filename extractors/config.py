@@ -37,6 +37,14 @@ def positive_float(value: Any) -> float:
     return number
 
 
+def parse_shard(value: Any) -> tuple[int, int]:
+    """``INDEX/COUNT`` (or a pair), 0 <= INDEX < COUNT."""
+    index, count = (int(part) for part in (value.split("/") if isinstance(value, str) else value))
+    if not 0 <= index < count:
+        raise ValueError(f"INDEX/COUNT with 0 <= INDEX < COUNT, got {value}")
+    return index, count
+
+
 def option(default: Any, help: str, group: str = "run", convert: Callable[[Any], Any] | None = None,
            choices: tuple | None = None, many: bool = False, metavar: str | None = None,
            exclusive: str | None = None) -> Any:
@@ -82,7 +90,17 @@ class RunConfig:
     device_ids: tuple[int, ...] = option((0,), "CUDA devices, one worker each", "devices", convert=int, many=True,
                                          metavar="ID", exclusive="devices")
     cpu: bool = option(False, "run on the CPU", "devices", exclusive="devices")
-    num_workers: int = option(1, "with --cpu: worker processes", "devices", convert=positive_int)
+    num_workers: int = option(1, "with --cpu: worker processes (Ray: actors)", "devices", convert=positive_int)
+    backend: str = option("local", "local: worker processes on this machine; ray: actors on a Ray cluster", "devices",
+                          choices=("local", "ray"))
+    ray_address: str | None = option(None, "with --backend ray: the cluster (default: $RAY_ADDRESS, else a running "
+                                           "cluster, else a Ray instance started for the run)", "devices",
+                                     metavar="ADDRESS")
+    cpus_per_worker: int = option(1, "with --backend ray --cpu: CPUs each actor reserves (and its torch threads)",
+                                  "devices", convert=positive_int)
+    shard: tuple[int, int] | None = option(None, "INDEX/COUNT: only the videos of shard INDEX of COUNT, chosen by a "
+                                                 "hash of their paths (for Slurm arrays and several machines)",
+                                           "inputs", convert=parse_shard, metavar="INDEX/COUNT")
     # outputs
     on_extraction: str = option("print", "what to do with the features", "outputs", choices=ON_EXTRACTION_CHOICES)
     output_path: str = option("./output", "where outputs go", "outputs", metavar="DIR")
@@ -155,7 +173,8 @@ class RunConfig:
 
 COMMON_OPTIONS = frozenset({"feature_type", "video_paths", "video_dir", "file_with_video_paths", "recursive",
                             "device_ids", "cpu", "num_workers", "on_extraction", "output_path", "output_direct",
-                            "overwrite", "verbose", "weights_dir"})
+                            "overwrite", "verbose", "weights_dir", "backend", "ray_address", "cpus_per_worker",
+                            "shard"})
 
 
 def _converted(spec, value: Any) -> Any:

@@ -14,11 +14,12 @@ from tqdm import tqdm
 
 from extractors.config import RunConfig, resolve_config
 from extractors.devices import worker_devices
-from extractors.pool import Executor, LocalPoolExecutor
+from extractors.pool import LocalPoolExecutor
+from extractors.scheduling import Executor
 from extractors.registry import extractor_class
 from io_utils.files import atomic_write
 from io_utils.outputs import output_folder
-from io_utils.video_list import VideoJob, build_video_list
+from io_utils.video_list import VideoJob, build_video_list, in_shard
 
 FAILURES_FILE = "failures.tsv"
 
@@ -37,10 +38,12 @@ def run(options: RunConfig | Mapping[str, Any], executor: Executor | None = None
     """Extract every video of the list; return the exit status."""
     config = resolve_config(options)
     extractor = extractor_class(config.feature_type)
-    if executor is None:
+    if executor is None and config.backend == "local":
         worker_devices(config)  # a wrong device list stops here, before any checkpoint or worker
     jobs, missing = build_video_list(config.video_paths, config.video_dir, config.file_with_video_paths,
                                      config.recursive, extractor.input_extensions)
+    jobs = [job for job in jobs if in_shard(job.path, config.shard)]
+    missing = [path for path in missing if in_shard(path, config.shard)]
     summary = Summary(failures={path: "no such file" for path in missing})
     if missing:
         print(f"{len(missing)} input path(s) do not exist: {', '.join(map(str, missing))}", file=sys.stderr)
@@ -48,13 +51,21 @@ def run(options: RunConfig | Mapping[str, Any], executor: Executor | None = None
         extractor.prepare(config)  # e.g. download weights once, before the workers start
         progress = _Progress(jobs, config.verbose, summary)
         try:
-            (executor or LocalPoolExecutor(config)).run(jobs, progress.on_result, progress.on_progress)
+            (executor or _executor(config)).run(jobs, progress.on_result, progress.on_progress)
         finally:
             progress.close()
             if config.on_extraction != "print":
                 _write_failures(config, summary)
     print(summary.line())
     return 1 if summary.failures else 0
+
+
+def _executor(config: RunConfig) -> Executor:
+    if config.backend == "ray":
+        from extractors.ray_backend import RayExecutor  # Ray is imported only by the runs that use it
+
+        return RayExecutor(config)
+    return LocalPoolExecutor(config)
 
 
 class _Progress:

@@ -10,6 +10,7 @@ finished (it is a retry after a worker died holding it).
 from __future__ import annotations
 
 import signal
+import socket
 import sys
 import threading
 import time
@@ -37,21 +38,27 @@ def worker_main(config: RunConfig, device: str, threads: int, connection: Connec
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the main process decides
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        if threads:
-            torch.set_num_threads(threads)
-        device_ids = (int(device.split(":")[1]),) if device != "cpu" else config.device_ids
-        config = replace(config, cpu=device == "cpu", device_ids=device_ids)
-        try:
-            extractor = extractor_class(config.feature_type)(config)
-        except UsageError as error:
-            connection.send(("fatal", str(error)))
-            return
-        except Exception as error:
-            connection.send(("fatal", f"the model could not be loaded on {device}: {type(error).__name__}: {error}"))
-            return
-        _Worker(extractor, connection).run()
+        serve(config, device, threads, connection)
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # stopped while shutting down: end quietly
+
+
+def serve(config: RunConfig, device: str, threads: int, connection) -> None:
+    """Load the model on ``device``, then extract the videos the other end of ``connection`` hands out (anything
+    with ``send`` and ``recv``: a pipe, a Ray mailbox) until it says stop."""
+    if threads:
+        torch.set_num_threads(threads)
+    device_ids = (int(device.split(":")[1]),) if device != "cpu" else config.device_ids
+    config = replace(config, cpu=device == "cpu", device_ids=device_ids)
+    try:
+        extractor = extractor_class(config.feature_type)(config)
+    except UsageError as error:
+        connection.send(("fatal", str(error)))
+        return
+    except Exception as error:
+        connection.send(("fatal", f"the model could not be loaded on {device}: {type(error).__name__}: {error}"))
+        return
+    _Worker(extractor, connection).run()
 
 
 def output_paths(config: RunConfig, job: VideoJob) -> dict[str, Path]:
@@ -62,14 +69,14 @@ def output_paths(config: RunConfig, job: VideoJob) -> dict[str, Path]:
     return output_files(job, keys, keys[0], folder, config.on_extraction)
 
 
-def clean_up_after(config: RunConfig, job: VideoJob, pid: int) -> None:
-    """Remove what the killed worker ``pid`` left of ``job``: its temporary files and its claim (only if the claim
-    is its own: the temporaries of a video another run holds are that run's)."""
+def clean_up_after(config: RunConfig, job: VideoJob, pid: int, host: str = socket.gethostname()) -> None:
+    """Remove what the killed worker ``pid`` (of ``host``) left of ``job``: its temporary files and its claim (only
+    if the claim is its own: the temporaries of a video another run holds are that run's)."""
     paths = output_paths(config, job)
     if not paths:
         return
     lock = _claim_path(config, paths)
-    if Claim.held_by(lock, pid):
+    if Claim.held_by(lock, pid, host):
         remove_leftover_temporaries(paths.values())
         lock.unlink(missing_ok=True)
 

@@ -89,13 +89,13 @@ class Claim:
         return None
 
     @staticmethod
-    def held_by(path: Path, pid: int) -> bool:
-        """Whether process ``pid`` of this host holds the lock file at ``path``."""
+    def held_by(path: Path, pid: int, host: str = _HOST) -> bool:
+        """Whether process ``pid`` of ``host`` (by default this one) holds the lock file at ``path``."""
         try:
             owner = json.loads(path.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return False
-        return owner.get("host") == _HOST and owner.get("pid") == pid
+        return owner.get("host") == host and owner.get("pid") == pid
 
     def refresh(self) -> None:
         try:

@@ -7,6 +7,7 @@ mode, two inputs that would write the same output are refused up front with the 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 from collections import defaultdict
@@ -50,6 +51,15 @@ def build_video_list(
     _refuse_collisions(jobs)
     missing = [job.path for job in jobs if not job.path.exists()]
     return [job for job in jobs if job.path.exists()], missing
+
+
+def in_shard(path: Path, shard: tuple[int, int] | None) -> bool:
+    """Whether ``path`` belongs to shard INDEX of COUNT: by a hash of the path as given, so that adding videos to a
+    list moves no video from one shard to another."""
+    if shard is None:
+        return True
+    index, count = shard
+    return int.from_bytes(hashlib.sha256(str(path).encode()).digest()[:8], "big") % count == index
 
 
 def _jobs_from_dir(video_dir: Path, recursive: bool, extensions: frozenset[str]) -> list[VideoJob]:

@@ -22,7 +22,8 @@ NON_DEFAULT = {
     "model_name": "test_vit", "show_pred": True, "pred_texts": ("a dog",), "clip_checkpoint": "x.pt",
     "flow_batch_size": 2, "side_size": 128, "flow_bound": 10.0, "raft_model": "small", "raft_weights": "things",
     "raft_iters": 4, "flow_checkpoint": "x.pt", "streams": ("rgb",), "flow_type": "pwc", "flow_dir": "flow",
-    "vggish_postprocess": True, "timestamps_from": "stamps",
+    "vggish_postprocess": True, "timestamps_from": "stamps", "backend": "ray", "ray_address": "127.0.0.1:6379",
+    "cpus_per_worker": 2, "shard": "1/4",
 }
 REQUIRED = {"timm": {"model_name": "test_vit"}}  # what a feature type cannot run without
 

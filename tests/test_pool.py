@@ -19,6 +19,7 @@ from io_utils.claims import outputs_complete
 from io_utils.video_list import VideoJob
 from tests.checkpoints import write_tiny_clip
 from tests.clips import write_clip
+from tests.poison import die_on_poison
 from tests.conftest import REPO
 
 FEATURE_FOLDER = "CLIP-ViT-B_32"
@@ -154,17 +155,10 @@ def test_corrupt_output_is_extracted_again_and_overwrite_redoes_all(tiny_checkpo
 
 
 def dies_on_poison(config, device, threads, connection):
-    """A worker that is killed (as by a decoder segfault) when its first batch of poison.mp4 is computed."""
+    """A worker process that is killed when it starts on poison.mp4."""
     from extractors import worker
 
-    open_sink = worker._Worker._sink
-
-    def sink_or_die(self, item):
-        if item[1].path.name == "poison.mp4":
-            os.kill(os.getpid(), signal.SIGKILL)
-        return open_sink(self, item)
-
-    worker._Worker._sink = sink_or_die
+    die_on_poison()
     worker.worker_main(config, device, threads, connection)
 
 

@@ -1,0 +1,103 @@
+"""``--backend ray`` on a local cluster of three nodes (a head and two one-CPU workers), in a network namespace of
+its own with only loopback up (every node is 127.0.0.1, no traffic leaves it); and ``--shard``."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import main
+from io_utils.claims import outputs_complete
+from io_utils.video_list import in_shard
+from tests.checkpoints import write_tiny_clip
+from tests.clips import write_clip
+from tests.conftest import REPO
+
+FOLDER = "CLIP-ViT-B_32"
+needs_namespaces = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
+                                      reason="the Ray cluster runs in a network namespace of its own (root, unshare)")
+
+
+@pytest.fixture(scope="module")
+def cluster_runs(tmp_path_factory) -> tuple[Path, dict, list[str]]:
+    """Three runs on the cluster (tests/ray_cluster.py): plain, with a node removed mid-run, with a poison video."""
+    folder = tmp_path_factory.mktemp("ray")
+    checkpoint = write_tiny_clip(folder / "tiny.pt")
+    videos = [str(write_clip(folder / "videos" / f"clip{i}.mp4", num_frames=60, size=(160, 120), noise=False))
+              for i in range(4)]
+    poison = str(write_clip(folder / "poison" / "poison.mp4", num_frames=10))
+    common = ["--feature_type", "CLIP-ViT-B/32", "--cpu", "--num_workers", "2", "--checkpoint", str(checkpoint),
+              "--extract_method", "fix_10", "--on_extraction", "save_numpy"]
+    runs = {"plain": [*common, "--output_path", str(folder / "ray"), "--video_paths", *videos],
+            "node_lost": [*common, "--output_path", str(folder / "lost"), "--video_paths", *videos],
+            "poison": [*common, "--output_path", str(folder / "poisoned"), "--video_paths", videos[0], poison,
+                       videos[1]]}
+    (folder / "runs.json").write_text(json.dumps({"runs": runs}))
+    command = f"ip link set lo up && {sys.executable} -m tests.ray_cluster {folder / 'runs.json'}"
+    result = subprocess.run(["unshare", "-n", "sh", "-c", command], cwd=REPO, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder, json.loads(result.stdout.strip().splitlines()[-1]), [*common, "--video_paths", *videos]
+
+
+def no_partial_files(folder: Path) -> bool:
+    names = [path.name for path in folder.rglob("*")]
+    return not any(name.endswith((".tmp", ".lock")) for name in names) and outputs_complete(folder.rglob("*.npy"))
+
+
+@needs_namespaces
+def test_ray_features_equal_the_local_backends_bit_for_bit(cluster_runs, tmp_path):
+    folder, results, local_argv = cluster_runs
+    assert results["plain"][:2] == [0, "done: 4, skipped: 0, failed: 0"]
+    assert main.main([*local_argv, "--output_path", str(tmp_path)]) == 0
+    ray_files = sorted((folder / "ray" / FOLDER).iterdir())
+    assert [path.name for path in ray_files] == sorted(path.name for path in (tmp_path / FOLDER).iterdir())
+    assert len(ray_files) == 12 and all(path.read_bytes() == (tmp_path / FOLDER / path.name).read_bytes()
+                                        for path in ray_files)
+
+
+@needs_namespaces
+def test_a_node_lost_mid_run_loses_no_video(cluster_runs):
+    folder, results, _ = cluster_runs
+    code, summary, actors_lost = results["node_lost"]
+    assert (code, summary) == (0, "done: 4, skipped: 0, failed: 0") and actors_lost == 1
+    assert len(list((folder / "lost" / FOLDER).glob("*_clip.npy"))) == 4 and no_partial_files(folder / "lost")
+
+
+@needs_namespaces
+def test_a_video_that_kills_two_actors_fails_alone(cluster_runs):
+    folder, results, _ = cluster_runs
+    code, summary, actors_lost = results["poison"]
+    assert (code, summary, actors_lost) == (1, "done: 2, skipped: 0, failed: 1", 2)
+    failures = (folder / "poisoned" / FOLDER / "failures.tsv").read_text().splitlines()
+    assert len(failures) == 2 and failures[1].startswith(f"{folder / 'poison' / 'poison.mp4'}\tthe Ray actor died")
+    assert no_partial_files(folder / "poisoned")
+
+
+def test_shards_split_the_list_and_keep_their_videos_when_it_grows():
+    videos = [Path(f"videos/part{i // 50}/clip{i}.mp4") for i in range(400)]
+    shards = [[video for video in videos if in_shard(video, (index, 4))] for index in range(4)]
+    assert sorted(video for shard in shards for video in shard) == sorted(videos)  # each in exactly one
+    assert min(map(len, shards)) > 70  # and evenly, by the hash
+    grown = [Path(f"videos/new/clip{i}.mp4") for i in range(100)] + videos
+    for index, shard in enumerate(shards):
+        assert [video for video in grown if in_shard(video, (index, 4)) and video in videos] == shard
+
+
+def test_shard_runs_cover_the_list_once(tmp_path, capsys):
+    videos = [str(write_clip(tmp_path / f"v{i}.mp4", num_frames=6, size=(64, 48))) for i in range(6)]
+    checkpoint = write_tiny_clip(tmp_path / "tiny.pt")
+    common = ["--feature_type", "CLIP-ViT-B/32", "--cpu", "--checkpoint", str(checkpoint), "--extract_method",
+              "uni_2", "--on_extraction", "save_numpy", "--output_path", str(tmp_path / "out"), "--video_paths", *videos]
+    done = 0
+    for index in range(3):
+        assert main.main([*common, "--shard", f"{index}/3"]) == 0
+        done += int(capsys.readouterr().out.strip().splitlines()[-1].split(",")[0].split(": ")[1])
+    assert done == 6 and len(list((tmp_path / "out" / FOLDER).glob("*_clip.npy"))) == 6
+    assert main.main([*common, "--shard", "1/3"]) == 0  # a repeated shard redoes nothing
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("done: 0, skipped: ")
