@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import av
 import numpy as np
@@ -23,17 +24,10 @@ WIDTH, HEIGHT, FPS, MINUTES, KEYFRAME_INTERVAL = 1280, 720, 30, 10, 250
 def make_long_clip(path: Path = LONG_CLIP, minutes: float = MINUTES) -> Path:
     if path.exists():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".part.mp4")
-    rng = np.random.default_rng(0)
-    noise = rng.integers(0, 24, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+    noise = np.random.default_rng(0).integers(0, 24, (HEIGHT, WIDTH, 3), dtype=np.uint8)
     ys, xs = np.mgrid[0:HEIGHT, 0:WIDTH]
-    with av.open(str(partial), "w") as container:
-        stream = container.add_stream("libx264", rate=FPS, options={"preset": "veryfast", "crf": "23"})
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        stream.codec_context.gop_size = KEYFRAME_INTERVAL
-        stream.codec_context.options = {**stream.codec_context.options, "keyint_min": str(KEYFRAME_INTERVAL),
-                                         "sc_threshold": "0"}
+
+    def images() -> Iterator[np.ndarray]:
         for index in range(int(minutes * 60 * FPS)):
             image = np.empty((HEIGHT, WIDTH, 3), np.uint8)
             image[..., 0] = (xs + 4 * index) % 256
@@ -41,7 +35,45 @@ def make_long_clip(path: Path = LONG_CLIP, minutes: float = MINUTES) -> Path:
             image[..., 2] = ((xs + ys) // 4 + index) % 256
             x0, y0 = (37 * index) % (WIDTH - 200), (23 * index) % (HEIGHT - 150)
             image[y0 : y0 + 150, x0 : x0 + 200] = (255 - index % 256, index % 256, 128)
-            image += np.roll(noise, index * 7, axis=1)
+            yield image + np.roll(noise, index * 7, axis=1)
+
+    return _write_h264(path, images(), {"preset": "veryfast", "crf": "23"}, KEYFRAME_INTERVAL)
+
+
+def make_typical_clip(path: Path = DATA / "typical_720p_3min.mp4", minutes: float = 3) -> Path:
+    """720p at 30 fps of smooth moving content, x264 at its default rate control (crf 23, B-frames, keyframes as
+    x264 places them): about the bitrate of a downloaded online video, unlike the noisy long clip."""
+    if path.exists():
+        return path
+    ys, xs = np.mgrid[0:HEIGHT, 0:WIDTH]
+
+    def images() -> Iterator[np.ndarray]:
+        for index in range(int(minutes * 60 * FPS)):
+            image = np.empty((HEIGHT, WIDTH, 3), np.uint8)
+            image[..., 0] = (xs // 3 + index) % 256
+            image[..., 1] = (ys // 2 + 2 * index) % 256
+            image[..., 2] = 128
+            x0, y0 = (11 * index) % (WIDTH - 300), (7 * index) % (HEIGHT - 200)
+            image[y0 : y0 + 200, x0 : x0 + 300] = (240, (3 * index) % 256, 40)
+            yield image
+
+    return _write_h264(path, images(), {"preset": "veryfast"})
+
+
+def _write_h264(path: Path, images: Iterable[np.ndarray], options: dict[str, str],
+                keyframe_interval: int | None = None) -> Path:
+    """RGB images at ``FPS`` as H.264 (x264 with ``options``; a keyframe exactly every ``keyframe_interval``
+    frames if given), written under a temporary name first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".part.mp4")
+    with av.open(str(partial), "w") as container:
+        stream = container.add_stream("libx264", rate=FPS, options=options)
+        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        if keyframe_interval:
+            stream.codec_context.gop_size = keyframe_interval
+            stream.codec_context.options = {**stream.codec_context.options, "keyint_min": str(keyframe_interval),
+                                             "sc_threshold": "0"}
+        for index, image in enumerate(images):
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
             frame.pts = index
             container.mux(stream.encode(frame))

@@ -31,6 +31,10 @@ import numpy as np
 
 from io_utils.errors import VideoError
 
+# Decoders that drop exactly the frames no other frame refers to (skip_frame NONREF): H.264 and HEVC by the NAL
+# units' reference flags, MPEG-1/2/4 part 2 their B-frames. VP9, AV1 and the rest decode every frame.
+SKIPPABLE_CODECS = frozenset({"h264", "hevc", "mpeg4", "mpeg2video", "mpeg1video"})
+
 
 @dataclass(frozen=True)
 class Frame:
@@ -66,8 +70,11 @@ class VideoReader:
     Use as a context manager; ``read_at`` yields one :class:`Frame` per target, in target order.
     """
 
-    def __init__(self, path: str | os.PathLike, threads: bool = True):
+    def __init__(self, path: str | os.PathLike, threads: bool = True, skip_unshown: bool = True):
+        """``threads``: FFmpeg's frame and slice threads; ``skip_unshown``: let the decoder drop the non-reference
+        frames between the frames taken (see ``_ForwardDecoder``)."""
         self.path = Path(path)
+        self._skip_unshown = skip_unshown
         self._container = open_container(self.path)
         try:
             if not self._container.streams.video:
@@ -110,7 +117,7 @@ class VideoReader:
 
     def read_at(self, targets: Sequence[int]) -> Iterator[Frame]:
         """Yield the frame on screen at each target time (stream ticks, ascending)."""
-        decoder = _ForwardDecoder(self._container, self._stream)
+        decoder = _ForwardDecoder(self._container, self._stream, self._skip_unshown)
         last: Frame | None = None
         for target in targets:
             if decoder.position is None or self.index.keyframe_before(target) > decoder.position:
@@ -142,11 +149,21 @@ class VideoReader:
 
 
 class _ForwardDecoder:
-    """Decodes forward from a keyframe, demuxing just far enough ahead to know which frame is on screen."""
+    """Decodes forward from a keyframe, demuxing just far enough ahead to know which frame is on screen.
 
-    def __init__(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream):
+    With ``skip_unshown``, on codecs whose decoder can drop non-reference frames (``SKIPPABLE_CODECS``), every
+    packet shown before the frame wanted next is sent with ``skip_frame = NONREF``: if no other frame refers to it
+    (a disposable B-frame), it is not decoded, and nothing else changes. The wanted frame and every packet shown
+    after it are decoded as usual, so a later target's frame is never skipped. The setting is read per packet,
+    also with frame threading (FFmpeg copies it to the decoding thread as each packet is submitted).
+    """
+
+    def __init__(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                 skip_unshown: bool = False):
         self._container = container
         self._stream = stream
+        self._skips = skip_unshown and stream.codec_context.name in SKIPPABLE_CODECS
+        self._skip_mode = stream.codec_context.skip_frame
         self._restart(None)
         self.position: int | None = None  # pts of the last frame taken; None before the first seek
 
@@ -169,6 +186,7 @@ class _ForwardDecoder:
     def frame_at(self, target: int) -> av.VideoFrame | None:
         """Decode up to the frame on screen at ``target`` (falls back to "last frame with pts <= target")."""
         wanted = self.on_screen(target)
+        self._needed_from = wanted
         best = None
         while (frame := self.next_frame()) is not None:
             if frame.pts > target:
@@ -190,6 +208,7 @@ class _ForwardDecoder:
         self._pending: deque[av.Packet] = deque()  # demuxed, not yet sent to the decoder
         self._frames: deque[av.VideoFrame] = deque()  # decoded, not yet taken
         self._known_pts: list[int] = []  # sorted pts of every packet demuxed since the seek
+        self._needed_from: int | None = None  # packets shown before this may be dropped, if nothing refers to them
         self._dts_bound: int | None = None  # no packet still to come has pts below this
         self._eof = self._flushed = False
 
@@ -211,7 +230,9 @@ class _ForwardDecoder:
         try:
             while not self._frames:
                 if self._pending:
-                    decoded = self._stream.decode(self._pending.popleft())
+                    packet = self._pending.popleft()
+                    self._set_skip(packet)
+                    decoded = self._stream.decode(packet)
                 elif not self._eof:
                     self._demux_one()
                     continue
@@ -224,6 +245,15 @@ class _ForwardDecoder:
         except av.error.FFmpegError as error:
             raise VideoError(f"decoding failed ({_reason(error)})") from error
         return self._frames.popleft()
+
+    def _set_skip(self, packet: av.Packet) -> None:
+        if not self._skips:
+            return
+        shown = packet.pts if packet.pts is not None else packet.dts
+        unshown = self._needed_from is not None and shown is not None and shown < self._needed_from
+        mode = "NONREF" if unshown else "DEFAULT"
+        if mode != self._skip_mode:
+            self._stream.codec_context.skip_frame = self._skip_mode = mode
 
 
 def open_container(path: Path, what: str = "video") -> av.container.InputContainer:

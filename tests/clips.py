@@ -22,20 +22,25 @@ def write_clip(
     color: tuple[int, int, int] | None = None,
     noise: bool = True,
     container_options: dict[str, str] | None = None,
+    codec_options: dict[str, str] | None = None,
+    b_frames: int | None = None,
 ) -> Path:
     """Encode a clip whose frames all differ (seeded noise, or a moving gradient: quicker to encode), or are one
     solid ``color``.
 
     ``times_ms`` gives each frame's presentation time (a variable-frame-rate clip); otherwise frames are
-    ``1/rate`` apart. ``size`` is (width, height).
+    ``1/rate`` apart. ``size`` is (width, height). ``codec_options`` go to the encoder (``x264-params``...),
+    ``b_frames`` sets the encoder's maximum of consecutive B-frames.
     """
     width, height = size
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(len(str(path)))
     container = av.open(str(path), "w", options=container_options or {})
-    stream = container.add_stream(codec, rate=rate)
+    stream = container.add_stream(codec, rate=rate, options=codec_options or {})
     stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
     stream.codec_context.gop_size = gop
+    if b_frames is not None:
+        stream.codec_context.max_b_frames = b_frames
     if times_ms is not None:
         stream.codec_context.time_base = Fraction(1, 1000)
     for index in range(num_frames):

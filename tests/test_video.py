@@ -18,10 +18,10 @@ from tests.conftest import SAMPLE_19FPS
 VFR_TIMES_MS = np.cumsum([0] + [20, 40, 70, 33, 100, 17] * 12).tolist()  # 73 frames, irregular spacing
 
 
-def assert_sampled_equal_sequential(path, method_text):
+def assert_sampled_equal_sequential(path, method_text, threads: bool = True):
     """Each sampled frame is the sequential decode's frame with the last pts <= target, bit for bit."""
     reference_pts, reference_frames = sequential_decode(path)
-    with VideoReader(path) as video:
+    with VideoReader(path, threads=threads) as video:
         targets = parse_extract_method(method_text).target_pts(video.start_pts, video.end_pts, video.time_base)
         sampled = list(video.read_at(targets))
         assert (video.num_frames, video.start_pts) == (len(reference_pts), reference_pts[0])
@@ -159,3 +159,44 @@ def test_too_many_uni_frames_is_a_video_error(clip_extractor, tmp_path):
             clip_extractor.extract(path)
     finally:
         clip_extractor.config = uni_4
+
+
+# Streams where the reader lets the decoder drop non-reference frames (H.264, HEVC, MPEG-4 part 2 with B-frames),
+# and where it cannot (no B-frames, VP9), open GOPs and variable frame rates.
+SKIPPING_STREAMS = {
+    "h264_b_pyramid.mp4": dict(codec_options={"x264-params": "bframes=3:b-pyramid=normal"}),
+    "h264_no_b.mp4": dict(codec_options={"x264-params": "bframes=0"}),
+    "h264_open_gop.mkv": dict(codec_options={"x264-params": "bframes=3:open-gop=1:keyint=30:min-keyint=30"}),
+    "hevc_b.mkv": dict(codec="libx265", codec_options={"x265-params": "log-level=error"}),
+    "hevc_10bit_b.mkv": dict(codec="libx265", pix_fmt="yuv420p10le", codec_options={"x265-params": "log-level=error"}),
+    "mpeg4_b.avi": dict(codec="mpeg4", b_frames=2),
+    "vp9.webm": dict(codec="libvpx-vp9"),
+    "vfr_b.mp4": dict(times_ms=VFR_TIMES_MS[:72]),
+}
+
+
+@pytest.fixture(scope="module")
+def skipping_streams(tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("skipping")
+    return {name: write_clip(folder / name, num_frames=72, gop=36, noise=False, **options)
+            for name, options in SKIPPING_STREAMS.items()}
+
+
+@pytest.mark.parametrize("threads", [True, False], ids=["frame_threads", "one_thread"])
+@pytest.mark.parametrize("name", SKIPPING_STREAMS)
+def test_frames_taken_past_skipped_frames_equal_a_sequential_decode(skipping_streams, name, threads):
+    for method in ("fix_0.5", "fix_1", "fix_4", "fix_12.5", "uni_5"):
+        assert_sampled_equal_sequential(skipping_streams[name], method, threads)
+
+
+@pytest.mark.parametrize("name, skipped", [("h264_b_pyramid.mp4", True), ("hevc_b.mkv", True),
+                                           ("mpeg4_b.avi", True), ("h264_no_b.mp4", False), ("vp9.webm", False)])
+def test_non_reference_frames_between_samples_are_not_decoded(skipping_streams, monkeypatch, name, skipped):
+    decoded = count_decoded_frames(monkeypatch)
+    with VideoReader(skipping_streams[name], skip_unshown=False) as video:
+        targets = parse_extract_method("fix_1").target_pts(video.start_pts, video.end_pts, video.time_base)
+        everything = [frame.pts for frame in video.read_at(targets)]
+    all_decoded, decoded[0] = decoded[0], 0
+    with VideoReader(skipping_streams[name]) as video:
+        assert [frame.pts for frame in video.read_at(targets)] == everything
+    assert (decoded[0] < 0.8 * all_decoded) == skipped, (decoded[0], all_decoded)

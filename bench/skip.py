@@ -1,0 +1,88 @@
+"""Decode-only time of dense-but-subsampled reads, with and without skipping the non-reference frames between
+the frames taken (``VideoReader(skip_unshown=...)``), and how many frames the decoder produced for how many taken.
+
+Rows: ``fix_1`` and ``fix_4`` (the reader alone: seeking, decoding, RGB conversion), and an R(2+1)D at
+``--extraction_fps 4`` (its windows' frames, decoded and preprocessed), on the 10-minute 720p clip (16 Mb/s,
+noisy) and on a 3-minute 720p clip of typical bitrate. Each figure is the best of ``--repeats`` runs.
+
+    python bench/skip.py
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.inputs import make_long_clip, make_typical_clip  # noqa: E402
+from extractors.r21d import ExtractR21D  # noqa: E402
+from extractors.random_weights import write_random_weights  # noqa: E402
+from io_utils import video as video_module  # noqa: E402
+from io_utils.sampling import parse_extract_method  # noqa: E402
+from io_utils.video import VideoReader  # noqa: E402
+
+
+class DecodedFrames:
+    """Counts the frames that come out of the decoder while it is in use."""
+
+    def __enter__(self) -> DecodedFrames:
+        self.count, original = 0, video_module._ForwardDecoder.next_frame
+
+        def counting(decoder):
+            frame = original(decoder)
+            self.count += frame is not None
+            return frame
+
+        self._original, video_module._ForwardDecoder.next_frame = original, counting
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        video_module._ForwardDecoder.next_frame = self._original
+
+
+def read(path: Path, method: str, skip: bool) -> int:
+    with VideoReader(path, skip_unshown=skip) as video:
+        targets = parse_extract_method(method).target_pts(video.start_pts, video.end_pts, video.time_base)
+        return sum(1 for _ in video.read_at(targets))
+
+
+def windows(extractor: ExtractR21D, path: Path, skip: bool) -> int:
+    with VideoReader(path, skip_unshown=skip) as video:
+        return 16 * sum(1 for _ in extractor.model_inputs(video))
+
+
+def best_of(repeats: int, function, *args) -> tuple[float, int, int]:
+    """Seconds (the best run), frames taken, frames decoded."""
+    runs = []
+    for _ in range(repeats):
+        with DecodedFrames() as decoded:
+            start = time.perf_counter()
+            taken = function(*args)
+            runs.append((time.perf_counter() - start, taken, decoded.count))
+    return min(runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    folder = ROOT / "bench" / "data" / "weights"
+    write_random_weights("r21d", folder)
+    r21d = ExtractR21D(dict(feature_type="r21d", cpu=True, weights_dir=str(folder), extraction_fps=4))
+    print("| clip | read | frames taken | decoded without skipping | s | decoded with skipping | s | speed-up |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for clip in (make_typical_clip(), make_long_clip()):
+        cases = [("fix_1", read, (clip, "fix_1")), ("fix_4", read, (clip, "fix_4")),
+                 ("r21d --extraction_fps 4", windows, (r21d, clip))]
+        for name, function, case in cases:
+            before = best_of(args.repeats, function, *case, False)
+            after = best_of(args.repeats, function, *case, True)
+            print(f"| {clip.name} | {name} | {after[1]} | {before[2]} | {before[0]:.1f} | {after[2]} | {after[0]:.1f} "
+                  f"| {before[0] / after[0]:.2f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
