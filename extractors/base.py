@@ -219,7 +219,7 @@ class FrameWiseExtractor(BaseExtractor):
             raise UsageError("--views N takes N frames spread over the video: give it or --extract_method, not both")
 
     def model_inputs(self, video: VideoReader) -> Iterator[tuple[torch.Tensor, float]]:
-        method = SamplingMethod("uni", Fraction(self.config.views)) if self.config.views else self.config.extract_method
+        method = self.config.sampling()
         if method.kind == "all":
             frames = video.read_all()
         else:

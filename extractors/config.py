@@ -11,6 +11,7 @@ hold the same object, and the model layer never sees argparse.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Mapping
 
@@ -164,6 +165,10 @@ class RunConfig:
         if values.get("feature_type") is None:
             raise UsageError("feature_type is required")
         return cls(**values)
+
+    def sampling(self) -> SamplingMethod | None:
+        """Which frames to take: ``--views N`` is ``uni_N``, else ``--extract_method`` (None: the model's own)."""
+        return SamplingMethod("uni", Fraction(self.views)) if self.views else self.extract_method
 
     def given(self) -> dict[str, Any]:
         """The options whose value is not their default: what the user asked for."""

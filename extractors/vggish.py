@@ -34,7 +34,6 @@ from extractors.base import FEATURE_OPTIONS, BaseExtractor
 from extractors.registry import FeatureType, register
 from io_utils.audio import AUDIO_EXTENSIONS, AudioReader
 from io_utils.errors import UsageError, VideoError
-from io_utils.sampling import SamplingMethod
 from io_utils.video_list import VIDEO_EXTENSIONS, output_stem
 from io_utils.weights import Meta, Weights, load_state_dict_strictly, sha256_in_file_name
 
@@ -226,7 +225,7 @@ class ExtractVGGish(BaseExtractor):
         config = self.config
         if config.timestamps_from:
             return _timestamps_of(audio.path, config.timestamps_from, config.video_dir)
-        method = SamplingMethod("uni", Fraction(config.views)) if config.views else config.extract_method
+        method = config.sampling()
         if method is None:
             return None
         if audio.video is not None:  # on the frames a visual model takes with the same option

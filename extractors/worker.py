@@ -27,7 +27,7 @@ from extractors.config import RunConfig
 from extractors.registry import extractor_class
 from io_utils.claims import HEARTBEAT_S, Claim, outputs_complete, remove_leftover_temporaries
 from io_utils.errors import UsageError, VideoError
-from io_utils.outputs import MemorySink, open_sink, output_files, output_folder, print_features
+from io_utils.outputs import open_sink, output_files, output_folder, print_features
 from io_utils.video_list import VideoJob
 
 PROGRESS_EVERY_S = 2.0
@@ -171,8 +171,6 @@ class _Worker:
 
     def _sink(self, item: tuple[int, VideoJob]):
         """Where a video's outputs go, batch by batch (written under temporary names until complete)."""
-        if self.config.on_extraction == "print":
-            return MemorySink()
         return open_sink(self.config.on_extraction, output_paths(self.config, item[1]), self.config.flow_bound)
 
     def _progress(self, item: tuple[int, VideoJob], done_s: float, total_s: float) -> None:
