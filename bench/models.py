@@ -1,5 +1,5 @@
-"""Throughput of the frame-wise and clip-level models, random weights (by default ResNet-50/152, R(2+1)D, S3D
-and 3D ResNeXt-101; ``--only`` takes any registered frame or clip model but i3d and timm: ``bench/flow.py``
+"""Throughput of the frame-wise and clip-level models, random weights (by default ResNet-50/152, R(2+1)D, S3D,
+3D ResNeXt-101, MMAction2's TSN and SlowOnly; ``--only`` takes any registered frame or clip model but i3d and timm: ``bench/flow.py``
 measures I3D and the flow networks).
 
 For each model: the model alone (median of ``--repeats`` passes after one warm-up, on random input of the
@@ -26,15 +26,26 @@ sys.path.insert(0, str(ROOT))
 
 from bench.flow import median_seconds  # noqa: E402
 from extractors import WindowExtractor, extractor_class, feature_types  # noqa: E402
+from extractors.mmaction import MMActionExtractor  # noqa: E402
 from extractors.random_weights import write_random_weights  # noqa: E402
 
-DEFAULT_TYPES = ("resnet50", "resnet152", "r21d", "s3d", "resnext101_3d")
+DEFAULT_TYPES = ("resnet50", "resnet152", "r21d", "s3d", "resnext101_3d", "tsn", "slowonly")
 
 
 def input_shape(extractor) -> tuple[int, ...]:
-    """One model input: (3, H, W) for a frame, (T, 3, H, W) for a window, at the preprocessing's crop size."""
+    """One model input: (3, H, W) for a frame, (T, 3, H, W) for a window, an MMAction2 clip as its extractor
+    stacks it, at the preprocessing's crop size."""
     frame = (3, *extractor.transform.crop)
+    if isinstance(extractor, MMActionExtractor):
+        return tuple(extractor.clip_input([torch.empty(frame)] * extractor.weights.meta.stack_size).shape)
     return (extractor.config.stack_size, *frame) if isinstance(extractor, WindowExtractor) else frame
+
+
+def batch_size(extractor) -> int:
+    """The inputs of one forward pass in a default run: MMAction2's clips of a video go through together."""
+    if isinstance(extractor, MMActionExtractor):
+        return min(extractor.inputs_per_batch, extractor.config.views)
+    return extractor.inputs_per_batch
 
 
 def main() -> None:
@@ -53,9 +64,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         for feature_type in args.only:
             write_random_weights(feature_type, Path(folder))
+            per_input = {"pool": "none"} if issubclass(extractor_class(feature_type), MMActionExtractor) else {}
             extractor = extractor_class(feature_type)(dict(feature_type=feature_type, weights_dir=folder,
-                                                           **device_options))
-            batch, shape = extractor.inputs_per_batch, input_shape(extractor)
+                                                           **device_options, **per_input))  # a row per clip
+            batch, shape = batch_size(extractor), input_shape(extractor)
             inputs = torch.randn(batch, *shape, device=device)
             with torch.inference_mode():
                 seconds = median_seconds(lambda: extractor.forward(inputs), args.repeats, device)

@@ -7,6 +7,7 @@ from extractors.clip import ExtractCLIP
 from extractors.config import RunConfig, resolve_config
 from extractors.flow import ExtractFlow, ExtractRAFT
 from extractors.i3d import ExtractI3D
+from extractors.mmaction import ExtractSlowOnly, ExtractTSN
 from extractors.r21d import ExtractR21D
 from extractors.registry import extractor_class, feature_types
 from extractors.resnet import ExtractResNet
@@ -18,4 +19,4 @@ from extractors.windows import WindowExtractor
 
 __all__ = ["BaseExtractor", "FrameWiseExtractor", "WindowExtractor", "RunConfig", "resolve_config", "ExtractCLIP",
            "ExtractFlow", "ExtractRAFT", "ExtractI3D", "ExtractR21D", "ExtractResNet", "ExtractResNeXt3D",
-           "ExtractS3D", "ExtractTimm", "ExtractVGGish", "extractor_class", "feature_types"]
+           "ExtractS3D", "ExtractSlowOnly", "ExtractTimm", "ExtractTSN", "ExtractVGGish", "extractor_class", "feature_types"]

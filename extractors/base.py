@@ -47,6 +47,7 @@ class BaseExtractor:
     option_aliases: Mapping[str, str] = {}  # former spelling -> option
     writes_flow: bool = False  # its output is optical flow (the flow image modes are for it)
     input_extensions: frozenset[str] = VIDEO_EXTENSIONS  # the files --video_dir takes
+    crops_inside_forward: bool = False  # inputs are whole frames; ``forward`` returns (B * crops, ...) rows
 
     def __init__(self, config: RunConfig | Mapping[str, Any], external_call: bool = False):
         self.config = resolve_config(config)
@@ -185,7 +186,7 @@ class BaseExtractor:
 
     def _run_batch(self, inputs: Batch, timestamps_ms: list[float]) -> tuple[dict[str, np.ndarray], list[float]]:
         crops = self.config.crops
-        if crops > 1:  # (B, crops, ...): the crops go through the model as more inputs
+        if crops > 1 and not self.crops_inside_forward:  # (B, crops, ...): the crops are more inputs
             inputs = inputs.flatten(0, 1)
         outputs = self.forward(to_device(inputs, self.device))
         if isinstance(outputs, torch.Tensor):

@@ -21,7 +21,7 @@ from io_utils.outputs import FLOW_IMAGE_MODES, ON_EXTRACTION_CHOICES
 from io_utils.sampling import SamplingMethod, parse_extract_method
 from io_utils.weights import WEIGHTS_DIR_ENV
 
-CROP_CHOICES = (1, 3)
+CROP_CHOICES = (1, 3, 5, 10)  # see extractors.transforms.crop_views
 
 
 def positive_int(value: Any) -> int:
@@ -86,7 +86,8 @@ class RunConfig:
     pad_last: bool = option(False, "pad the frames after the last full window (or of a too short video) into one "
                                    "more window", "sampling")
     views: int | None = option(None, "N frames or N windows spread uniformly over the whole video, instead of "
-                                     "--extract_method or --step_size", "sampling", convert=positive_int, metavar="N")
+                                     "--extract_method or --step_size; for tsn and slowonly, the number of clips "
+                                     "(default 25 and 10)", "sampling", convert=positive_int, metavar="N")
     # devices
     device_ids: tuple[int, ...] = option((0,), "CUDA devices, one worker each", "devices", convert=int, many=True,
                                          metavar="ID", exclusive="devices")
@@ -109,11 +110,17 @@ class RunConfig:
                                         "type", "outputs")
     overwrite: bool = option(False, "extract again videos whose outputs already exist (they are skipped "
                                     "otherwise)", "outputs")
-    crops: int = option(1, "1: centre crop; 3: three crops along the long side (outputs get a crop axis)",
+    crops: int = option(1, "1: centre crop; 3: three crops along the long side; 5: four corners and centre; 10: "
+                           "those five and their mirror images (outputs get a crop axis; order in the README)",
                         "outputs", convert=int, choices=CROP_CHOICES)
-    pool: str | None = option(None, "save one vector per video: the mean over every frame or window (and crop)",
-                              "outputs", choices=("mean",))
+    pool: str | None = option(None, "mean: save one vector per video, the mean over every frame, window or clip "
+                                    "(and crop); none: one per frame, window or clip (the default, except for tsn "
+                                    "and slowonly)", "outputs", choices=("mean", "none"))
     l2_normalize: bool = option(False, "scale every saved vector to unit L2 norm", "outputs")
+    collect_pickle: str | None = option(
+        None, "when the run ends, also write one pickle at PATH: a list of every video's main features in the order "
+              "of the video list, None for a video without them (MMAction2's clip_feature_extraction layout; needs "
+              "save_numpy or save_pickle)", "outputs", metavar="PATH")
     dtype: str = option("float32", "of the saved features", "outputs", choices=("float32", "float16"))
     verbose: bool = option(False, "report skipped videos, tracebacks of unexpected errors", "outputs")
     # models
@@ -179,7 +186,7 @@ class RunConfig:
 COMMON_OPTIONS = frozenset({"feature_type", "video_paths", "video_dir", "file_with_video_paths", "recursive",
                             "device_ids", "cpu", "num_workers", "on_extraction", "output_path", "output_direct",
                             "overwrite", "verbose", "weights_dir", "backend", "ray_address", "cpus_per_worker",
-                            "shard"})
+                            "shard", "collect_pickle"})
 
 
 def _converted(spec, value: Any) -> Any:
@@ -209,6 +216,8 @@ def resolve_config(options: RunConfig | Mapping[str, Any]) -> RunConfig:
     for name in config.given():
         if name not in COMMON_OPTIONS and name not in extractor.reads:
             raise UsageError(f"--{name} is not read by {config.feature_type}; {_reads_line(extractor)}")
+    if config.collect_pickle and config.on_extraction not in ("save_numpy", "save_pickle"):
+        raise UsageError("--collect_pickle gathers the saved features: give --on_extraction save_numpy or save_pickle")
     if config.on_extraction in FLOW_IMAGE_MODES and not extractor.writes_flow:
         raise UsageError(f"--on_extraction {config.on_extraction} writes optical flow; use it with raft or pwc")
     weights = spec.weights_for(config)

@@ -9,6 +9,8 @@ Inputs per window (``--stack_size`` frames, plus one more so that the last frame
 - RGB: frames resized to a short side of 256, centre crop 224, scaled to [-1, 1].
 - Flow: flow between consecutive 256-side frames (RAFT, PWC-Net, or read from JPEGs), centre crop 224,
   clipped to +-20 pixels and divided by 20.
+With ``--crops 3/5/10`` both streams take the same 224 crops of the 256-side frames; in the mirrored views of
+``--crops 10`` the flow's x component is negated, as mirroring the video would make it.
 """
 from __future__ import annotations
 
@@ -19,11 +21,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.transforms.v2 import functional as TF
 
 from extractors.flow import resize_short_side
 from extractors.predictions import kinetics400_labels, print_top_classes
 from extractors.registry import FeatureType, register
+from extractors.transforms import crop_views, mirrored_views
 from extractors.windows import WINDOW_OPTIONS, WindowExtractor, frames_to_read
 from flow import FLOW_NETWORKS, flow_weights, load_flow_network
 from io_utils.errors import UsageError, VideoError
@@ -154,7 +156,8 @@ FLOW_STREAM_OPTIONS = frozenset().union(*_SOURCE_OPTIONS.values())
 class ExtractI3D(WindowExtractor):
     """One 1024-d feature per window and stream: keys ``rgb`` and/or ``flow``, ``timestamps_ms``, ``fps``."""
 
-    reads = WINDOW_OPTIONS | FLOW_STREAM_OPTIONS | {"show_pred", "streams"}
+    reads = WINDOW_OPTIONS | FLOW_STREAM_OPTIONS | {"show_pred", "streams", "crops"}
+    crops_inside_forward = True  # the flow is computed on whole frames, then cropped
 
     @classmethod
     def validate(cls, config, weights) -> None:
@@ -248,11 +251,11 @@ class ExtractI3D(WindowExtractor):
         frames = batch["frames"] if isinstance(batch, dict) else batch
         outputs = {}
         if "rgb" in self.streams:
-            rgb = TF.center_crop(frames[:, :-1], [CROP_SIZE, CROP_SIZE]).float() / 127.5 - 1.0
+            rgb = crop_windows(frames[:, :-1], self.config.crops).float() / 127.5 - 1.0
             outputs["rgb"] = self.model["rgb"].features(rgb.transpose(1, 2))
         if "flow" in self.streams:
             flow = batch["flow"] if isinstance(batch, dict) else self._compute_flow(frames)
-            flow = TF.center_crop(flow, [CROP_SIZE, CROP_SIZE]).clamp(-FLOW_CLIP, FLOW_CLIP) / FLOW_CLIP
+            flow = crop_windows(flow, self.config.crops, flow=True).clamp(-FLOW_CLIP, FLOW_CLIP) / FLOW_CLIP
             outputs["flow"] = self.model["flow"].features(flow.transpose(1, 2))
         return outputs
 
@@ -277,6 +280,16 @@ class ExtractI3D(WindowExtractor):
 def flow_source(config) -> str | None:
     """Where the flow stream's input comes from (raft, pwc or precomputed); None without a flow stream."""
     return config.flow_type if "flow" in config.streams else None
+
+
+def crop_windows(windows: torch.Tensor, crops: int, flow: bool = False) -> torch.Tensor:
+    """(B, T, C, H, W) -> (B * crops, T, C, 224, 224), each window's crops together (``crop_views``' order). A
+    mirrored view of a ``flow`` field has its x component negated: motion to the right becomes motion to the left."""
+    views = crop_views(windows, [CROP_SIZE, CROP_SIZE], crops)
+    if flow:
+        for index in mirrored_views(crops):
+            views[index] = views[index] * views[index].new_tensor([-1.0, 1.0]).view(2, 1, 1)
+    return torch.stack(views, dim=1).flatten(0, 1)
 
 
 def resize_flow(flow: torch.Tensor, size: Sequence[int]) -> torch.Tensor:

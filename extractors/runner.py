@@ -18,8 +18,8 @@ from extractors.pool import LocalPoolExecutor
 from extractors.scheduling import Executor
 from extractors.registry import extractor_class
 from io_utils.files import atomic_write
-from io_utils.outputs import output_folder
-from io_utils.video_list import VideoJob, build_video_list, in_shard
+from io_utils.outputs import collect_pickle, output_files, output_folder
+from io_utils.video_list import VideoJob, in_shard, list_jobs, split_jobs
 
 FAILURES_FILE = "failures.tsv"
 
@@ -40,8 +40,10 @@ def run(options: RunConfig | Mapping[str, Any], executor: Executor | None = None
     extractor = extractor_class(config.feature_type)
     if executor is None and config.backend == "local":
         worker_devices(config)  # a wrong device list stops here, before any checkpoint or worker
-    jobs, missing = build_video_list(config.video_paths, config.video_dir, config.file_with_video_paths,
-                                     config.recursive, extractor.input_extensions)
+    listed = list_jobs(config.video_paths, config.video_dir, config.file_with_video_paths, config.recursive,
+                       extractor.input_extensions)
+    jobs, missing = split_jobs(listed)  # output names must not collide across shards either
+    listed = [job for job in listed if in_shard(job.path, config.shard)]
     jobs = [job for job in jobs if in_shard(job.path, config.shard)]
     missing = [path for path in missing if in_shard(path, config.shard)]
     summary = Summary(failures={path: "no such file" for path in missing})
@@ -56,6 +58,8 @@ def run(options: RunConfig | Mapping[str, Any], executor: Executor | None = None
             progress.close()
             if config.on_extraction != "print":
                 _write_failures(config, summary)
+    if config.collect_pickle:
+        _collect(config, listed, extractor.feature_keys(config)[0])
     print(summary.line())
     return 1 if summary.failures else 0
 
@@ -101,6 +105,16 @@ class _Progress:
 
     def close(self) -> None:
         self._bar.close()
+
+
+def _collect(config: RunConfig, jobs: list[VideoJob], main_key: str) -> None:
+    """``--collect_pickle``: the main features of every video of the list, in its order (repeats repeated), in one
+    pickle."""
+    folder = output_folder(config.output_path, config.feature_type, config.output_direct)
+    paths = [output_files(job, [main_key], main_key, folder, config.on_extraction)[main_key] for job in jobs]
+    missing = collect_pickle(paths, Path(config.collect_pickle), squeeze_single_row=config.pool == "mean")
+    note = f", {len(missing)} without features (None in their place)" if missing else ""
+    print(f"collected {len(paths) - len(missing)} videos into {config.collect_pickle}{note}", file=sys.stderr)
 
 
 def _write_failures(config: RunConfig, summary: Summary) -> None:

@@ -1,4 +1,4 @@
-"""Frame preprocessing shared by the image and video models: resize, crop (one or three), normalise.
+"""Frame preprocessing shared by the image and video models: resize, crop (one, three, five or ten), normalise.
 
 Every model here preprocesses the same way, with its own constants: resize (the short side to a length, or
 to a fixed size), crop, scale the 0..255 values, subtract a mean, divide by a standard deviation. Written
@@ -23,7 +23,7 @@ KINETICS_STD = (0.22803, 0.22145, 0.216989)
 
 @dataclass(frozen=True)
 class FramePreprocessing:
-    """One (H, W, 3) uint8 RGB frame -> (3, h, w) float32, or (3, 3, h, w) for three crops.
+    """One (H, W, 3) uint8 RGB frame -> (3, h, w) float32, or (crops, 3, h, w) for several crops.
 
     ``resize``: the short side's length (aspect ratio kept), or (height, width). ``crop``: (height, width).
     Values become ``(pixel / divisor - mean) / std``.
@@ -54,10 +54,35 @@ class FramePreprocessing:
         image = TF.resize(image, size, interpolation=self.interpolation, antialias=self.antialias)
         if crops == 1:
             return self._normalize(TF.center_crop(image, list(self.crop)))
-        return torch.stack([self._normalize(view) for view in three_crops(image, self.crop)])
+        return torch.stack([self._normalize(view) for view in crop_views(image, self.crop, crops)])
 
     def _normalize(self, image: torch.Tensor) -> torch.Tensor:
         return TF.normalize(image.float() / self.divisor, list(self.mean), list(self.std))
+
+
+def crop_views(image: torch.Tensor, size: Sequence[int], crops: int) -> list[torch.Tensor]:
+    """The ``crops`` views of ``image`` (``(..., H, W)``), each of ``size`` (height, width).
+
+    1: the centre. 3: :func:`three_crops`. 5: torchvision's ``FiveCrop`` order, top-left, top-right,
+    bottom-left, bottom-right, centre. 10: torchvision's ``TenCrop``, those five and then the same five taken
+    from the horizontally mirrored image (so view 5 is the mirror image of view 1's region, 6 of 0's, 7 of 3's,
+    8 of 2's, 9 of 4's); :func:`mirrored_views` says which views are mirrored.
+    """
+    size = list(size)
+    if crops == 1:
+        return [TF.center_crop(image, size)]
+    if crops == 3:
+        return three_crops(image, size)
+    if crops == 5:
+        return list(TF.five_crop(image, size))
+    if crops == 10:
+        return list(TF.ten_crop(image, size))
+    raise ValueError(f"{crops} crops: expected 1, 3, 5 or 10")
+
+
+def mirrored_views(crops: int) -> range:
+    """Which of :func:`crop_views`' views are mirror images (a flow field there must have its x negated)."""
+    return range(5, 10) if crops == 10 else range(0)
 
 
 def three_crops(image: torch.Tensor, size: Sequence[int]) -> list[torch.Tensor]:

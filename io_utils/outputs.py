@@ -13,7 +13,7 @@ import pickle
 import shutil
 from functools import partial
 from pathlib import Path
-from typing import Callable, Mapping, Protocol
+from typing import Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -72,7 +72,8 @@ class FinishingSink:
     """
 
     def __init__(self, inner: Sink, pool: str | None, l2_normalize: bool, dtype: str, crops: int = 1):
-        self._inner, self._pool, self._l2_normalize, self._dtype = inner, pool, l2_normalize, np.dtype(dtype)
+        self._inner, self._l2_normalize, self._dtype = inner, l2_normalize, np.dtype(dtype)
+        self._pool = pool if pool == "mean" else None  # "none" and None: one row per input
         self._crops = crops
         self._sums: dict[str, np.ndarray] = {}
         self._counts: dict[str, int] = {}
@@ -81,7 +82,7 @@ class FinishingSink:
     @classmethod
     def wrapper(cls, pool: str | None, l2_normalize: bool, dtype: str, crops: int = 1) -> Callable[[Sink], Sink]:
         """What to wrap each video's sink in: nothing, if no option asks for it."""
-        if pool is None and not l2_normalize and np.dtype(dtype) == np.float32:
+        if pool in (None, "none") and not l2_normalize and np.dtype(dtype) == np.float32:
             return lambda sink: sink
         return lambda sink: cls(sink, pool, l2_normalize, dtype, crops)
 
@@ -271,3 +272,44 @@ def print_features(video: Path, features: Mapping[str, np.ndarray]) -> None:
             print(f"  {key}: {value.item():.6g}")
         else:
             print(f"  {key}: shape {value.shape}, dtype {value.dtype}, mean {value.mean():.5g}, std {value.std():.5g}")
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles NumPy arrays and nothing else: an output folder's ``.pkl`` files are read without running code."""
+
+    _ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
+                ("numpy.core.multiarray", "scalar"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"{module}.{name} is not part of a NumPy array")
+        return super().find_class(module, name)
+
+
+def read_saved(path: Path) -> np.ndarray:
+    """One key's array as a save mode wrote it (``.npy`` or ``.pkl``)."""
+    if path.suffix == ".npy":
+        return np.load(path, allow_pickle=False)
+    with open(path, "rb") as handle:
+        return np.asarray(_ArrayUnpickler(handle).load())
+
+
+def collect_pickle(paths: Sequence[Path], destination: Path, squeeze_single_row: bool) -> list[Path]:
+    """Write one pickle at ``destination``: a list with, for each of ``paths`` in order, its array (None where it
+    is missing), the layout of MMAction2's clip feature extraction; ``squeeze_single_row`` saves a pooled
+    (1, D) video as (D,), as MMAction2 does. The file appears complete or not at all. Returns the missing paths.
+
+    The list is pickled whole, so it is held in memory: 8 KiB per video for pooled 2048-d features."""
+    arrays: list[np.ndarray | None] = []
+    missing = []
+    for path in paths:
+        if not path.is_file():
+            missing.append(path)
+            arrays.append(None)
+            continue
+        array = read_saved(path)
+        arrays.append(array[0] if squeeze_single_row and array.shape[:1] == (1,) else array)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(destination, lambda handle: pickle.dump(arrays, handle, protocol=pickle.HIGHEST_PROTOCOL))
+    return missing

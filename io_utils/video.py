@@ -132,11 +132,16 @@ class VideoReader:
             last = Frame(_to_rgb(found), int(found.pts), self.pts_to_ms(found.pts))
             yield last
 
+    def frame_pts(self) -> list[int]:
+        """The presentation time of every frame, ascending, from one pass over the packets: nothing is decoded.
+        Frame ``k`` of a sequential decode is the frame that ``read_at([frame_pts()[k]])`` gives."""
+        self._container.seek(0)
+        return sorted(pts for _, pts in _demux(self._container, self._stream) if pts is not None)
+
     def frame_times_ms(self, targets: Sequence[int] | None = None) -> list[float]:
         """Times (ms) of the frames that :meth:`read_at` would give for ``targets`` (every frame for None), from
         one pass over the packets: nothing is decoded."""
-        self._container.seek(0)
-        shown = sorted(pts for _, pts in _demux(self._container, self._stream) if pts is not None)
+        shown = self.frame_pts()
         if targets is not None:
             shown = [shown[max(bisect.bisect_right(shown, target) - 1, 0)] for target in targets]
         return [self.pts_to_ms(pts) for pts in shown]

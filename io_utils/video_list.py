@@ -13,7 +13,7 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import Iterable
+from typing import Any, Iterable
 
 from io_utils.errors import UsageError
 
@@ -32,22 +32,31 @@ class VideoJob:
     feature_path: Path | None = None  # set by a CSV list: the file of the main feature
 
 
-def build_video_list(
+def list_jobs(
     video_paths: Iterable[str] | None = None,
     video_dir: str | None = None,
     file_with_video_paths: str | None = None,
     recursive: bool = False,
     extensions: frozenset[str] = VIDEO_EXTENSIONS,
-) -> tuple[list[VideoJob], list[Path]]:
-    """Return the jobs for existing videos and the paths that do not exist (exactly one mode is given);
+) -> list[VideoJob]:
+    """Every video named, in the order given, repeats and missing files included (exactly one mode is given);
     ``--video_dir`` takes the files with one of ``extensions``."""
     if video_dir is not None:
-        jobs = _jobs_from_dir(Path(video_dir), recursive, extensions)
-    elif file_with_video_paths is not None:
-        jobs = _jobs_from_list_file(Path(file_with_video_paths))
-    else:
-        jobs = [VideoJob(Path(p), PurePath(Path(p).stem)) for p in video_paths or []]
-    jobs = list(dict.fromkeys(jobs))  # the same video named twice is done once
+        return _jobs_from_dir(Path(video_dir), recursive, extensions)
+    if file_with_video_paths is not None:
+        return _jobs_from_list_file(Path(file_with_video_paths))
+    return [VideoJob(Path(p), PurePath(Path(p).stem)) for p in video_paths or []]
+
+
+def build_video_list(*args: Any, **kwargs: Any) -> tuple[list[VideoJob], list[Path]]:
+    """:func:`split_jobs` of :func:`list_jobs` (same arguments): existing videos each once, and missing paths."""
+    return split_jobs(list_jobs(*args, **kwargs))
+
+
+def split_jobs(listed: list[VideoJob]) -> tuple[list[VideoJob], list[Path]]:
+    """The jobs for existing videos, each once (the same video named twice is done once), and the paths that do
+    not exist; output names that collide are refused."""
+    jobs = list(dict.fromkeys(listed))
     _refuse_collisions(jobs)
     missing = [job.path for job in jobs if not job.path.exists()]
     return [job for job in jobs if job.path.exists()], missing

@@ -28,7 +28,12 @@ from io_utils.files import temporary_beside
 
 WEIGHTS_DIR_ENV = "VIDEO_FEATURES_WEIGHTS_DIR"
 _CHUNK = 1 << 20
-_NUMPY_ARRAYS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, *(type(np.dtype(kind)) for kind in "f4 f8 i8".split())]
+# NumPy arrays and scalars, under NumPy 2's module names and NumPy 1's (files pickled before 2024 name
+# ``numpy.core.multiarray``): data, never code.
+_NUMPY_ARRAYS = [np._core.multiarray._reconstruct, np._core.multiarray.scalar, np.ndarray, np.dtype,
+                 (np._core.multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
+                 (np._core.multiarray.scalar, "numpy.core.multiarray.scalar"),
+                 *(type(np.dtype(kind)) for kind in "f4 f8 i4 i8".split())]
 
 
 @dataclass(frozen=True)
@@ -86,12 +91,12 @@ class Weights:
         if self.save_random is not None:
             self.save_random(network, path)
         else:
-            torch.save(_lively(network).state_dict(), path)
+            torch.save(lively(network).state_dict(), path)
         return path
 
 
 @torch.no_grad()
-def _lively(network: torch.nn.Module) -> torch.nn.Module:
+def lively(network: torch.nn.Module) -> torch.nn.Module:
     """Random weights whose activations neither vanish nor explode through a deep network, as trained ones do:
     He-normal convolutions and linear layers, batch norms with statistics of their own. For networks written
     here: PyTorch's layer defaults let a deep I3D's features shrink to 1e-6 (torchvision's models initialise

@@ -15,7 +15,8 @@ from extractors.clip import save_openai_archive
 FORMATS_DIR = Path(__file__).resolve().parent / "checkpoint_formats"
 FORMAT_FILES = {"i3d_rgb": "i3d_rgb_imagenet.json", "i3d_flow": "i3d_flow_imagenet.json", "pwc": "pwc_sniklaus_default.json",
                 "resnext101_3d": "resnext101_3d_howto100m.json", "vggish": "vggish_harritaylor.json",
-                "vggish_pca": "vggish_pca_params.json"}
+                "vggish_pca": "vggish_pca_params.json", "tsn": "mmaction_tsn_r50_kinetics400.json",
+                "slowonly": "mmaction_slowonly_r50_kinetics400.json"}
 
 
 def official_keys(name: str) -> dict[str, list[int]]:

@@ -23,7 +23,7 @@ NON_DEFAULT = {
     "flow_batch_size": 2, "side_size": 128, "flow_bound": 10.0, "raft_model": "small", "raft_weights": "things",
     "raft_iters": 4, "flow_checkpoint": "x.pt", "streams": ("rgb",), "flow_type": "pwc", "flow_dir": "flow",
     "vggish_postprocess": True, "timestamps_from": "stamps", "backend": "ray", "ray_address": "127.0.0.1:6379",
-    "cpus_per_worker": 2, "shard": "1/4",
+    "cpus_per_worker": 2, "shard": "1/4", "collect_pickle": "all.pkl",
 }
 REQUIRED = {"timm": {"model_name": "test_vit"}}  # what a feature type cannot run without
 
@@ -59,7 +59,8 @@ def test_every_option_is_read_or_refused(feature_type, option):
     (dict(feature_type="s3d", flow_dir="x"), "--flow_dir is not read by s3d"),
     (dict(feature_type="raft", stack_size=16), "--stack_size is not read by raft"),
     (dict(feature_type="raft", pool="mean"), "--pool is not read by raft"),
-    (dict(feature_type="i3d", crops=3), "--crops is not read by i3d"),
+    (dict(feature_type="vggish", crops=10), "--crops is not read by vggish"),
+    (dict(feature_type="tsn", collect_pickle="all.pkl"), "--collect_pickle gathers the saved features: give "),
     (dict(feature_type="CLIP-ViT-B/32", checkpoint="x.pt", clip_checkpoint="y.pt"),
      "--clip_checkpoint and --checkpoint are the same option for CLIP-ViT-B/32; give one"),
     (dict(feature_type="timm", model_name="test_vit", show_pred=True), "--show_pred is not read by timm"),
@@ -76,7 +77,7 @@ def test_every_option_is_read_or_refused(feature_type, option):
      "--raft_weights kitti: not available for raft_small; choose one of"),
     (dict(feature_type="resnet18", batch_size=0), "--batch_size 0: must be a positive integer"),
     (dict(feature_type="resnet18", extract_method="uni_0"), "must be positive; accepted forms"),
-    (dict(feature_type="resnet18", crops=5), "--crops 5: choose from 1, 3"),
+    (dict(feature_type="resnet18", crops=4), "--crops 4: choose from 1, 3, 5, 10"),
     (dict(feature_type="nope"), "unknown feature type 'nope'"),
     (dict(feature_type="resnet18", stack=16), "unknown option 'stack'"),
 ])

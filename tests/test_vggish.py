@@ -1,6 +1,8 @@
 """VGGish: the published front end, the network, AudioSet's post-processing, the time grid, codecs, bad input."""
 from __future__ import annotations
 
+import io
+import shutil
 import wave
 from pathlib import Path
 
@@ -140,6 +142,23 @@ def test_postprocessing_equals_the_published_formula(weights, tmp_path):
     raw = vggish(weights).extract(path)["vggish"]
     processed = vggish(weights, vggish_postprocess=True).extract(path)["vggish"]
     np.testing.assert_array_equal(processed, published(raw.astype(np.float64)))
+
+
+def test_a_pca_file_pickled_by_numpy_1_loads(weights, tmp_path):
+    """The released PCA file was pickled in 2019 by NumPy 1, whose array module NumPy 2 renamed (``numpy.core``
+    -> ``numpy._core``), in torch's legacy format: it loads, as arrays only."""
+    arrays = torch.load(weights / VGGISH_PCA.file_name, weights_only=False)
+    buffer = io.BytesIO()
+    torch.save(arrays, buffer, _use_new_zipfile_serialization=False)
+    legacy = buffer.getvalue().replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    assert b"numpy.core.multiarray" in legacy and b"numpy._core" not in legacy
+    folder = tmp_path / "legacy"
+    folder.mkdir()
+    shutil.copy(weights / VGGISH_WEIGHTS["audioset"].file_name, folder)
+    (folder / VGGISH_PCA.file_name).write_bytes(legacy)
+    path = write_wav(tmp_path / "tone.wav", 0.3 * np.sin(np.arange(32000) / 5))
+    expected = vggish(weights, vggish_postprocess=True).extract(path)["vggish"]
+    np.testing.assert_array_equal(vggish(folder, vggish_postprocess=True).extract(path)["vggish"], expected)
 
 
 def test_fix_1_rows_are_those_of_fix_1_clip_and_timestamps_from_gives_one_row_per_visual_row(
