@@ -3,16 +3,23 @@ import signal
 import sys
 
 import extractors  # noqa: F401  (registers every feature type before parsing)
-from extractors.cli import build_parser, parse_options  # noqa: F401  (main.build_parser is part of the API)
+from extractors.cli import build_parser, pack_command, parse_options  # noqa: F401  (main.build_parser: API)
 from extractors.runner import run
 from io_utils.errors import UsageError
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["pack"]:
+        return _reporting_usage_errors(pack_command, argv[1:])
     options = parse_options(argv)
     signal.signal(signal.SIGTERM, _interrupt)
+    return _reporting_usage_errors(run, options)
+
+
+def _reporting_usage_errors(command, arguments) -> int:
     try:
-        return run(options)
+        return command(arguments)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -22,6 +22,7 @@ from extractors.prefetch import Batch, Prefetcher, to_device
 from extractors.registry import feature_type
 from extractors.transforms import FramePreprocessing
 from io_utils.errors import UsageError, VideoError
+from io_utils.frames import FrameFolderReader
 from io_utils.outputs import FinishingSink, MemorySink, Sink
 from io_utils.sampling import SamplingMethod
 from io_utils.video import VideoReader
@@ -117,8 +118,11 @@ class BaseExtractor:
         """A batch of inputs, on ``self.device`` -> (B, ...) outputs of the main key, or a dict of them."""
         raise NotImplementedError
 
-    def open_reader(self, path: str | os.PathLike) -> VideoReader:
-        """What ``model_inputs`` reads a file with: its video stream (audio models read its audio)."""
+    def open_reader(self, path: str | os.PathLike) -> VideoReader | FrameFolderReader:
+        """What ``model_inputs`` reads a file with: its video stream (audio models read its audio); a folder of
+        frames with ``--frames_dir``."""
+        if self.config.frames_dir:
+            return FrameFolderReader(path, self.config.frames_fps)
         return VideoReader(path)
 
     def model_inputs(self, video: VideoReader) -> Iterator[tuple[torch.Tensor | dict[str, torch.Tensor], float]]:
@@ -139,13 +143,15 @@ class BaseExtractor:
 
     @torch.inference_mode()
     def extract_many(self, videos: Iterable[V], path_of: Callable[[V], str | os.PathLike] = lambda v: v,
-                     sink_of: Callable[[V], Sink] = lambda v: MemorySink(), on_progress: OnProgress | None = None
+                     sink_of: Callable[[V], Sink] = lambda v: MemorySink(), on_progress: OnProgress | None = None,
+                     on_facts: Callable[[V, dict[str, Any]], None] | None = None,
                      ) -> Iterator[tuple[V, dict[str, np.ndarray] | Exception]]:
         """Each video with what its sink's ``close`` returned, or the exception that failed it, in order.
 
         A thread decodes ahead (``extractors/prefetch.py``) and consumes ``videos`` one video ahead of the
         model. Each batch's outputs go to the video's sink (``sink_of(video)``, by default kept in memory) as
         soon as they are computed, and ``on_progress(video, seconds done, seconds in all)`` follows them.
+        ``on_facts(video, facts)`` receives what the reader knows of a video's stream once it is read.
         """
         prefetch = Prefetcher(self.model_inputs, self.inputs_per_batch, videos, path_of, self.open_reader)
         config = self.config
@@ -169,10 +175,12 @@ class BaseExtractor:
                             failed = error
                     continue
                 outcome = payload if kind == "error" else failed
+                if outcome is None and on_facts is not None:
+                    on_facts(video, payload)
                 if outcome is None:
                     try:
                         sink = sink or finish(sink_of(video))
-                        outcome, sink = sink.close(payload), None
+                        outcome, sink = sink.close(payload["fps"]), None
                     except Exception as error:
                         outcome = error
                 if sink is not None:

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from dataclasses import MISSING, fields
 from typing import Any, Callable, Collection
 
-from extractors.config import COMMON_OPTIONS, RunConfig
+from extractors.config import COMMON_OPTIONS, RunConfig, resolve_config
+from extractors.presets import PRESETS
+from io_utils.errors import UsageError
+from io_utils.manifest import MANIFEST_FILE
+from io_utils.pack import pack
 from extractors.registry import feature_type, feature_types
 
-_GROUPS = {"inputs": "inputs (exactly one)", "sampling": "sampling and windows", "devices": "devices",
+_GROUPS = {"recipes": "presets and manifests", "inputs": "inputs (exactly one)", "sampling": "sampling and windows", "devices": "devices",
            "outputs": "outputs, views, crops and pooling", "models": "models and weights",
            "flow": "optical flow (raft, pwc, and i3d's flow stream)", "audio": "audio (vggish)"}
 
@@ -27,6 +32,10 @@ def build_parser(parser: argparse.ArgumentParser | None = None, groups: Collecti
                                                "pretrained networks. An option that the feature type does not read "
                                                "is refused.")
     sections = {name: parser.add_argument_group(_GROUPS[name]) for name in groups}
+    if "recipes" in sections:
+        sections["recipes"].add_argument("--list_presets", action=_ListPresets, nargs=0, default=argparse.SUPPRESS,
+                                         help="print every preset, what it reproduces and its resolved options, "
+                                              "then exit")
     exclusive = {name: sections[name].add_mutually_exclusive_group(required=name == "inputs")
                  for name in ("inputs", "devices") if name in sections}
     readers = _readers()
@@ -37,7 +46,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None, groups: Collecti
         target = exclusive.get(metadata["exclusive"]) or sections.get(metadata["group"], parser)
         kwargs: dict[str, Any] = dict(default=argparse.SUPPRESS, help=_help(spec, readers))
         if spec.name == "feature_type":
-            kwargs.update(required=True, choices=feature_types(), metavar=metadata["metavar"])
+            kwargs.update(choices=feature_types(), metavar=metadata["metavar"])
         elif spec.type == "bool":
             kwargs["action"] = "store_true"
         else:
@@ -48,6 +57,33 @@ def build_parser(parser: argparse.ArgumentParser | None = None, groups: Collecti
                 kwargs["nargs"] = "+"
         target.add_argument(f"--{spec.name}", **kwargs)
     return parser
+
+
+class _ListPresets(argparse.Action):
+    """``--list_presets``: like ``--help``, it answers and exits before the required options are checked."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(presets_listing())
+        parser.exit()
+
+
+def presets_listing() -> str:
+    """Each preset: its name, what it reproduces, what is known to differ, and its resolved options."""
+    blocks = []
+    for name, entry in PRESETS.items():
+        config = resolve_config({"preset": name})
+        options = " ".join(_as_argument(option, value) for option, value in config.given().items()
+                           if option not in ("preset", "cpu"))
+        differs = f"\n  differs: {entry.differs}" if entry.differs else ""
+        blocks.append(f"{name}\n  reproduces: {entry.reproduces}{differs}\n  resolved: {options}")
+    return "\n\n".join(blocks)
+
+
+def _as_argument(option: str, value: Any) -> str:
+    if value is True:
+        return f"--{option}"
+    shown = " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
+    return f"--{option} {shown}"
 
 
 def parse_options(argv: list[str] | None = None) -> dict[str, Any]:
@@ -111,3 +147,26 @@ def _argparse_type(convert: Callable[[Any], Any]) -> Callable[[str], Any]:
 
     parse.__name__ = convert.__name__
     return parse
+
+
+def pack_command(argv: list[str]) -> int:
+    """``main.py pack FOLDER --to FILE``: a finished output folder into one HDF5 file (see ``io_utils/pack.py``)."""
+    parser = argparse.ArgumentParser(prog="main.py pack", description="Pack a finished output folder (the .npy "
+                                     "files of one feature type, and its manifest.json) into one HDF5 file; "
+                                     "packing again adds the videos the file does not hold yet.")
+    parser.add_argument("folder", help="the output folder of one feature type (where its manifest.json is)")
+    parser.add_argument("--to", required=True, metavar="FILE", help="the HDF5 file to write or extend")
+    parser.add_argument("--feature_type", choices=feature_types(), metavar="FEATURE_TYPE",
+                        help="for a folder without manifest.json: which feature type made it (with default options)")
+    args = parser.parse_args(argv)
+    folder = Path(args.folder)
+    if (folder / MANIFEST_FILE).exists():
+        config = resolve_config({"from_manifest": str(folder / MANIFEST_FILE), "cpu": True})
+    elif args.feature_type:
+        config = resolve_config({"feature_type": args.feature_type, "cpu": True})
+    else:
+        raise UsageError(f"{folder}: no {MANIFEST_FILE}; give --feature_type to say which outputs to pack")
+    keys = [*feature_type(config.feature_type).extractor.feature_keys(config), "fps", "timestamps_ms"]
+    added, kept = pack(folder, Path(args.to), keys)
+    print(f"{args.to}: {added} videos added, {kept} already there")
+    return 0

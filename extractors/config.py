@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
+from pathlib import Path
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Mapping
 
 from extractors.registry import feature_type
+from extractors.presets import preset
 from io_utils.errors import UsageError
+from io_utils.manifest import read_manifest
 from io_utils.outputs import FLOW_IMAGE_MODES, ON_EXTRACTION_CHOICES
 from io_utils.sampling import SamplingMethod, parse_extract_method
 from io_utils.weights import WEIGHTS_DIR_ENV
@@ -60,7 +63,13 @@ def option(default: Any, help: str, group: str = "run", convert: Callable[[Any],
 class RunConfig:
     """Every option of a run. Sequences are tuples; ``None`` means "not given" (a model default applies)."""
 
-    feature_type: str = option(None, "what to extract", metavar="FEATURE_TYPE")
+    feature_type: str = option(None, "what to extract (or given by --preset or --from_manifest)",
+                               metavar="FEATURE_TYPE")
+    # recipes
+    preset: str | None = option(None, "start from the options of a published feature set (see --list_presets); "
+                                      "options given explicitly override them", "recipes", metavar="NAME")
+    from_manifest: str | None = option(None, "re-run with the configuration recorded in a manifest.json; options "
+                                             "given explicitly override it", "recipes", metavar="FILE")
     # inputs
     video_paths: tuple[str, ...] | None = option(None, "video files", "inputs", many=True, metavar="PATH",
                                                  exclusive="inputs")
@@ -69,7 +78,12 @@ class RunConfig:
     file_with_video_paths: str | None = option(
         None, "one video path per line, or a CSV with the header video_path,feature_path", "inputs",
         metavar="FILE", exclusive="inputs")
+    frames_dir: str | None = option(None, "a folder of frame folders: every folder of images under DIR is one video, "
+                                          "its images in natural sort order (needs --frames_fps)", "inputs",
+                                    metavar="DIR", exclusive="inputs")
     recursive: bool = option(False, "with --video_dir: also take sub-folders", "inputs")
+    frames_fps: float | None = option(None, "with --frames_dir: the frames' rate; image k is on screen from k / F s",
+                                      "inputs", convert=positive_float, metavar="F")
     # sampling
     extract_method: SamplingMethod | None = option(
         None, "uni_N: N evenly spaced frames; fix_F: F frames per second; all: every frame (default: the model's: "
@@ -138,7 +152,8 @@ class RunConfig:
                                          metavar="PATH")
     # optical flow
     flow_batch_size: int = option(8, "frame pairs per flow forward pass", "flow", convert=positive_int)
-    side_size: int | None = option(None, "resize frames to this short side before flow (default: original size)",
+    side_size: int | None = option(None, "flow: resize frames to this short side first (default: original size); "
+                                         "resnet: the whole frame at this short side, not a centre crop",
                                    "flow", convert=positive_int, metavar="N")
     flow_bound: float = option(20.0, "flow is clipped to +-bound and mapped to 0..255 in flow images", "flow",
                                convert=positive_float)
@@ -163,15 +178,25 @@ class RunConfig:
     def from_options(cls, options: Mapping[str, Any]) -> RunConfig:
         """Options by name, each converted and checked as the command line would (strings parsed, sequences
         made tuples); an unknown name or a bad value is a :class:`UsageError` naming the option."""
-        known = {spec.name: spec for spec in fields(cls)}
-        values = {}
-        for name, value in options.items():
-            if name not in known:
-                raise UsageError(f"unknown option {name!r}")
-            values[name] = _converted(known[name], value)
+        values = _converted_options(options)
+        if values.get("preset") and values.get("from_manifest"):
+            raise UsageError("--preset and --from_manifest both give a whole configuration; give one")
+        if values.get("preset"):
+            values = {**_converted_options(preset(values["preset"]).options), **values}
+        if values.get("from_manifest"):
+            values = {**_converted_options(recorded_options(values["from_manifest"])), **values}
         if values.get("feature_type") is None:
-            raise UsageError("feature_type is required")
+            raise UsageError("--feature_type is required (or --preset NAME, or --from_manifest FILE)")
         return cls(**values)
+
+    def recorded(self) -> dict[str, Any]:
+        """The options of this feature type that make the features what they are, as JSON values: what a
+        manifest records and compares (inputs, outputs, devices and speed settings are left out; the device
+        type is in)."""
+        reads = feature_type(self.feature_type).extractor.reads | {"feature_type", "frames_fps"}
+        values = {spec.name: _jsonable(getattr(self, spec.name)) for spec in fields(self)
+                  if spec.name in reads and spec.name not in NOT_RECORDED}
+        return {**values, "device_type": "cpu" if self.cpu else "cuda"}
 
     def sampling(self) -> SamplingMethod | None:
         """Which frames to take: ``--views N`` is ``uni_N``, else ``--extract_method`` (None: the model's own)."""
@@ -184,9 +209,42 @@ class RunConfig:
 
 
 COMMON_OPTIONS = frozenset({"feature_type", "video_paths", "video_dir", "file_with_video_paths", "recursive",
+                            "frames_dir", "frames_fps",
                             "device_ids", "cpu", "num_workers", "on_extraction", "output_path", "output_direct",
                             "overwrite", "verbose", "weights_dir", "backend", "ray_address", "cpus_per_worker",
-                            "shard", "collect_pickle"})
+                            "shard", "collect_pickle", "preset", "from_manifest"})
+
+
+# Options that do not change the features: where inputs come from and outputs go, devices, speed, printing.
+NOT_RECORDED = frozenset({"video_paths", "video_dir", "file_with_video_paths", "recursive", "frames_dir", "device_ids", "cpu",
+                          "num_workers", "backend", "ray_address", "cpus_per_worker", "shard", "on_extraction",
+                          "output_path", "output_direct", "overwrite", "verbose", "weights_dir", "collect_pickle",
+                          "batch_size", "flow_batch_size", "show_pred", "pred_texts", "preset", "from_manifest"})
+
+
+def recorded_options(manifest_path: str) -> dict[str, Any]:
+    """The options recorded in a manifest (what it records beyond options, such as digests, is left out)."""
+    names = {spec.name for spec in fields(RunConfig)}
+    return {name: value for name, value in read_manifest(Path(manifest_path))["configuration"].items()
+            if name in names and value is not None}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, SamplingMethod):
+        return str(value)
+    return value
+
+
+def _converted_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    known = {spec.name: spec for spec in fields(RunConfig)}
+    values = {}
+    for name, value in options.items():
+        if name not in known:
+            raise UsageError(f"unknown option {name!r}")
+        values[name] = _converted(known[name], value)
+    return values
 
 
 def _converted(spec, value: Any) -> Any:
@@ -216,6 +274,8 @@ def resolve_config(options: RunConfig | Mapping[str, Any]) -> RunConfig:
     for name in config.given():
         if name not in COMMON_OPTIONS and name not in extractor.reads:
             raise UsageError(f"--{name} is not read by {config.feature_type}; {_reads_line(extractor)}")
+    if bool(config.frames_dir) != bool(config.frames_fps):
+        raise UsageError("--frames_dir and --frames_fps go together: the frame rate gives the images their times")
     if config.collect_pickle and config.on_extraction not in ("save_numpy", "save_pickle"):
         raise UsageError("--collect_pickle gathers the saved features: give --on_extraction save_numpy or save_pickle")
     if config.on_extraction in FLOW_IMAGE_MODES and not extractor.writes_flow:

@@ -20,11 +20,11 @@ ModelInputs = Callable[[Any], Iterator[tuple[Any, float]]]
 
 class Prefetcher:
     """Yields, for each video, ``("start", video, duration_s)``, its ``("batch", video, (inputs, times))``, then
-    ``("end", video, fps)`` or ``("error", video, exception)``. An exception from the ``videos`` iterable itself
-    is re-raised in the consumer.
+    ``("end", video, facts)`` (the reader's ``facts()``: its stream's codec, ``fps``, ...) or ``("error", video,
+    exception)``. An exception from the ``videos`` iterable itself is re-raised in the consumer.
 
     ``open_reader(path)`` opens a video (a :class:`VideoReader` by default: a context manager with
-    ``duration_s`` and ``fps``), ``model_inputs(reader)`` gives its inputs with their times (ms);
+    ``duration_s`` and ``facts()``), ``model_inputs(reader)`` gives its inputs with their times (ms);
     ``inputs_per_batch`` of them are stacked into one batch.
     """
 
@@ -74,7 +74,7 @@ class Prefetcher:
                 for batch in batches(self._model_inputs(reader), self._inputs_per_batch):
                     if not self._put("batch", video, batch):
                         return "error", video, VideoError("stopped")
-                return "end", video, reader.fps
+                return "end", video, reader.facts()
         except Exception as error:
             return "error", video, error
 

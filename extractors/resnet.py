@@ -2,9 +2,12 @@
 
 The saved feature is the global average pool before the classifier: 512-d (18, 34) or 2048-d (50, 101, 152).
 Preprocessing is the weight enum's own transform (V1: short side 256, V2: 232; crop 224, ImageNet mean/std).
-The HowTo100M 2D features are ``resnet152 --extract_method fix_1`` (one frame per second).
+``--side_size N`` feeds the whole frame at a short side of N instead of the centre crop, as the HowTo100M 2D
+extractor does (``--preset howto100m_2d``).
 """
 from __future__ import annotations
+
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -14,6 +17,7 @@ from extractors.base import FrameWiseExtractor
 from extractors.predictions import HeadPredictions, with_separate_head
 from extractors.registry import FeatureType, register
 from extractors.transforms import FramePreprocessing
+from io_utils.errors import UsageError
 from io_utils.weights import Weights, load_state_dict_strictly, torchvision_weights
 
 _RESNETS = {"resnet18": (models.resnet18, models.ResNet18_Weights, 512),
@@ -34,12 +38,21 @@ class ExtractResNet(HeadPredictions, FrameWiseExtractor):
     """Pooled features of sampled frames; ``--show_pred`` prints the top-5 ImageNet classes per frame."""
 
     key = "resnet"
-    reads = FrameWiseExtractor.reads | {"checkpoint", "weights", "crops", "show_pred"}
+    reads = FrameWiseExtractor.reads | {"checkpoint", "weights", "crops", "show_pred", "side_size"}
+
+    @classmethod
+    def validate(cls, config, weights) -> None:
+        super().validate(config, weights)
+        if config.side_size and config.crops > 1:
+            raise UsageError("--side_size feeds the whole frame, uncropped: it cannot be combined with --crops")
 
     def load_model(self) -> tuple[nn.Module, FramePreprocessing]:
         network = self.weights.build()
         load_state_dict_strictly(network, self.checkpoint_file(), f"a torchvision {self.feature_type} checkpoint")
-        return with_separate_head(network, "fc"), self.weights.preprocessing
+        preprocessing = self.weights.preprocessing
+        if self.config.side_size:  # the whole frame at that short side; the network pools whatever size it gets
+            preprocessing = replace(preprocessing, resize=self.config.side_size, crop=None)
+        return with_separate_head(network, "fc"), preprocessing
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         return self.model["backbone"](batch)

@@ -12,13 +12,16 @@ from typing import Any, Mapping
 
 from tqdm import tqdm
 
+from extractors.base import BaseExtractor
 from extractors.config import RunConfig, resolve_config
 from extractors.devices import worker_devices
 from extractors.pool import LocalPoolExecutor
 from extractors.scheduling import Executor
 from extractors.registry import extractor_class
 from io_utils.files import atomic_write
+from io_utils.manifest import Manifest, file_sha256
 from io_utils.outputs import collect_pickle, output_files, output_folder
+from io_utils.weights import checkpoint_path
 from io_utils.video_list import VideoJob, in_shard, list_jobs, split_jobs
 
 FAILURES_FILE = "failures.tsv"
@@ -41,7 +44,7 @@ def run(options: RunConfig | Mapping[str, Any], executor: Executor | None = None
     if executor is None and config.backend == "local":
         worker_devices(config)  # a wrong device list stops here, before any checkpoint or worker
     listed = list_jobs(config.video_paths, config.video_dir, config.file_with_video_paths, config.recursive,
-                       extractor.input_extensions)
+                       extractor.input_extensions, config.frames_dir)
     jobs, missing = split_jobs(listed)  # output names must not collide across shards either
     listed = [job for job in listed if in_shard(job.path, config.shard)]
     jobs = [job for job in jobs if in_shard(job.path, config.shard)]
@@ -51,17 +54,52 @@ def run(options: RunConfig | Mapping[str, Any], executor: Executor | None = None
         print(f"{len(missing)} input path(s) do not exist: {', '.join(map(str, missing))}", file=sys.stderr)
     if jobs:
         extractor.prepare(config)  # e.g. download weights once, before the workers start
-        progress = _Progress(jobs, config.verbose, summary)
+        manifest = _open_manifest(config, extractor) if config.on_extraction != "print" else None
+        progress = _Progress(jobs, config.verbose, summary, manifest)
         try:
             (executor or _executor(config)).run(jobs, progress.on_result, progress.on_progress)
         finally:
             progress.close()
+            if manifest is not None:
+                manifest.save()
             if config.on_extraction != "print":
                 _write_failures(config, summary)
     if config.collect_pickle:
         _collect(config, listed, extractor.feature_keys(config)[0])
     print(summary.line())
     return 1 if summary.failures else 0
+
+
+def _open_manifest(config: RunConfig, extractor: type[BaseExtractor]) -> Manifest:
+    """The output folder's manifest, refusing a folder of features made with another configuration."""
+    checkpoints = {}
+    for weights, local, option in extractor.checkpoints(config):
+        path = checkpoint_path(weights, local, option, config.weights_dir, progress=False)
+        checkpoints[path.name] = {"sha256": file_sha256(path), "url": weights.url,
+                                  "preprocessing": repr(weights.preprocessing) if weights.preprocessing else None}
+    configuration = {**config.recorded(), "checkpoint_sha256": {name: entry["sha256"] for name, entry in checkpoints.items()}}
+    recipe = {"checkpoints": checkpoints, "sampling": _sampling_rule(config), "device": _device(config)}
+    folder = output_folder(config.output_path, config.feature_type, config.output_direct)
+    return Manifest.open(folder, configuration, recipe, config.overwrite)
+
+
+def _sampling_rule(config: RunConfig) -> str:
+    """The sampling of this run in words, from the resolved options."""
+    parts = [f"--extract_method {config.sampling()}" if config.sampling() else "",
+             f"--views {config.views}" if config.views else "",
+             f"--extraction_fps {config.extraction_fps}" if config.extraction_fps else "",
+             f"windows of --stack_size {config.stack_size} every --step_size {config.step_size}" if config.stack_size else "",
+             "frames on screen at each target time (presentation timestamps)"]
+    return "; ".join(part for part in parts if part)
+
+
+def _device(config: RunConfig) -> dict[str, Any]:
+    if config.cpu:
+        return {"type": "cpu", "saved_dtype": config.dtype}
+    import torch
+
+    names = [torch.cuda.get_device_name(index) for index in config.device_ids] if torch.cuda.is_available() else []
+    return {"type": "cuda", "names": names, "saved_dtype": config.dtype}
 
 
 def _executor(config: RunConfig) -> Executor:
@@ -75,13 +113,15 @@ def _executor(config: RunConfig) -> Executor:
 class _Progress:
     """One bar counting videos (in a terminal), its postfix showing how far each video in work has got."""
 
-    def __init__(self, jobs: list[VideoJob], verbose: bool, summary: Summary):
-        self._jobs, self._verbose, self._summary = jobs, verbose, summary
+    def __init__(self, jobs: list[VideoJob], verbose: bool, summary: Summary, manifest: Manifest | None = None):
+        self._jobs, self._verbose, self._summary, self._manifest = jobs, verbose, summary, manifest
         self._bar = tqdm(total=len(jobs), unit="video", disable=None, dynamic_ncols=True)
         self._in_work: dict[int, str] = {}
 
-    def on_result(self, index: int, status: str, reason: str) -> None:
+    def on_result(self, index: int, status: str, reason: str, record: dict | None = None) -> None:
         path = self._jobs[index].path
+        if record is not None and self._manifest is not None:
+            self._manifest.add_video(str(self._jobs[index].output_stem), record)
         if status == "failed":
             self._summary.failures[path] = reason
             tqdm.write(f"FAILED {path}: {reason}", file=sys.stderr)

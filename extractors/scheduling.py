@@ -14,7 +14,8 @@ from typing import Callable, Protocol
 from io_utils.errors import UsageError
 from io_utils.video_list import VideoJob
 
-OnResult = Callable[[int, str, str], None]  # (job index, "done" | "skipped" | "failed", reason)
+# (job index, "done" | "skipped" | "failed", reason[, record: what the manifest keeps of a video that is done])
+OnResult = Callable[..., None]
 OnProgress = Callable[[int, float, float], None]  # (job index, seconds done, seconds in all)
 
 
@@ -41,9 +42,9 @@ class JobBook:
             held.add(index)  # before the reply is sent: if the worker is gone, the video is requeued
             return ("job", index, self.jobs[index], self._deaths[index] > 0)
         if kind == "result":
-            _, index, status, reason = message
+            index = message[1]
             held.discard(index)
-            self._on_result(index, status, reason)
+            self._on_result(*message[1:])
         elif kind == "progress" and self._on_progress is not None:
             self._on_progress(*message[1:])
         elif kind == "fatal":

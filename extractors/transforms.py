@@ -25,12 +25,12 @@ KINETICS_STD = (0.22803, 0.22145, 0.216989)
 class FramePreprocessing:
     """One (H, W, 3) uint8 RGB frame -> (3, h, w) float32, or (crops, 3, h, w) for several crops.
 
-    ``resize``: the short side's length (aspect ratio kept), or (height, width). ``crop``: (height, width).
-    Values become ``(pixel / divisor - mean) / std``.
+    ``resize``: the short side's length (aspect ratio kept), or (height, width). ``crop``: (height, width), or
+    None for the whole resized frame. Values become ``(pixel / divisor - mean) / std``.
     """
 
     resize: int | tuple[int, int]
-    crop: tuple[int, int]
+    crop: tuple[int, int] | None
     mean: tuple[float, ...]
     std: tuple[float, ...]
     divisor: float = 255.0
@@ -52,6 +52,8 @@ class FramePreprocessing:
         image = torch.from_numpy(rgb).permute(2, 0, 1) if isinstance(rgb, np.ndarray) else rgb
         size = [self.resize] if isinstance(self.resize, int) else list(self.resize)
         image = TF.resize(image, size, interpolation=self.interpolation, antialias=self.antialias)
+        if self.crop is None:
+            return self._normalize(image)
         if crops == 1:
             return self._normalize(TF.center_crop(image, list(self.crop)))
         return torch.stack([self._normalize(view) for view in crop_views(image, self.crop, crops)])

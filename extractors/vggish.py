@@ -178,6 +178,8 @@ class ExtractVGGish(BaseExtractor):
     @classmethod
     def validate(cls, config, weights) -> None:
         super().validate(config, weights)
+        if config.frames_dir:
+            raise UsageError("--frames_dir: folders of frames have no audio for vggish")
         sampled = [f"--{name}" for name in ("extract_method", "views") if name in config.given()]
         if config.timestamps_from and sampled:  # (nothing fills either in: "given" is what the user gave)
             raise UsageError(f"--timestamps_from places the examples: give it or {' or '.join(sampled)}, not both")

@@ -3,7 +3,8 @@
 The worker talks to the main process over its own pipe only (no shared queue whose lock a killed process
 could leave held). It asks for the next video when its decoding thread needs one, so it holds at most one
 video beyond the one on the model. Messages, worker -> main: ``("next",)``, ``("result", job_id, status,
-reason)`` with status ``done | skipped | failed``, ``("fatal", message)``; main -> worker: ``("job", job_id,
+reason[, record])`` with status ``done | skipped | failed`` (``record``: what the manifest keeps of a video
+that is done), ``("fatal", message)``; main -> worker: ``("job", job_id,
 VideoJob, alone)`` or ``("stop",)``; ``alone`` asks the worker not to start another video before this one is
 finished (it is a retry after a worker died holding it).
 """
@@ -20,6 +21,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import torch
 
 from extractors.base import BaseExtractor
@@ -27,6 +29,7 @@ from extractors.config import RunConfig
 from extractors.registry import extractor_class
 from io_utils.claims import HEARTBEAT_S, Claim, outputs_complete, remove_leftover_temporaries
 from io_utils.errors import UsageError, VideoError
+from io_utils.manifest import source_facts
 from io_utils.outputs import open_sink, output_files, output_folder, print_features
 from io_utils.video_list import VideoJob
 
@@ -92,13 +95,16 @@ class _Worker:
         self._claims_lock = threading.Lock()
         self._stopped = threading.Event()
         self._alone: tuple[int, threading.Event] | None = None  # a video to finish before taking the next
+        self._started: dict[int, float] = {}  # job id -> when its decoding began
+        self._facts: dict[int, dict] = {}  # job id -> what the reader knew of its stream
 
     def run(self) -> None:
         heartbeat = threading.Thread(target=self._heartbeat, daemon=True)
         heartbeat.start()
         try:
             outcomes = self.extractor.extract_many(self._jobs(), path_of=lambda item: item[1].path, sink_of=self._sink,
-                                                   on_progress=self._progress)
+                                                   on_progress=self._progress,
+                                                   on_facts=lambda item, facts: self._facts.update({item[0]: facts}))
             for (job_id, job), outcome in outcomes:
                 self._finish(job_id, job, outcome)
         except (EOFError, BrokenPipeError, ConnectionResetError):
@@ -124,6 +130,7 @@ class _Worker:
                 continue
             finished = threading.Event()
             self._alone = (job_id, finished) if alone else None
+            self._started[job_id] = time.monotonic()
             yield job_id, job
             if alone:
                 finished.wait()
@@ -153,7 +160,7 @@ class _Worker:
             if self.config.on_extraction == "print":
                 print_features(job.path, outcome)
                 sys.stdout.flush()
-            result = ("result", job_id, "done", "")
+            result = ("result", job_id, "done", "", self._record(job_id, job, outcome))
         except VideoError as error:
             result = ("result", job_id, "failed", str(error))
         except Exception as error:
@@ -161,6 +168,8 @@ class _Worker:
                 traceback.print_exception(error)
             result = ("result", job_id, "failed", f"{type(error).__name__}: {error}")
         finally:
+            self._started.pop(job_id, None)
+            self._facts.pop(job_id, None)
             with self._claims_lock:
                 claim = self._claims.pop(job_id, None)
             if claim:
@@ -168,6 +177,15 @@ class _Worker:
         self._send(result)
         if self._alone is not None and self._alone[0] == job_id:
             self._alone[1].set()
+
+    def _record(self, job_id: int, job: VideoJob, outputs: dict) -> dict:
+        """The manifest's entry of a video: its source, its stream, its outputs' shapes and the time taken."""
+        shapes = {key: list(value.shape) for key, value in outputs.items()}
+        for key, path in output_paths(self.config, job).items():  # streamed to disk, not kept in memory
+            if key not in shapes and path.suffix == ".npy":
+                shapes[key] = list(np.load(path, mmap_mode="r").shape)
+        return {**source_facts(job.path), "stream": self._facts.get(job_id, {}), "outputs": shapes,
+                "seconds": round(time.monotonic() - self._started.get(job_id, time.monotonic()), 3)}
 
     def _sink(self, item: tuple[int, VideoJob]):
         """Where a video's outputs go, batch by batch (written under temporary names until complete)."""

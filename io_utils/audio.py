@@ -54,6 +54,12 @@ class AudioReader:
         self.audio_start_s: float | None = None  # known once the first samples are decoded
         self.skipped_packets = 0
 
+    def facts(self) -> dict[str, object]:
+        """What a manifest records of the audio stream (and of the video's, if any)."""
+        audio = {"audio_codec": self._stream.codec_context.name, "sample_rate": self._stream.codec_context.sample_rate,
+                 "channels": self._stream.codec_context.channels, "audio_start_s": self.audio_start_s}
+        return {**(self.video.facts() if self.video else {"fps": self.fps, "duration_s": self.duration_s}), **audio}
+
     def __enter__(self) -> AudioReader:
         return self
 

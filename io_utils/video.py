@@ -97,6 +97,7 @@ class VideoReader:
         self.start_pts = self.index.start_pts
         self.end_pts = self.index.end_pts
         self.num_frames = self.index.num_frames
+        self.rotation: int | None = None  # the display matrix's angle, known once a frame is decoded
 
     def __enter__(self) -> VideoReader:
         return self
@@ -106,6 +107,12 @@ class VideoReader:
 
     def close(self) -> None:
         self._container.close()
+
+    def facts(self) -> dict[str, object]:
+        """What a manifest records of the stream (nothing here needs decoding but the rotation)."""
+        context = self._stream.codec_context
+        return {"codec": context.name, "width": context.width, "height": context.height, "fps": self.fps,
+                "frames": self.num_frames, "duration_s": self.duration_s, "rotation": self.rotation}
 
     @property
     def duration_s(self) -> float:
@@ -119,16 +126,20 @@ class VideoReader:
         """Yield the frame on screen at each target time (stream ticks, ascending)."""
         decoder = _ForwardDecoder(self._container, self._stream, self._skip_unshown)
         last: Frame | None = None
-        for target in targets:
+        for index, target in enumerate(targets):
             if decoder.position is None or self.index.keyframe_before(target) > decoder.position:
                 decoder.seek(self.index.seek_points(target), target)
             elif last is not None and decoder.on_screen(target) == last.pts:
                 yield last  # several targets within one frame's display time
                 continue
-            found = decoder.frame_at(target)
+            following = targets[index + 1] if index + 1 < len(targets) else None
+            if following is not None and self.index.keyframe_before(following) > target:
+                following = None  # it will be sought: what lies between is not decoded at all
+            found = decoder.frame_at(target, following)
             if found is None:
                 raise VideoError(f"no decodable frame at {float((target - self.start_pts) * self.time_base):.3f} s "
                                  "(truncated or corrupt)")
+            self.rotation = int(found.rotation)
             last = Frame(_to_rgb(found), int(found.pts), self.pts_to_ms(found.pts))
             yield last
 
@@ -150,6 +161,7 @@ class VideoReader:
         """Every frame, in presentation order: one sequential pass from the start."""
         decoder = _ForwardDecoder(self._container, self._stream)
         while (frame := decoder.next_frame()) is not None:
+            self.rotation = int(frame.rotation)
             yield Frame(_to_rgb(frame), int(frame.pts), self.pts_to_ms(frame.pts))
 
 
@@ -157,9 +169,10 @@ class _ForwardDecoder:
     """Decodes forward from a keyframe, demuxing just far enough ahead to know which frame is on screen.
 
     With ``skip_unshown``, on codecs whose decoder can drop non-reference frames (``SKIPPABLE_CODECS``), every
-    packet shown before the frame wanted next is sent with ``skip_frame = NONREF``: if no other frame refers to it
-    (a disposable B-frame), it is not decoded, and nothing else changes. The wanted frame and every packet shown
-    after it are decoded as usual, so a later target's frame is never skipped. The setting is read per packet,
+    packet shown before the frame wanted next, other than that frame, is sent with ``skip_frame = NONREF``: if no
+    other frame refers to it (a disposable B-frame), it is not decoded, and nothing else changes. H.264 packets
+    in MP4/MKV form that are disposable are not even sent (``_disposable_h264``). The frames wanted are decoded
+    as usual, so no target's frame is ever skipped. The setting is read per packet,
     also with frame threading (FFmpeg copies it to the decoding thread as each packet is submitted).
     """
 
@@ -169,6 +182,7 @@ class _ForwardDecoder:
         self._stream = stream
         self._skips = skip_unshown and stream.codec_context.name in SKIPPABLE_CODECS
         self._skip_mode = stream.codec_context.skip_frame
+        self._nal_length = _avcc_nal_length(stream) if self._skips else None
         self._restart(None)
         self.position: int | None = None  # pts of the last frame taken; None before the first seek
 
@@ -188,10 +202,16 @@ class _ForwardDecoder:
         position = bisect.bisect_right(self._known_pts, target)
         return self._known_pts[position - 1] if position else None
 
-    def frame_at(self, target: int) -> av.VideoFrame | None:
-        """Decode up to the frame on screen at ``target`` (falls back to "last frame with pts <= target")."""
+    def frame_at(self, target: int, following: int | None = None) -> av.VideoFrame | None:
+        """Decode up to the frame on screen at ``target`` (falls back to "last frame with pts <= target").
+
+        ``following``: the next target, reached by decoding on from here. The packets shown between the two
+        frames wanted are not wanted either: the decoder may drop those that nothing refers to while it is
+        still catching up to the first one (its reordering delay and frame threads make it take packets ahead).
+        """
         wanted = self.on_screen(target)
-        self._needed_from = wanted
+        self._wanted = wanted
+        self._needed_from = wanted if following is None else max(wanted, self.on_screen(following))
         best = None
         while (frame := self.next_frame()) is not None:
             if frame.pts > target:
@@ -214,6 +234,7 @@ class _ForwardDecoder:
         self._frames: deque[av.VideoFrame] = deque()  # decoded, not yet taken
         self._known_pts: list[int] = []  # sorted pts of every packet demuxed since the seek
         self._needed_from: int | None = None  # packets shown before this may be dropped, if nothing refers to them
+        self._wanted: int | None = None  # ... except the frame wanted now
         self._dts_bound: int | None = None  # no packet still to come has pts below this
         self._eof = self._flushed = False
 
@@ -236,7 +257,10 @@ class _ForwardDecoder:
             while not self._frames:
                 if self._pending:
                     packet = self._pending.popleft()
-                    self._set_skip(packet)
+                    unshown = self._unshown(packet)
+                    if unshown and self._nal_length and _disposable_h264(memoryview(packet), self._nal_length):
+                        continue  # nothing refers to it and it is not wanted: the decoder need not see it
+                    self._set_skip(unshown)
                     decoded = self._stream.decode(packet)
                 elif not self._eof:
                     self._demux_one()
@@ -251,14 +275,57 @@ class _ForwardDecoder:
             raise VideoError(f"decoding failed ({_reason(error)})") from error
         return self._frames.popleft()
 
-    def _set_skip(self, packet: av.Packet) -> None:
+    def _unshown(self, packet: av.Packet) -> bool:
+        """Whether ``packet`` is shown before the frame wanted next (when skipping is on)."""
+        if not self._skips or self._needed_from is None:
+            return False
+        shown = packet.pts if packet.pts is not None else packet.dts
+        return shown is not None and shown < self._needed_from and shown != self._wanted
+
+    def _set_skip(self, unshown: bool) -> None:
         if not self._skips:
             return
-        shown = packet.pts if packet.pts is not None else packet.dts
-        unshown = self._needed_from is not None and shown is not None and shown < self._needed_from
         mode = "NONREF" if unshown else "DEFAULT"
         if mode != self._skip_mode:
             self._stream.codec_context.skip_frame = self._skip_mode = mode
+
+
+def _avcc_nal_length(stream: av.video.stream.VideoStream) -> int | None:
+    """The NAL length field size of H.264 in MP4/MKV form (avcC extradata); None for other codecs and for
+    Annex B streams (start codes, as in MPEG-TS)."""
+    extradata = stream.codec_context.extradata
+    if stream.codec_context.name != "h264" or not extradata or len(extradata) < 7 or extradata[0] != 1:
+        return None
+    return (extradata[4] & 3) + 1
+
+
+_H264_SLICES = frozenset({1, 2, 3, 4})  # coded slices (and data partitions) of non-IDR pictures
+_H264_HARMLESS = frozenset({6, 9, 12})  # SEI, access unit delimiter, filler: about this picture only
+
+
+def _disposable_h264(data: memoryview, nal_length: int) -> bool:
+    """Whether an H.264 packet (length-prefixed NAL units) is a picture that no other picture refers to: each slice
+    has ``nal_ref_idc`` 0, and it carries nothing else the decoder keeps (no parameter set, no IDR). Sending it
+    to a decoder set to skip non-reference frames changes nothing; not sending it saves the decoder's per-packet
+    work (and a frame thread's turn)."""
+    position, end, slices = 0, len(data), 0
+    while position < end:
+        if position + nal_length > end:
+            return False
+        size = int.from_bytes(data[position : position + nal_length], "big")
+        position += nal_length
+        if size == 0 or position + size > end:
+            return False
+        header = data[position]
+        kind = header & 0x1F
+        if kind in _H264_SLICES:
+            if header & 0x60:  # nal_ref_idc: some picture refers to this one
+                return False
+            slices += 1
+        elif kind not in _H264_HARMLESS:
+            return False
+        position += size
+    return slices > 0
 
 
 def open_container(path: Path, what: str = "video") -> av.container.InputContainer:

@@ -16,6 +16,7 @@ from pathlib import Path, PurePath
 from typing import Any, Iterable
 
 from io_utils.errors import UsageError
+from io_utils.frames import frame_folders
 
 VIDEO_EXTENSIONS = frozenset(
     ".mp4 .m4v .mov .mkv .webm .avi .mpg .mpeg .ts .mts .m2ts .wmv .flv .3gp .ogv .vob .mxf".split()
@@ -38,9 +39,14 @@ def list_jobs(
     file_with_video_paths: str | None = None,
     recursive: bool = False,
     extensions: frozenset[str] = VIDEO_EXTENSIONS,
+    frames_dir: str | None = None,
 ) -> list[VideoJob]:
     """Every video named, in the order given, repeats and missing files included (exactly one mode is given);
-    ``--video_dir`` takes the files with one of ``extensions``."""
+    ``--video_dir`` takes the files with one of ``extensions``; ``--frames_dir`` every folder of images."""
+    if frames_dir is not None:
+        root = Path(frames_dir)
+        return [VideoJob(folder, PurePath(folder.relative_to(root).as_posix() if folder != root else root.name))
+                for folder in frame_folders(root)]
     if video_dir is not None:
         return _jobs_from_dir(Path(video_dir), recursive, extensions)
     if file_with_video_paths is not None:

@@ -38,8 +38,8 @@ class LosesANode(RayExecutor):
         self._cluster, self._node = cluster, node
 
     def run(self, jobs, on_result, on_progress=None) -> None:
-        def remove_node_once(index, status, reason):
-            on_result(index, status, reason)
+        def remove_node_once(index, status, reason, record=None):
+            on_result(index, status, reason, record)
             if self._node is not None:
                 self._cluster.remove_node(self._node)
                 self._node = None

@@ -38,7 +38,7 @@ def run_main(*argv: str) -> int:
     "argv, message",
     [
         (["--video_paths", "a.mp4", "--video_dir", "d"], "not allowed with argument"),
-        ([], "one of the arguments --video_paths --video_dir --file_with_video_paths is required"),
+        ([], "one of the arguments --video_paths --video_dir --file_with_video_paths --frames_dir is required"),
         (["--video_paths", "a.mp4", "--extract_method", "uni_0"], "must be positive; accepted forms: uni_N"),
         (["--video_paths", "a.mp4", "--extract_method", "fix_0"], "must be positive"),
         (["--video_paths", "a.mp4", "--extract_method", "fix_-2"], "must be positive"),
@@ -82,7 +82,7 @@ def test_csv_list_and_mirrored_video_dir(weights_dir, tmp_path):
     csv_file = tmp_path / "list.csv"
     csv_file.write_text(f"video_path,feature_path\n{videos / 'a' / 'clip.mp4'},{tmp_path / 'feats' / 'first.npy'}\n")
     assert run_main("--file_with_video_paths", str(csv_file), "--extract_method", "uni_2", "--weights_dir",
-                    str(weights_dir), "--on_extraction", "save_numpy") == 0
+                    str(weights_dir), "--on_extraction", "save_numpy", "--output_path", str(tmp_path / "csv")) == 0
     np.testing.assert_array_equal(np.load(tmp_path / "feats" / "first.npy"), np.load(out / "a" / "clip_clip.npy"))
     assert (tmp_path / "feats" / "first_timestamps_ms.npy").is_file()
 
@@ -125,7 +125,7 @@ def test_bad_inputs_each_get_one_line_and_the_rest_go_on(weights_dir, tmp_path):
     assert f"1 input path(s) do not exist: {missing}" in result.stderr
     assert result.stdout.strip().splitlines()[-1] == "done: 1, skipped: 0, failed: 7"
     written = sorted(path.name for path in (out / "CLIP-ViT-B_32").iterdir())
-    assert written == ["failures.tsv", "good_clip.npy", "good_fps.npy", "good_timestamps_ms.npy"]
+    assert written == ["failures.tsv", "good_clip.npy", "good_fps.npy", "good_timestamps_ms.npy", "manifest.json"]
     failures = (out / "CLIP-ViT-B_32" / "failures.tsv").read_text().splitlines()
     assert failures[0] == "path\treason"
     assert sorted(line.split("\t")[0] for line in failures[1:]) == sorted(map(str, videos[1:]))

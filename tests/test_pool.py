@@ -61,7 +61,9 @@ def summary_counts(stdout: str) -> dict[str, int]:
 
 
 def output_state(out: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    """Every output file's bytes; the manifest is left out (it records how long each video took)."""
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and p.name != "manifest.json"}
 
 
 def main_outputs(out: Path) -> list[Path]:

@@ -55,10 +55,13 @@ def test_ray_features_equal_the_local_backends_bit_for_bit(cluster_runs, tmp_pat
     folder, results, local_argv = cluster_runs
     assert results["plain"][:2] == [0, "done: 4, skipped: 0, failed: 0"]
     assert main.main([*local_argv, "--output_path", str(tmp_path)]) == 0
-    ray_files = sorted((folder / "ray" / FOLDER).iterdir())
-    assert [path.name for path in ray_files] == sorted(path.name for path in (tmp_path / FOLDER).iterdir())
+    ray_files = sorted(path for path in (folder / "ray" / FOLDER).iterdir() if path.name != "manifest.json")
+    local_names = sorted(path.name for path in (tmp_path / FOLDER).iterdir() if path.name != "manifest.json")
+    assert [path.name for path in ray_files] == local_names
     assert len(ray_files) == 12 and all(path.read_bytes() == (tmp_path / FOLDER / path.name).read_bytes()
                                         for path in ray_files)
+    recorded = json.loads((folder / "ray" / FOLDER / "manifest.json").read_text())["videos"]
+    assert len(recorded) == 4 and all(entry["outputs"]["clip"][1] == 32 for entry in recorded.values())  # via Ray
 
 
 @needs_namespaces

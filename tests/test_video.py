@@ -167,6 +167,7 @@ SKIPPING_STREAMS = {
     "h264_b_pyramid.mp4": dict(codec_options={"x264-params": "bframes=3:b-pyramid=normal"}),
     "h264_no_b.mp4": dict(codec_options={"x264-params": "bframes=0"}),
     "h264_open_gop.mkv": dict(codec_options={"x264-params": "bframes=3:open-gop=1:keyint=30:min-keyint=30"}),
+    "h264_annex_b.ts": dict(codec_options={"x264-params": "bframes=3:b-pyramid=normal"}),  # start codes, no avcC
     "hevc_b.mkv": dict(codec="libx265", codec_options={"x265-params": "log-level=error"}),
     "hevc_10bit_b.mkv": dict(codec="libx265", pix_fmt="yuv420p10le", codec_options={"x265-params": "log-level=error"}),
     "mpeg4_b.avi": dict(codec="mpeg4", b_frames=2),
@@ -189,7 +190,7 @@ def test_frames_taken_past_skipped_frames_equal_a_sequential_decode(skipping_str
         assert_sampled_equal_sequential(skipping_streams[name], method, threads)
 
 
-@pytest.mark.parametrize("name, skipped", [("h264_b_pyramid.mp4", True), ("hevc_b.mkv", True),
+@pytest.mark.parametrize("name, skipped", [("h264_b_pyramid.mp4", True), ("h264_annex_b.ts", True), ("hevc_b.mkv", True),
                                            ("mpeg4_b.avi", True), ("h264_no_b.mp4", False), ("vp9.webm", False)])
 def test_non_reference_frames_between_samples_are_not_decoded(skipping_streams, monkeypatch, name, skipped):
     decoded = count_decoded_frames(monkeypatch)
@@ -200,3 +201,40 @@ def test_non_reference_frames_between_samples_are_not_decoded(skipping_streams, 
     with VideoReader(skipping_streams[name]) as video:
         assert [frame.pts for frame in video.read_at(targets)] == everything
     assert (decoded[0] < 0.8 * all_decoded) == skipped, (decoded[0], all_decoded)
+
+
+def test_disposable_h264_packets_are_not_sent_to_the_decoder(skipping_streams, monkeypatch):
+    """In MP4/MKV form, non-reference H.264 pictures between the frames taken never reach the decoder."""
+    verdicts = []
+    original = video_module._disposable_h264
+    monkeypatch.setattr(video_module, "_disposable_h264", lambda *args: verdicts.append(original(*args)) or verdicts[-1])
+    with VideoReader(skipping_streams["h264_b_pyramid.mp4"]) as video:
+        targets = parse_extract_method("fix_1").target_pts(video.start_pts, video.end_pts, video.time_base)
+        list(video.read_at(targets))
+    assert verdicts.count(True) >= 10 and verdicts.count(False) >= 5, verdicts  # 72 frames, 3 taken
+    with VideoReader(skipping_streams["h264_annex_b.ts"]) as video:
+        assert video_module._avcc_nal_length(video._stream) is None  # start codes: left to the decoder's skipping
+
+
+def nal(kind: int, ref_idc: int, payload: bytes = b"\x88\x84", length_size: int = 4) -> bytes:
+    body = bytes([(ref_idc << 5) | kind]) + payload
+    return len(body).to_bytes(length_size, "big") + body
+
+
+@pytest.mark.parametrize("packet, disposable", [
+    (nal(9, 0) + nal(6, 0) + nal(1, 0), True),  # delimiter, SEI, a non-reference slice
+    (nal(1, 0) + nal(1, 0), True),  # two slices of a non-reference picture
+    (nal(1, 2), False),  # a reference picture
+    (nal(5, 3), False),  # IDR
+    (nal(1, 0) + nal(8, 3), False),  # a parameter set rides along: the decoder must see it
+    (nal(9, 0) + nal(6, 0), False),  # no picture at all
+    (nal(1, 0)[:-1], False),  # truncated
+    (b"", False),
+])
+def test_disposable_h264_reads_every_nal_unit(packet, disposable):
+    assert video_module._disposable_h264(memoryview(packet), 4) is disposable
+
+
+def test_disposable_h264_with_two_byte_lengths():
+    assert video_module._disposable_h264(memoryview(nal(6, 0, length_size=2) + nal(1, 0, length_size=2)), 2)
+    assert not video_module._disposable_h264(memoryview(nal(6, 0, length_size=2) + nal(1, 1, length_size=2)), 2)

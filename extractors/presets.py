@@ -1,0 +1,64 @@
+"""Presets: the options of widely used published feature sets, kept as data.
+
+``--preset NAME`` starts from a preset's options; options given explicitly override them. ``--list_presets``
+prints each preset, what it reproduces, what is known to differ, and its resolved configuration.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class Preset:
+    options: Mapping[str, Any]
+    reproduces: str  # the paper or repository whose features these are
+    differs: str  # what is known to differ from the original extractor ("" if nothing is known)
+
+
+PRESETS: dict[str, Preset] = {
+    "howto100m_2d": Preset(
+        dict(feature_type="resnet152", extract_method="fix_1", side_size=224, l2_normalize=True, dtype="float16"),
+        "HowTo100M 2D features (Miech et al., ICCV 2019; antoine77340/video_feature_extractor, --type 2d): "
+        "ImageNet ResNet-152, 1 frame per second, the whole frame at a short side of 224, globally average-pooled, "
+        "L2-normalised, float16",
+        "frames are resized with torchvision's antialiased bilinear filter where the original uses FFmpeg's "
+        "bicubic scale filter, and taken on screen at k s where FFmpeg's fps filter rounds to the nearest frame",
+    ),
+    "howto100m_3d": Preset(
+        dict(feature_type="resnext101_3d", l2_normalize=True, dtype="float16"),
+        "HowTo100M 3D features (Miech et al., ICCV 2019; antoine77340/video_feature_extractor, --type 3d): "
+        "Kinetics 3D ResNeXt-101, 24 fps, 16-frame windows (1.5 features per second), 112x112, L2-normalised, "
+        "float16",
+        "the last partial window is dropped (the original zero-pads it; --pad_last repeats its last frame); "
+        "frames are taken on screen at k/24 s where FFmpeg's fps filter rounds to the nearest frame",
+    ),
+    "i3d_two_stream": Preset(
+        dict(feature_type="i3d", streams=("rgb", "flow"), flow_type="raft", stack_size=64, step_size=64),
+        "two-stream I3D as v-iashin/video_features extracts it by default: 64-frame windows every 64 frames of "
+        "the original frame rate, RAFT flow between consecutive frames, Kinetics-400 I3D (piergiaj's weights)",
+        "RAFT is torchvision's raft_large (C_T_SKHT_V2) unless --raft_weights says otherwise; the peer loads "
+        "princeton-vl's raft-sintel.pth (pass it with --flow_checkpoint to match)",
+    ),
+    "i3d_rgb_ten_crop": Preset(
+        dict(feature_type="i3d", streams=("rgb",), stack_size=16, step_size=16, extraction_fps=25.0, crops=10),
+        "ten-crop I3D RGB features of the weakly supervised anomaly-detection baselines (RTFM, MGFN, ... on "
+        "UCF-Crime and ShanghaiTech): 16-frame windows at 25 fps, four corners, centre and their mirror images",
+        "those features were made with GowthamGottimukkala/I3D_Feature_Extraction_resnet (an I3D ResNet-50, "
+        "frames resized to 340x256); this preset uses piergiaj's Inception I3D at a short side of 256",
+    ),
+    "clip_vit_b32_1fps": Preset(
+        dict(feature_type="CLIP-ViT-B/32", extract_method="fix_1"),
+        "CLIP ViT-B/32 image embeddings at 1 frame per second (CLIP4Clip-style retrieval and captioning "
+        "pipelines), OpenAI's weights and preprocessing (bicubic short side 224, centre crop)",
+        "",
+    ),
+}
+
+
+def preset(name: str) -> Preset:
+    from io_utils.errors import UsageError
+
+    if name not in PRESETS:
+        raise UsageError(f"--preset {name}: unknown; choose one of {', '.join(PRESETS)} (see --list_presets)")
+    return PRESETS[name]

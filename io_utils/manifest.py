@@ -1,0 +1,141 @@
+"""``<output folder>/manifest.json``: how every feature in the folder was made.
+
+The manifest holds the tool's version, the run's configuration (every option that changes the features), each
+checkpoint's file name and SHA-256, the preprocessing and sampling rule, library versions, the device, and per
+video the source's size and modification time, its stream's facts, the output shapes and the time taken. A run
+into a folder whose manifest records another configuration is refused (features made differently must not mix
+silently); a resumed run adds its videos. The file is replaced atomically; it is written at the start, every
+``SAVE_EVERY_S`` while videos finish, and at the end.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Mapping
+
+from io_utils.errors import UsageError
+from io_utils.files import atomic_write
+
+MANIFEST_FILE = "manifest.json"
+SAVE_EVERY_S = 30.0
+_LIBRARIES = ("torch", "torchvision", "av", "open_clip_torch", "timm", "numpy", "opencv-python-headless")
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such manifest") from None
+    except (OSError, ValueError) as error:
+        raise UsageError(f"{path}: not a manifest.json ({error})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("configuration"), dict):
+        raise UsageError(f"{path}: not a manifest.json (no configuration)")
+    return manifest
+
+
+def differences(recorded: Mapping[str, Any], asked: Mapping[str, Any]) -> list[str]:
+    """``--name recorded -> asked`` for every option whose value differs."""
+    names = sorted(set(recorded) | set(asked))
+    return [f"--{name} {recorded.get(name)} -> {asked.get(name)}" for name in names
+            if recorded.get(name) != asked.get(name)]
+
+
+class Manifest:
+    """The manifest of one output folder during a run."""
+
+    def __init__(self, path: Path, content: dict[str, Any]):
+        self.path, self.content = path, content
+        self._saved_at = 0.0
+
+    @classmethod
+    def open(cls, folder: Path, configuration: dict[str, Any], recipe: dict[str, Any], overwrite: bool) -> Manifest:
+        """The folder's manifest for a run of ``configuration``: an existing one with the same configuration
+        keeps its videos; one with another is refused, unless ``overwrite`` (then it starts afresh)."""
+        path = folder / MANIFEST_FILE
+        videos: dict[str, Any] = {}
+        if path.exists():
+            existing = read_manifest(path)
+            changed = differences(existing["configuration"], configuration)
+            if changed and not overwrite:
+                raise UsageError(f"{folder} holds features made with another configuration ({'; '.join(changed)}); "
+                                 "use another --output_path, or --overwrite to extract every video again")
+            videos = {} if changed else existing.get("videos", {})
+        content = {"tool": tool_version(), "configuration": configuration, **recipe, "libraries": library_versions(),
+                   "machine": platform.node(), "videos": videos}
+        manifest = cls(path, content)
+        manifest.save()
+        return manifest
+
+    def add_video(self, key: str, facts: Mapping[str, Any]) -> None:
+        self.content["videos"][key] = dict(facts)
+        if time.monotonic() - self._saved_at >= SAVE_EVERY_S:
+            self.save()
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(self.content, indent=1, sort_keys=False) + "\n"
+        atomic_write(self.path, lambda handle: handle.write(text.encode()))
+        self._saved_at = time.monotonic()
+
+
+def tool_version() -> dict[str, Any]:
+    """The git commit of the package (and whether tracked files differ from it), when it is a git checkout."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=_ROOT, capture_output=True, text=True, timeout=10)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=_ROOT,
+                                capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return {"name": "video_features", "commit": None}
+    if commit.returncode != 0:
+        return {"name": "video_features", "commit": None}
+    return {"name": "video_features", "commit": commit.stdout.strip(), "modified": bool(status.stdout.strip())}
+
+
+def library_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    import av
+
+    versions["ffmpeg (libavcodec)"] = ".".join(map(str, av.library_versions.get("libavcodec", ())))
+    return versions
+
+
+def file_sha256(path: Path) -> str:
+    """The file's SHA-256, computed once: cached in ``<file>.sha256`` with the size and modification time it was
+    computed for (a folder that cannot be written to only loses the cache)."""
+    path = Path(path)
+    stat = path.stat()
+    cache = path.with_name(path.name + ".sha256")
+    stamp = f"{stat.st_size} {stat.st_mtime_ns}"
+    try:
+        digest, cached_stamp = cache.read_text().split("\n")[:2]
+        if cached_stamp == stamp and len(digest) == 64:
+            return digest
+    except (OSError, ValueError):
+        pass
+    sha256 = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            sha256.update(chunk)
+    digest = sha256.hexdigest()
+    try:
+        atomic_write(cache, lambda handle: handle.write(f"{digest}\n{stamp}\n".encode()))
+    except OSError:
+        pass
+    return digest
+
+
+def source_facts(path: Path) -> dict[str, Any]:
+    stat = os.stat(path)
+    return {"source": str(Path(path).resolve()), "size": stat.st_size, "mtime": stat.st_mtime}

@@ -1,0 +1,91 @@
+"""One HDF5 file for a finished output folder (``python main.py pack FOLDER --to features.h5``).
+
+Layout: a group per video, named by its output path relative to the folder (``v_abc``, ``sub/clip``), holding
+one dataset per output key (the features, ``timestamps_ms``, ``fps``) exactly as the ``.npy`` files hold them,
+and the manifest's entry for that video as a JSON attribute ``manifest``; the file's root has the whole
+manifest's run description as a JSON attribute ``manifest``. Packing reads one video at a time, writes into a
+temporary file beside the destination and renames it into place at the end, so the destination is always
+complete; packing again into an existing file copies it and adds the videos it does not hold yet.
+
+Why packing rather than workers writing one HDF5 file while they extract: HDF5 has no safe concurrent writers,
+and a crash in the middle of a write can leave the whole file unreadable, where the ``.npy`` path loses at most
+the video in progress. Extract to ``.npy`` (crash-safe, resumable), then pack.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from io_utils.files import temporary_beside
+from io_utils.manifest import MANIFEST_FILE, read_manifest
+
+
+def saved_videos(folder: Path, keys: Sequence[str]) -> Iterator[tuple[str, dict[str, Path]]]:
+    """(relative output stem, {key: .npy path}) of every complete video in ``folder`` (its main ``keys[0]`` file
+    exists; every key's file must), in sorted order."""
+    suffix = f"_{keys[0]}.npy"
+    for main in sorted(folder.rglob(f"*{suffix}")):
+        stem = main.relative_to(folder).as_posix()[: -len(suffix)]
+        paths = {key: folder / f"{stem}_{key}.npy" for key in keys}
+        if all(path.is_file() for path in paths.values()):
+            yield stem, paths
+
+
+def pack(folder: Path, destination: Path, keys: Sequence[str]) -> tuple[int, int]:
+    """Pack the videos of ``folder`` (outputs ``keys``, the main one first) into ``destination``; returns
+    (videos added, videos already there)."""
+    import h5py
+
+    folder, destination = Path(folder), Path(destination)
+    manifest = read_manifest(folder / MANIFEST_FILE) if (folder / MANIFEST_FILE).exists() else {}
+    records = manifest.pop("videos", {})
+    temporary = temporary_beside(destination, suffix=".h5.tmp")
+    temporary.close()
+    added = kept = 0
+    try:
+        if destination.exists():
+            shutil.copyfile(destination, temporary.name)
+        with h5py.File(temporary.name, "a" if destination.exists() else "w") as packed:
+            packed.attrs["manifest"] = json.dumps(manifest)
+            for stem, paths in saved_videos(folder, keys):
+                if stem in packed:
+                    kept += 1
+                    continue
+                group = packed.create_group(stem)
+                for key, path in paths.items():
+                    group.create_dataset(key, data=np.load(path, allow_pickle=False))
+                if stem in records:
+                    group.attrs["manifest"] = json.dumps(records[stem])
+                added += 1
+        os.replace(temporary.name, destination)
+    finally:
+        Path(temporary.name).unlink(missing_ok=True)
+    return added, kept
+
+
+def packed_videos(path: str | os.PathLike) -> list[str]:
+    """The videos a packed file holds (their group names)."""
+    import h5py
+
+    names: list[str] = []
+    with h5py.File(path, "r") as packed:
+        packed.visititems(lambda name, item: names.append(name) if isinstance(item, h5py.Group) and
+                          any(isinstance(child, h5py.Dataset) for child in item.values()) else None)
+    return sorted(names)
+
+
+def read_packed(path: str | os.PathLike, video: str) -> dict[str, Any]:
+    """One video's arrays from a packed file, as ``extract`` returns them (plus ``manifest``, its record)."""
+    import h5py
+
+    with h5py.File(path, "r") as packed:
+        group = packed[video]
+        arrays: dict[str, Any] = {key: np.asarray(dataset[()]) for key, dataset in group.items()}
+        if "manifest" in group.attrs:
+            arrays["manifest"] = json.loads(group.attrs["manifest"])
+    return arrays
