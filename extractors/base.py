@@ -81,6 +81,11 @@ class BaseExtractor:
         Options it does not read at all are refused before this, from ``reads``."""
 
     @classmethod
+    def sampling_rule(cls, config: RunConfig) -> str:
+        """Which inputs a run takes, in words, for the manifest."""
+        raise NotImplementedError
+
+    @classmethod
     def checkpoints(cls, config: RunConfig) -> list[tuple[Weights, str | None, str]]:
         """The published checkpoints a run loads, each with the local file given instead (or None) and the
         option that gives it; by default the entry of ``--weights`` and ``--checkpoint``."""
@@ -226,6 +231,10 @@ class FrameWiseExtractor(BaseExtractor):
         super().validate(config, weights)
         if config.views and config.extract_method is not None:
             raise UsageError("--views N takes N frames spread over the video: give it or --extract_method, not both")
+
+    @classmethod
+    def sampling_rule(cls, config: RunConfig) -> str:
+        return f"frames on screen at the times of {config.sampling()} (presentation timestamps)"
 
     def model_inputs(self, video: VideoReader) -> Iterator[tuple[torch.Tensor, float]]:
         method = self.config.sampling()

@@ -50,6 +50,11 @@ class ExtractFlow(BaseExtractor):
         """(3, H, W) uint8; with ``--side_size``, resized (bilinear, antialiased) to that short side."""
         return resize_short_side(torch.from_numpy(rgb).permute(2, 0, 1), self.config.side_size)
 
+    @classmethod
+    def sampling_rule(cls, config) -> str:
+        frames = f"the frames on screen every 1/{config.extraction_fps} s" if config.extraction_fps else "every frame"
+        return f"flow between consecutive pairs of {frames}"
+
     def model_inputs(self, video: VideoReader) -> Iterator[tuple[torch.Tensor, float]]:
         previous, pairs = None, 0
         for frame in read_frames(video, self.config.extraction_fps):

@@ -34,7 +34,7 @@ from torchvision.models import resnet50
 from extractors.base import FEATURE_OPTIONS, BaseExtractor
 from extractors.config import RunConfig
 from extractors.predictions import HeadPredictions, kinetics400_labels
-from extractors.registry import FeatureType, register
+from extractors.registry import FeatureType, feature_type, register
 from extractors.transforms import crop_views
 from io_utils.errors import VideoError
 from io_utils.video import VideoReader
@@ -242,6 +242,12 @@ class MMActionExtractor(HeadPredictions, BaseExtractor):
         """MMAction2's clips and its per-video mean, unless ``--views`` or ``--pool none`` say otherwise."""
         return {**super().option_defaults(config, weights), "views": config.views or cls.num_clips,
                 "pool": config.pool or "mean"}
+
+    @classmethod
+    def sampling_rule(cls, config: RunConfig) -> str:
+        meta = feature_type(config.feature_type).weights_for(config).meta
+        return (f"MMAction2 SampleFrames in test mode over the decoded frames: {config.views} clips of {meta.stack_size} "
+                f"frame(s) {meta.step_size or 1} apart, indices wrapping around in short videos")
 
     def load_model(self) -> tuple[nn.Module, MMActionPreprocessing]:
         network = self.weights.build()

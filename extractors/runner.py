@@ -19,7 +19,7 @@ from extractors.pool import LocalPoolExecutor
 from extractors.scheduling import Executor
 from extractors.registry import extractor_class
 from io_utils.files import atomic_write
-from io_utils.manifest import Manifest, file_sha256
+from io_utils.manifest import Manifest, file_sha256, refuse_another_configuration
 from io_utils.outputs import collect_pickle, output_files, output_folder
 from io_utils.weights import checkpoint_path
 from io_utils.video_list import VideoJob, in_shard, list_jobs, split_jobs
@@ -53,8 +53,11 @@ def run(options: RunConfig | Mapping[str, Any], executor: Executor | None = None
     if missing:
         print(f"{len(missing)} input path(s) do not exist: {', '.join(map(str, missing))}", file=sys.stderr)
     if jobs:
+        folder = output_folder(config.output_path, config.feature_type, config.output_direct)
+        if config.on_extraction != "print":  # refused before any checkpoint is downloaded
+            refuse_another_configuration(folder, config.recorded(), config.overwrite)
         extractor.prepare(config)  # e.g. download weights once, before the workers start
-        manifest = _open_manifest(config, extractor) if config.on_extraction != "print" else None
+        manifest = _open_manifest(config, extractor, folder) if config.on_extraction != "print" else None
         progress = _Progress(jobs, config.verbose, summary, manifest)
         try:
             (executor or _executor(config)).run(jobs, progress.on_result, progress.on_progress)
@@ -70,7 +73,7 @@ def run(options: RunConfig | Mapping[str, Any], executor: Executor | None = None
     return 1 if summary.failures else 0
 
 
-def _open_manifest(config: RunConfig, extractor: type[BaseExtractor]) -> Manifest:
+def _open_manifest(config: RunConfig, extractor: type[BaseExtractor], folder: Path) -> Manifest:
     """The output folder's manifest, refusing a folder of features made with another configuration."""
     checkpoints = {}
     for weights, local, option in extractor.checkpoints(config):
@@ -78,19 +81,8 @@ def _open_manifest(config: RunConfig, extractor: type[BaseExtractor]) -> Manifes
         checkpoints[path.name] = {"sha256": file_sha256(path), "url": weights.url,
                                   "preprocessing": repr(weights.preprocessing) if weights.preprocessing else None}
     configuration = {**config.recorded(), "checkpoint_sha256": {name: entry["sha256"] for name, entry in checkpoints.items()}}
-    recipe = {"checkpoints": checkpoints, "sampling": _sampling_rule(config), "device": _device(config)}
-    folder = output_folder(config.output_path, config.feature_type, config.output_direct)
+    recipe = {"checkpoints": checkpoints, "sampling": extractor.sampling_rule(config), "device": _device(config)}
     return Manifest.open(folder, configuration, recipe, config.overwrite)
-
-
-def _sampling_rule(config: RunConfig) -> str:
-    """The sampling of this run in words, from the resolved options."""
-    parts = [f"--extract_method {config.sampling()}" if config.sampling() else "",
-             f"--views {config.views}" if config.views else "",
-             f"--extraction_fps {config.extraction_fps}" if config.extraction_fps else "",
-             f"windows of --stack_size {config.stack_size} every --step_size {config.step_size}" if config.stack_size else "",
-             "frames on screen at each target time (presentation timestamps)"]
-    return "; ".join(part for part in parts if part)
 
 
 def _device(config: RunConfig) -> dict[str, Any]:

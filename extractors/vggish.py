@@ -203,6 +203,14 @@ class ExtractVGGish(BaseExtractor):
     def open_reader(self, path: str | os.PathLike) -> AudioReader:
         return AudioReader(path, SAMPLE_RATE, verbose=self.config.verbose)
 
+    @classmethod
+    def sampling_rule(cls, config) -> str:
+        if config.timestamps_from:
+            return f"0.96 s examples centred on the rows of {config.timestamps_from}/<stem>_timestamps_ms.npy"
+        if config.sampling() is not None:
+            return f"0.96 s examples centred on the frames of {config.sampling()}"
+        return "0.96 s examples every 0.96 s from the first video frame"
+
     def model_inputs(self, audio: AudioReader) -> Iterator[tuple[torch.Tensor, float]]:
         chunks = audio.chunks()
         first = next(chunks, None)  # sets where the audio starts on the timeline

@@ -49,6 +49,14 @@ class WindowExtractor(BaseExtractor):
             raise UsageError(f"--stack_size {config.stack_size}: {config.feature_type} needs at least {minimum} "
                              "frames per window")
 
+    @classmethod
+    def sampling_rule(cls, config: RunConfig) -> str:
+        frames = f"the frames on screen every 1/{config.extraction_fps} s" if config.extraction_fps else "every frame"
+        if config.views:
+            return f"{config.views} windows of {config.stack_size} spread uniformly over {frames}"
+        padded = ", the last padded by repeating its last frame" if config.pad_last else ""
+        return f"windows of {config.stack_size} frames every {config.step_size} among {frames}{padded}"
+
     @property
     def window_size(self) -> int:
         return self.config.stack_size

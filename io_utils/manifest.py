@@ -47,6 +47,21 @@ def differences(recorded: Mapping[str, Any], asked: Mapping[str, Any]) -> list[s
             if recorded.get(name) != asked.get(name)]
 
 
+def refuse_another_configuration(folder: Path, configuration: Mapping[str, Any], overwrite: bool) -> bool:
+    """Whether ``folder``'s manifest (if any) records ``configuration`` (compared on its keys only, so that a
+    run can be checked before its checkpoints are at hand); another configuration is refused unless
+    ``overwrite``."""
+    path = folder / MANIFEST_FILE
+    if not path.exists():
+        return True
+    recorded = read_manifest(path)["configuration"]
+    changed = differences({name: recorded.get(name) for name in configuration}, configuration)
+    if changed and not overwrite:
+        raise UsageError(f"{folder} holds features made with another configuration ({'; '.join(changed)}); "
+                         "use another --output_path, or --overwrite to extract every video again")
+    return not changed
+
+
 class Manifest:
     """The manifest of one output folder during a run."""
 
@@ -59,14 +74,9 @@ class Manifest:
         """The folder's manifest for a run of ``configuration``: an existing one with the same configuration
         keeps its videos; one with another is refused, unless ``overwrite`` (then it starts afresh)."""
         path = folder / MANIFEST_FILE
-        videos: dict[str, Any] = {}
-        if path.exists():
-            existing = read_manifest(path)
-            changed = differences(existing["configuration"], configuration)
-            if changed and not overwrite:
-                raise UsageError(f"{folder} holds features made with another configuration ({'; '.join(changed)}); "
-                                 "use another --output_path, or --overwrite to extract every video again")
-            videos = {} if changed else existing.get("videos", {})
+        existing = read_manifest(path) if path.exists() else {}
+        same = refuse_another_configuration(folder, configuration, overwrite)
+        videos = existing.get("videos", {}) if same else {}
         content = {"tool": tool_version(), "configuration": configuration, **recipe, "libraries": library_versions(),
                    "machine": platform.node(), "videos": videos}
         manifest = cls(path, content)

@@ -66,6 +66,10 @@ def test_another_configuration_into_the_folder_is_refused_naming_the_options(wei
     assert run(weights, tmp_path, "--views", "3", "--l2_normalize") == 1
     error = capsys.readouterr().err
     assert "holds features made with another configuration (--l2_normalize False -> True; --views 2 -> 3)" in error
+    empty = tmp_path / "no_weights"
+    empty.mkdir()
+    assert run(empty, tmp_path, "--views", "3") == 1  # refused before looking for (or downloading) a checkpoint
+    assert "holds features made with another configuration (--views 2 -> 3)" in capsys.readouterr().err
     assert run(weights, tmp_path, "--views", "2", "--batch_size", "7") == 0  # speed settings are not the recipe
     assert run(weights, tmp_path, "--views", "3", "--overwrite") == 0
     manifest = json.loads((tmp_path / "resnet18" / "manifest.json").read_text())
