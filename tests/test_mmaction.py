@@ -18,6 +18,7 @@ from torchvision.models import resnet50
 
 from extractors.mmaction import SLOWONLY_WEIGHTS, TSN_WEIGHTS, ExtractSlowOnly, ExtractTSN, mmaction_clip_indices
 from io_utils.errors import UsageError
+from io_utils.outputs import collect_pickle
 from tests.checkpoints import official_keys
 from tests.clips import sequential_decode, write_clip
 
@@ -214,3 +215,27 @@ def test_collect_pickle_lists_every_video_in_list_order(weights, clip_70, tmp_pa
     assert [None if item is None else item.shape for item in gathered] == [(2048,), None, None, (2048,)]
     np.testing.assert_array_equal(gathered[0], np.load(out / "tsn" / "other_tsn.npy")[0])
     np.testing.assert_array_equal(gathered[3], np.load(out / "tsn" / "clip70_tsn.npy")[0])
+
+
+def test_collect_pickle_reads_pickled_outputs_as_arrays_only(tmp_path):
+    good, missing, hostile = tmp_path / "a_tsn.pkl", tmp_path / "b_tsn.pkl", tmp_path / "c_tsn.pkl"
+    with open(good, "wb") as handle:
+        pickle.dump(np.arange(8, dtype=np.float32).reshape(1, 8), handle)
+    assert [None if item is None else item.tolist() for item in _collect([good, missing], tmp_path / "all.pkl")] == \
+        [list(range(8)), None]
+
+    class Hostile:
+        def __reduce__(self):
+            return (print, ("this must not run",))
+
+    with open(hostile, "wb") as handle:
+        pickle.dump(Hostile(), handle)
+    with pytest.raises(pickle.UnpicklingError, match="builtins.print is not part of a NumPy array"):
+        collect_pickle([hostile], tmp_path / "never.pkl", squeeze_single_row=True)
+    assert not (tmp_path / "never.pkl").exists()
+
+
+def _collect(paths: list[Path], destination: Path) -> list:
+    assert collect_pickle(paths, destination, squeeze_single_row=True) == [path for path in paths if not path.exists()]
+    with open(destination, "rb") as handle:
+        return pickle.load(handle)
