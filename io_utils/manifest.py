@@ -4,8 +4,8 @@ The manifest holds the tool's version, the run's configuration (every option tha
 checkpoint's file name and SHA-256, the preprocessing and sampling rule, library versions, the device, and per
 video the source's size and modification time, its stream's facts, the output shapes and the time taken. A run
 into a folder whose manifest records another configuration is refused (features made differently must not mix
-silently); a resumed run adds its videos. The file is replaced atomically; it is written at the start, every
-``SAVE_EVERY_S`` while videos finish, and at the end.
+silently); a resumed run adds its videos. The file is replaced atomically at the start and at the end of a run;
+in between, each video's record is appended to a journal beside it (see :class:`Manifest`).
 """
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import subprocess
-import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
@@ -23,7 +22,7 @@ from io_utils.errors import UsageError
 from io_utils.files import atomic_write
 
 MANIFEST_FILE = "manifest.json"
-SAVE_EVERY_S = 30.0
+JOURNAL_FILE = "manifest.videos.jsonl"
 _LIBRARIES = ("torch", "torchvision", "av", "open_clip_torch", "timm", "numpy", "opencv-python-headless")
 _ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,11 +62,18 @@ def refuse_another_configuration(folder: Path, configuration: Mapping[str, Any],
 
 
 class Manifest:
-    """The manifest of one output folder during a run."""
+    """The manifest of one output folder during a run.
+
+    Each finished video's record is appended to ``manifest.videos.jsonl`` as it comes (a line, flushed: cheap
+    whatever the number of videos, and nothing is lost in a crash); ``manifest.json`` is rewritten at the start
+    and at the end of a run, with those records folded in, and the journal is then removed. A run that finds a
+    journal left by a crashed one folds it in first.
+    """
 
     def __init__(self, path: Path, content: dict[str, Any]):
         self.path, self.content = path, content
-        self._saved_at = 0.0
+        self.journal = path.with_name(JOURNAL_FILE)
+        self._handle = None
 
     @classmethod
     def open(cls, folder: Path, configuration: dict[str, Any], recipe: dict[str, Any], overwrite: bool) -> Manifest:
@@ -76,7 +82,7 @@ class Manifest:
         path = folder / MANIFEST_FILE
         existing = read_manifest(path) if path.exists() else {}
         same = refuse_another_configuration(folder, configuration, overwrite)
-        videos = existing.get("videos", {}) if same else {}
+        videos = {**existing.get("videos", {}), **_journal_records(path.with_name(JOURNAL_FILE))} if same else {}
         content = {"tool": tool_version(), "configuration": configuration, **recipe, "libraries": library_versions(),
                    "machine": platform.node(), "videos": videos}
         manifest = cls(path, content)
@@ -85,14 +91,35 @@ class Manifest:
 
     def add_video(self, key: str, facts: Mapping[str, Any]) -> None:
         self.content["videos"][key] = dict(facts)
-        if time.monotonic() - self._saved_at >= SAVE_EVERY_S:
-            self.save()
+        if self._handle is None:
+            self._handle = open(self.journal, "a", encoding="utf-8")
+        self._handle.write(json.dumps({"video": key, **facts}) + "\n")
+        self._handle.flush()
 
     def save(self) -> None:
+        """Rewrite ``manifest.json`` whole (atomically) with every record so far; the journal is then redundant."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps(self.content, indent=1, sort_keys=False) + "\n"
         atomic_write(self.path, lambda handle: handle.write(text.encode()))
-        self._saved_at = time.monotonic()
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+        self.journal.unlink(missing_ok=True)
+
+
+def _journal_records(journal: Path) -> dict[str, Any]:
+    """The records of a journal left by a run that did not finish (a torn last line is skipped)."""
+    records: dict[str, Any] = {}
+    if not journal.exists():
+        return records
+    for line in journal.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and "video" in record:
+            records[record.pop("video")] = record
+    return records
 
 
 def tool_version() -> dict[str, Any]:
