@@ -68,7 +68,10 @@ def test_ray_features_equal_the_local_backends_bit_for_bit(cluster_runs, tmp_pat
 def test_a_node_lost_mid_run_loses_no_video(cluster_runs):
     folder, results, _ = cluster_runs
     code, summary, actors_lost = results["node_lost"]
-    assert (code, summary) == (0, "done: 4, skipped: 0, failed: 0") and actors_lost == 1
+    # The lost actor may have finished writing its video before it died, without reporting it: the retry then
+    # finds the outputs complete and skips it. Either way no video is lost and none fails.
+    assert code == 0 and actors_lost == 1
+    assert summary in ("done: 4, skipped: 0, failed: 0", "done: 3, skipped: 1, failed: 0"), summary
     assert len(list((folder / "lost" / FOLDER).glob("*_clip.npy"))) == 4 and no_partial_files(folder / "lost")
 
 
