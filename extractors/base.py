@@ -180,9 +180,9 @@ class BaseExtractor:
                             failed = error
                     continue
                 outcome = payload if kind == "error" else failed
-                if outcome is None and on_facts is not None:
-                    on_facts(video, payload)
                 if outcome is None:
+                    if on_facts is not None:
+                        on_facts(video, payload)
                     try:
                         sink = sink or finish(sink_of(video))
                         outcome, sink = sink.close(payload["fps"]), None

@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 from dataclasses import MISSING, fields
+from pathlib import Path
 from typing import Any, Callable, Collection
 
 from extractors.config import COMMON_OPTIONS, RunConfig, resolve_config
 from extractors.presets import PRESETS
+from extractors.registry import feature_type, feature_types
 from io_utils.errors import UsageError
 from io_utils.manifest import MANIFEST_FILE
 from io_utils.pack import pack
-from extractors.registry import feature_type, feature_types
 
-_GROUPS = {"recipes": "presets and manifests", "inputs": "inputs (exactly one)", "sampling": "sampling and windows", "devices": "devices",
-           "outputs": "outputs, views, crops and pooling", "models": "models and weights",
+_GROUPS = {"recipes": "presets and manifests", "inputs": "inputs (exactly one)", "sampling": "sampling and windows",
+           "devices": "devices", "outputs": "outputs, views, crops and pooling", "models": "models and weights",
            "flow": "optical flow (raft, pwc, and i3d's flow stream)", "audio": "audio (vggish)"}
 
 
@@ -73,7 +73,7 @@ def presets_listing() -> str:
     for name, entry in PRESETS.items():
         config = resolve_config({"preset": name})
         options = " ".join(_as_argument(option, value) for option, value in config.given().items()
-                           if option not in ("preset", "cpu"))
+                           if option != "preset")
         differs = f"\n  differs: {entry.differs}" if entry.differs else ""
         blocks.append(f"{name}\n  reproduces: {entry.reproduces}{differs}\n  resolved: {options}")
     return "\n\n".join(blocks)
@@ -161,9 +161,9 @@ def pack_command(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     folder = Path(args.folder)
     if (folder / MANIFEST_FILE).exists():
-        config = resolve_config({"from_manifest": str(folder / MANIFEST_FILE), "cpu": True})
+        config = resolve_config({"from_manifest": str(folder / MANIFEST_FILE)})
     elif args.feature_type:
-        config = resolve_config({"feature_type": args.feature_type, "cpu": True})
+        config = resolve_config({"feature_type": args.feature_type})
     else:
         raise UsageError(f"{folder}: no {MANIFEST_FILE}; give --feature_type to say which outputs to pack")
     keys = [*feature_type(config.feature_type).extractor.feature_keys(config), "fps", "timestamps_ms"]

@@ -11,13 +11,13 @@ hold the same object, and the model layer never sees argparse.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field, fields, replace
 from fractions import Fraction
 from pathlib import Path
-from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Mapping
 
-from extractors.registry import feature_type
 from extractors.presets import preset
+from extractors.registry import feature_type
 from io_utils.errors import UsageError
 from io_utils.manifest import read_manifest
 from io_utils.outputs import FLOW_IMAGE_MODES, ON_EXTRACTION_CHOICES
@@ -215,11 +215,9 @@ COMMON_OPTIONS = frozenset({"feature_type", "video_paths", "video_dir", "file_wi
                             "shard", "collect_pickle", "preset", "from_manifest"})
 
 
-# Options that do not change the features: where inputs come from and outputs go, devices, speed, printing.
-NOT_RECORDED = frozenset({"video_paths", "video_dir", "file_with_video_paths", "recursive", "frames_dir", "device_ids", "cpu",
-                          "num_workers", "backend", "ray_address", "cpus_per_worker", "shard", "on_extraction",
-                          "output_path", "output_direct", "overwrite", "verbose", "weights_dir", "collect_pickle",
-                          "batch_size", "flow_batch_size", "show_pred", "pred_texts", "preset", "from_manifest"})
+# Options models read that do not change the features (speed, printing); the options of every run are not
+# recorded either (where inputs come from and outputs go, devices), except --frames_fps.
+NOT_RECORDED = frozenset({"batch_size", "flow_batch_size", "show_pred", "pred_texts"})
 
 
 def recorded_options(manifest_path: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from extractors.base import BaseExtractor
 from extractors.registry import FeatureType, register
-from extractors.windows import read_frames
+from extractors.windows import frames_read, read_frames
 from flow import load_flow_network
 from flow.pwc import PWC_WEIGHTS
 from flow.raft import RAFT_WEIGHTS, WEIGHT_ALIASES
@@ -52,8 +52,7 @@ class ExtractFlow(BaseExtractor):
 
     @classmethod
     def sampling_rule(cls, config) -> str:
-        frames = f"the frames on screen every 1/{config.extraction_fps} s" if config.extraction_fps else "every frame"
-        return f"flow between consecutive pairs of {frames}"
+        return f"flow between consecutive pairs of {frames_read(config.extraction_fps)}"
 
     def model_inputs(self, video: VideoReader) -> Iterator[tuple[torch.Tensor, float]]:
         previous, pairs = None, 0

@@ -136,8 +136,8 @@ class SlowOnlyBackbone(nn.Module):
 
 
 class MMActionRecognizer(nn.Module):
-    """``backbone`` and ``cls_head.fc_cls``, the layout of MMAction2's recognizers; ``features`` gives the
-    backbone's output averaged over everything but the batch and the channels."""
+    """``backbone`` and ``cls_head.fc_cls``, the layout of MMAction2's recognizers; its output is the backbone's
+    averaged over everything but the batch and the channels (the classifier is for ``--show_pred``)."""
 
     def __init__(self, backbone: nn.Module, num_classes: int = 400):
         super().__init__()
@@ -145,12 +145,9 @@ class MMActionRecognizer(nn.Module):
         self.cls_head = nn.Module()
         self.cls_head.fc_cls = nn.Linear(2048, num_classes)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.backbone(x)
         return out.mean(dim=tuple(range(2, out.dim()))) if out.dim() > 2 else out
-
-    def classify(self, features: torch.Tensor) -> torch.Tensor:
-        return self.cls_head.fc_cls(features)
 
 
 def build_tsn() -> MMActionRecognizer:
@@ -253,7 +250,8 @@ class MMActionExtractor(HeadPredictions, BaseExtractor):
         network = self.weights.build()
         load_state_dict_strictly(network, self.checkpoint_file(), f"an MMAction2 {self.feature_type} checkpoint "
                                  f"({self.weights.file_name})", convert=self.state_dict_of)
-        return with_mmaction_head(network), self.weights.preprocessing
+        # the layout HeadPredictions expects: the pooled features, and the classifier
+        return nn.ModuleDict({"backbone": network, "head": network.cls_head.fc_cls}), self.weights.preprocessing
 
     def model_inputs(self, video: VideoReader) -> Iterator[tuple[torch.Tensor, float]]:
         """Frames are decoded once each, in presentation order, and each held until its last clip is out."""
@@ -285,20 +283,6 @@ class MMActionExtractor(HeadPredictions, BaseExtractor):
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         return self.model["backbone"](batch)
-
-
-def with_mmaction_head(network: MMActionRecognizer) -> nn.ModuleDict:
-    """The layout :class:`HeadPredictions` expects: the pooled features, and the classifier."""
-    return nn.ModuleDict({"backbone": _Features(network), "head": network.cls_head.fc_cls})
-
-
-class _Features(nn.Module):
-    def __init__(self, network: MMActionRecognizer):
-        super().__init__()
-        self.network = network
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.network.features(x)
 
 
 class ExtractTSN(MMActionExtractor):

@@ -16,13 +16,14 @@ from extractors.base import BaseExtractor
 from extractors.config import RunConfig, resolve_config
 from extractors.devices import worker_devices
 from extractors.pool import LocalPoolExecutor
-from extractors.scheduling import Executor
 from extractors.registry import extractor_class
+from extractors.scheduling import Executor
+from extractors.worker import output_paths
 from io_utils.files import atomic_write
 from io_utils.manifest import Manifest, file_sha256, refuse_another_configuration
-from io_utils.outputs import collect_pickle, output_files, output_folder
-from io_utils.weights import checkpoint_path
+from io_utils.outputs import collect_pickle, output_folder
 from io_utils.video_list import VideoJob, in_shard, list_jobs, split_jobs
+from io_utils.weights import checkpoint_path
 
 FAILURES_FILE = "failures.tsv"
 
@@ -52,8 +53,8 @@ def run(options: RunConfig | Mapping[str, Any], executor: Executor | None = None
     summary = Summary(failures={path: "no such file" for path in missing})
     if missing:
         print(f"{len(missing)} input path(s) do not exist: {', '.join(map(str, missing))}", file=sys.stderr)
+    folder = output_folder(config.output_path, config.feature_type, config.output_direct)
     if jobs:
-        folder = output_folder(config.output_path, config.feature_type, config.output_direct)
         if config.on_extraction != "print":  # refused before any checkpoint is downloaded
             refuse_another_configuration(folder, config.recorded(), config.overwrite)
         extractor.prepare(config)  # e.g. download weights once, before the workers start
@@ -66,9 +67,9 @@ def run(options: RunConfig | Mapping[str, Any], executor: Executor | None = None
             if manifest is not None:
                 manifest.save()
             if config.on_extraction != "print":
-                _write_failures(config, summary)
+                _write_failures(folder, summary)
     if config.collect_pickle:
-        _collect(config, listed, extractor.feature_keys(config)[0])
+        _collect(config, listed)
     print(summary.line())
     return 1 if summary.failures else 0
 
@@ -139,19 +140,19 @@ class _Progress:
         self._bar.close()
 
 
-def _collect(config: RunConfig, jobs: list[VideoJob], main_key: str) -> None:
+def _collect(config: RunConfig, jobs: list[VideoJob]) -> None:
     """``--collect_pickle``: the main features of every video of the list, in its order (repeats repeated), in one
     pickle."""
-    folder = output_folder(config.output_path, config.feature_type, config.output_direct)
-    paths = [output_files(job, [main_key], main_key, folder, config.on_extraction)[main_key] for job in jobs]
+    main_key = extractor_class(config.feature_type).feature_keys(config)[0]
+    paths = [output_paths(config, job)[main_key] for job in jobs]
     missing = collect_pickle(paths, Path(config.collect_pickle), squeeze_single_row=config.pool == "mean")
     note = f", {len(missing)} without features (None in their place)" if missing else ""
     print(f"collected {len(paths) - len(missing)} videos into {config.collect_pickle}{note}", file=sys.stderr)
 
 
-def _write_failures(config: RunConfig, summary: Summary) -> None:
+def _write_failures(folder: Path, summary: Summary) -> None:
     """``<output folder>/failures.tsv`` lists path and reason; it is removed when a run has no failures."""
-    path = output_folder(config.output_path, config.feature_type, config.output_direct) / FAILURES_FILE
+    path = folder / FAILURES_FILE
     if not summary.failures:
         path.unlink(missing_ok=True)
         return

@@ -54,9 +54,8 @@ class FramePreprocessing:
         image = TF.resize(image, size, interpolation=self.interpolation, antialias=self.antialias)
         if self.crop is None:
             return self._normalize(image)
-        if crops == 1:
-            return self._normalize(TF.center_crop(image, list(self.crop)))
-        return torch.stack([self._normalize(view) for view in crop_views(image, self.crop, crops)])
+        views = crop_views(image, self.crop, crops)
+        return self._normalize(views[0]) if crops == 1 else torch.stack([self._normalize(view) for view in views])
 
     def _normalize(self, image: torch.Tensor) -> torch.Tensor:
         return TF.normalize(image.float() / self.divisor, list(self.mean), list(self.std))

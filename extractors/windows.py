@@ -51,7 +51,7 @@ class WindowExtractor(BaseExtractor):
 
     @classmethod
     def sampling_rule(cls, config: RunConfig) -> str:
-        frames = f"the frames on screen every 1/{config.extraction_fps} s" if config.extraction_fps else "every frame"
+        frames = frames_read(config.extraction_fps)
         if config.views:
             return f"{config.views} windows of {config.stack_size} spread uniformly over {frames}"
         padded = ", the last padded by repeating its last frame" if config.pad_last else ""
@@ -141,6 +141,11 @@ def windows_at(items: Iterable[tuple], starts: Sequence[int], size: int) -> Iter
 def read_frames(video: VideoReader, fps: float | None) -> Iterator[Frame]:
     """Every frame in presentation order, or with ``fps`` the frames on screen at ``k / fps`` seconds."""
     return video.read_all() if fps is None else video.read_at(_fixed_rate_targets(video, fps))
+
+
+def frames_read(fps: float | None) -> str:
+    """What :func:`read_frames` takes, in words (for the manifest)."""
+    return f"the frames on screen every 1/{fps} s" if fps else "every frame"
 
 
 def frames_to_read(video: VideoReader, fps: float | None) -> int:

@@ -81,7 +81,7 @@ class FrameFolderReader:
     def read_at(self, targets: Sequence[int]) -> Iterator[Frame]:
         """The image on screen at each target (ticks of one frame)."""
         for target in targets:
-            yield self._frame(min(max(int(target), 0), self.num_frames - 1))
+            yield self._frame(self._on_screen(target))
 
     def read_all(self) -> Iterator[Frame]:
         for index in range(self.num_frames):
@@ -91,8 +91,12 @@ class FrameFolderReader:
         return list(range(self.num_frames))
 
     def frame_times_ms(self, targets: Sequence[int] | None = None) -> list[float]:
-        shown = range(self.num_frames) if targets is None else [min(max(int(t), 0), self.num_frames - 1) for t in targets]
+        shown = range(self.num_frames) if targets is None else [self._on_screen(target) for target in targets]
         return [self.pts_to_ms(index) for index in shown]
+
+    def _on_screen(self, target: int) -> int:
+        """The image shown at ``target`` (ticks of one frame): before the first, the first; past the last, the last."""
+        return min(max(int(target), 0), self.num_frames - 1)
 
     def _frame(self, index: int) -> Frame:
         path = self._files[index]

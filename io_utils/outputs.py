@@ -82,7 +82,7 @@ class FinishingSink:
     @classmethod
     def wrapper(cls, pool: str | None, l2_normalize: bool, dtype: str, crops: int = 1) -> Callable[[Sink], Sink]:
         """What to wrap each video's sink in: nothing, if no option asks for it."""
-        if pool in (None, "none") and not l2_normalize and np.dtype(dtype) == np.float32:
+        if pool != "mean" and not l2_normalize and np.dtype(dtype) == np.float32:
             return lambda sink: sink
         return lambda sink: cls(sink, pool, l2_normalize, dtype, crops)
 

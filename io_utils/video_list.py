@@ -13,7 +13,7 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import Any, Iterable
+from typing import Iterable
 
 from io_utils.errors import UsageError
 from io_utils.frames import frame_folders
@@ -52,11 +52,6 @@ def list_jobs(
     if file_with_video_paths is not None:
         return _jobs_from_list_file(Path(file_with_video_paths))
     return [VideoJob(Path(p), PurePath(Path(p).stem)) for p in video_paths or []]
-
-
-def build_video_list(*args: Any, **kwargs: Any) -> tuple[list[VideoJob], list[Path]]:
-    """:func:`split_jobs` of :func:`list_jobs` (same arguments): existing videos each once, and missing paths."""
-    return split_jobs(list_jobs(*args, **kwargs))
 
 
 def split_jobs(listed: list[VideoJob]) -> tuple[list[VideoJob], list[Path]]:

@@ -7,7 +7,7 @@ import pytest
 
 from io_utils.errors import UsageError
 from io_utils.outputs import output_files
-from io_utils.video_list import VideoJob, build_video_list
+from io_utils.video_list import VideoJob, list_jobs, split_jobs
 
 
 def touch(path: Path) -> Path:
@@ -20,13 +20,13 @@ def test_list_file_tolerates_blank_lines_crlf_and_trailing_spaces(tmp_path):
     a, b = touch(tmp_path / "a.mp4"), touch(tmp_path / "b.mkv")
     list_file = tmp_path / "videos.txt"
     list_file.write_bytes(f"\r\n{a}  \r\n\r\n{b}\t\r\n   \r\n".encode())
-    jobs, missing = build_video_list(file_with_video_paths=str(list_file))
+    jobs, missing = split_jobs(list_jobs(file_with_video_paths=str(list_file)))
     assert [job.path for job in jobs] == [a, b] and missing == []
 
 
 def test_missing_paths_are_all_listed_and_the_rest_go_on(tmp_path):
     a = touch(tmp_path / "a.mp4")
-    jobs, missing = build_video_list(video_paths=[str(a), str(tmp_path / "x.mp4"), str(tmp_path / "y.mp4")])
+    jobs, missing = split_jobs(list_jobs(video_paths=[str(a), str(tmp_path / "x.mp4"), str(tmp_path / "y.mp4")]))
     assert [job.path for job in jobs] == [a]
     assert missing == [tmp_path / "x.mp4", tmp_path / "y.mp4"]
 
@@ -36,21 +36,21 @@ def test_video_dir_by_extension_and_recursive_mirrors_folders(tmp_path):
     touch(tmp_path / "notes.txt")
     touch(tmp_path / "a" / "clip.mp4")
     touch(tmp_path / "b" / "clip.mp4")
-    flat, _ = build_video_list(video_dir=str(tmp_path))
+    flat, _ = split_jobs(list_jobs(video_dir=str(tmp_path)))
     assert [job.output_stem for job in flat] == [PurePath("top")]
-    deep, _ = build_video_list(video_dir=str(tmp_path), recursive=True)
+    deep, _ = split_jobs(list_jobs(video_dir=str(tmp_path), recursive=True))
     assert sorted(map(str, (job.output_stem for job in deep))) == ["a/clip", "b/clip", "top"]
 
 
 def test_same_stem_from_different_folders_is_refused_listing_collisions(tmp_path):
     a, b = touch(tmp_path / "a" / "clip.mp4"), touch(tmp_path / "b" / "clip.mp4")
     with pytest.raises(UsageError, match=r"1 output name\(s\).*a/clip.mp4 and .*b/clip.mp4 -> clip"):
-        build_video_list(video_paths=[str(a), str(b)])
+        split_jobs(list_jobs(video_paths=[str(a), str(b)]))
 
 
 def test_same_video_twice_is_done_once(tmp_path):
     a = touch(tmp_path / "a.mp4")
-    jobs, _ = build_video_list(video_paths=[str(a), str(a)])
+    jobs, _ = split_jobs(list_jobs(video_paths=[str(a), str(a)]))
     assert len(jobs) == 1
 
 
@@ -58,7 +58,7 @@ def test_csv_names_each_videos_feature_file(tmp_path):
     a, b = touch(tmp_path / "a.mp4"), touch(tmp_path / "sub" / "a.mp4")
     csv_file = tmp_path / "list.csv"
     csv_file.write_text(f"video_path,feature_path\n{a},feats/a.npy\n{b},feats/a_sub.npy\n")
-    jobs, _ = build_video_list(file_with_video_paths=str(csv_file))
+    jobs, _ = split_jobs(list_jobs(file_with_video_paths=str(csv_file)))
     assert [job.feature_path for job in jobs] == [Path("feats/a.npy"), Path("feats/a_sub.npy")]
     paths = output_files(jobs[0], ["clip", "fps", "timestamps_ms"], "clip", tmp_path / "out", "save_numpy")
     assert paths["clip"] == tmp_path / "out" / "feats" / "a.npy"
@@ -70,7 +70,7 @@ def test_csv_with_missing_field_is_refused(tmp_path):
     csv_file = tmp_path / "list.csv"
     csv_file.write_text("video_path,feature_path\nx.mp4,\n")
     with pytest.raises(UsageError, match="line 2: both video_path and feature_path are required"):
-        build_video_list(file_with_video_paths=str(csv_file))
+        split_jobs(list_jobs(file_with_video_paths=str(csv_file)))
 
 
 def test_default_output_layout(tmp_path):
