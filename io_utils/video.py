@@ -13,13 +13,19 @@ little as possible:
   dts passes ``t`` no later packet can be shown at or before ``t``. The frame on screen at ``t`` is then the
   known packet with the largest pts ``<= t``, and decoding stops as soon as that frame comes out.
 
-So sparse sampling decodes only from each target's keyframe up to the target, dense sampling is one
-sequential pass, and memory holds a few compressed packets and one decoded frame.
+So the targets fall into keyframe intervals, and each interval is decoded from its keyframe up to its last
+target, once: sparse sampling decodes only from each target's keyframe up to the target, dense sampling is one
+sequential pass, and memory holds a few compressed packets and one decoded frame. When every interval's frames
+fit in a decoder's buffer (``DECODED_BYTES_PER_DECODER``; subsampled reads such as ``uni_N`` or ``fix_1``), a
+few intervals are decoded at once, each by its own demuxer and decoder (:class:`_ParallelIntervals`), and
+their frames are yielded in order. The frames are the same: each interval is decoded as one decoder would.
 """
 from __future__ import annotations
 
 import bisect
 import os
+import queue
+import threading
 from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
@@ -34,6 +40,9 @@ from io_utils.errors import VideoError
 # Decoders that drop exactly the frames no other frame refers to (skip_frame NONREF): H.264 and HEVC by the NAL
 # units' reference flags, MPEG-1/2/4 part 2 their B-frames. VP9, AV1 and the rest decode every frame.
 SKIPPABLE_CODECS = frozenset({"h264", "hevc", "mpeg4", "mpeg2video", "mpeg1video"})
+
+MAX_DECODERS = 4  # keyframe intervals one reader decodes at once
+DECODED_BYTES_PER_DECODER = 128 << 20  # decoded frames one of them may hold ahead of the consumer
 
 
 @dataclass(frozen=True)
@@ -70,11 +79,15 @@ class VideoReader:
     Use as a context manager; ``read_at`` yields one :class:`Frame` per target, in target order.
     """
 
-    def __init__(self, path: str | os.PathLike, threads: bool = True, skip_unshown: bool = True):
-        """``threads``: FFmpeg's frame and slice threads; ``skip_unshown``: let the decoder drop the non-reference
-        frames between the frames taken (see ``_ForwardDecoder``)."""
+    def __init__(self, path: str | os.PathLike, threads: bool = True, skip_unshown: bool = True,
+                 decoders: int | None = None):
+        """``threads``: FFmpeg's frame and slice threads, and keyframe intervals decoded at once (else one thread);
+        ``skip_unshown``: let the decoder drop the non-reference frames between the frames taken (see
+        ``_ForwardDecoder``); ``decoders``: how many intervals at most are decoded at once (default: one per core,
+        up to ``MAX_DECODERS``; 1 without ``threads``)."""
         self.path = Path(path)
         self._skip_unshown = skip_unshown
+        self._decoders = (decoders or min(MAX_DECODERS, _usable_cores())) if threads else 1
         self._container = open_container(self.path)
         try:
             if not self._container.streams.video:
@@ -83,6 +96,8 @@ class VideoReader:
             self._stream = self._container.streams.video[0]
             if threads:
                 self._stream.thread_type = "AUTO"
+            else:
+                self._stream.codec_context.thread_count = 1
             self.time_base: Fraction = self._stream.time_base
             self.index = _index_from_container(self._container, self._stream, self.path) or _index_by_demuxing(
                 self._container, self._stream
@@ -124,24 +139,57 @@ class VideoReader:
 
     def read_at(self, targets: Sequence[int]) -> Iterator[Frame]:
         """Yield the frame on screen at each target time (stream ticks, ascending)."""
+        intervals = self._keyframe_intervals(targets)
+        buffer_frames = self._frames_per_buffer()
+        if self._decoders > 1 and len(intervals) > 1 and max(map(len, intervals)) <= buffer_frames:
+            yield from _ParallelIntervals(self, intervals, self._decoders, buffer_frames).frames()
+            return
         decoder = _ForwardDecoder(self._container, self._stream, self._skip_unshown)
+        for interval in intervals:
+            yield from self._interval_frames(decoder, interval)
+
+    def _keyframe_intervals(self, targets: Sequence[int]) -> list[list[int]]:
+        """``targets`` cut where a keyframe lies between two of them: each part is decoded from its keyframe
+        (what lies between the parts is not decoded at all)."""
+        intervals: list[list[int]] = []
+        previous_keyframe = None
+        for target in targets:
+            keyframe = self.index.keyframe_before(target)
+            if keyframe != previous_keyframe:
+                intervals.append([])
+                previous_keyframe = keyframe
+            intervals[-1].append(target)
+        return intervals
+
+    def _interval_frames(self, decoder: _ForwardDecoder, targets: list[int]) -> Iterator[Frame]:
+        """Seek ``decoder`` to the keyframe before ``targets[0]`` and yield the frame on screen at each target
+        (all within one keyframe interval)."""
+        decoder.seek(self.index.seek_points(targets[0]), targets[0])
         last: Frame | None = None
         for index, target in enumerate(targets):
-            if decoder.position is None or self.index.keyframe_before(target) > decoder.position:
-                decoder.seek(self.index.seek_points(target), target)
-            elif last is not None and decoder.on_screen(target) == last.pts:
+            if last is not None and decoder.on_screen(target) == last.pts:
                 yield last  # several targets within one frame's display time
                 continue
-            following = targets[index + 1] if index + 1 < len(targets) else None
-            if following is not None and self.index.keyframe_before(following) > target:
-                following = None  # it will be sought: what lies between is not decoded at all
-            found = decoder.frame_at(target, following)
+            found = decoder.frame_at(target, targets[index + 1] if index + 1 < len(targets) else None)
             if found is None:
                 raise VideoError(f"no decodable frame at {float((target - self.start_pts) * self.time_base):.3f} s "
                                  "(truncated or corrupt)")
             self.rotation = int(found.rotation)
             last = Frame(_to_rgb(found), int(found.pts), self.pts_to_ms(found.pts))
             yield last
+
+    def _frames_per_buffer(self) -> int:
+        """How many decoded frames fit in one decoder's share of memory."""
+        context = self._stream.codec_context
+        return max(1, DECODED_BYTES_PER_DECODER // max(1, 3 * context.width * context.height))
+
+    def _open_decoder(self, frame_threads: int) -> tuple[av.container.InputContainer, _ForwardDecoder]:
+        """One more demuxer and decoder of this file, for decoding another keyframe interval at the same time."""
+        container = open_container(self.path)
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = frame_threads
+        return container, _ForwardDecoder(container, stream, self._skip_unshown)
 
     def frame_pts(self) -> list[int]:
         """The presentation time of every frame, ascending, from one pass over the packets: nothing is decoded.
@@ -165,6 +213,72 @@ class VideoReader:
             yield Frame(_to_rgb(frame), int(frame.pts), self.pts_to_ms(frame.pts))
 
 
+class _ParallelIntervals:
+    """Decodes keyframe intervals on ``decoders`` threads, each with its own demuxer and decoder, and yields their
+    frames in order.
+
+    Decoder ``k`` takes intervals ``k``, ``k + decoders``, ... in turn and puts their frames into its own queue
+    of ``buffer_frames``, which holds at least one whole interval: so while the consumer takes the frames of one
+    interval, the other decoders finish theirs instead of waiting. Why: FFmpeg's frame threads wait on each
+    other (a frame decodes only as far as the rows it refers to are done, and with the non-reference frames
+    skipped each frame refers to the one before), and their pipeline drains at every seek; intervals share
+    nothing. Each decoder still gets a few frame threads, so that one long interval does not leave the other
+    cores idle. Memory: ``decoders`` buffers of at most ``DECODED_BYTES_PER_DECODER``.
+    """
+
+    _INTERVAL_END = object()
+
+    def __init__(self, reader: VideoReader, intervals: list[list[int]], decoders: int, buffer_frames: int):
+        self._reader, self._intervals = reader, intervals
+        self._decoders = min(decoders, len(intervals))
+        self._frame_threads = max(2, _usable_cores() // self._decoders)
+        self._queues = [queue.Queue(maxsize=buffer_frames) for _ in range(self._decoders)]
+        self._stop = threading.Event()
+
+    def frames(self) -> Iterator[Frame]:
+        threads = [threading.Thread(target=self._decode, args=(first,), name=f"interval-decoder-{first}", daemon=True)
+                   for first in range(self._decoders)]
+        for thread in threads:
+            thread.start()
+        try:
+            for index in range(len(self._intervals)):
+                source = self._queues[index % self._decoders]
+                while (item := source.get()) is not self._INTERVAL_END:
+                    if isinstance(item, BaseException):
+                        raise item
+                    yield item
+        finally:
+            self._stop.set()  # also when the consumer stops early: each thread ends at its next frame taken
+            for thread in threads:
+                thread.join()
+
+    def _decode(self, first: int) -> None:
+        output = self._queues[first]
+        try:
+            container, decoder = self._reader._open_decoder(self._frame_threads)
+            try:
+                for index in range(first, len(self._intervals), self._decoders):
+                    for frame in self._reader._interval_frames(decoder, self._intervals[index]):
+                        if not self._put(output, frame):
+                            return
+                    if not self._put(output, self._INTERVAL_END):
+                        return
+            finally:
+                container.close()
+        except BaseException as error:  # the consumer raises it when it reaches this interval
+            self._put(output, error)
+
+    def _put(self, output: queue.Queue, item: object) -> bool:
+        """Wait for room in ``output``; False once the consumer has stopped."""
+        while not self._stop.is_set():
+            try:
+                output.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+
 class _ForwardDecoder:
     """Decodes forward from a keyframe, demuxing just far enough ahead to know which frame is on screen.
 
@@ -184,7 +298,6 @@ class _ForwardDecoder:
         self._skip_mode = stream.codec_context.skip_frame
         self._nal_length = _avcc_nal_length(stream) if self._skips else None
         self._restart(None)
-        self.position: int | None = None  # pts of the last frame taken; None before the first seek
 
     def seek(self, seek_points: list[int], target: int) -> None:
         """Seek to the first of ``seek_points`` whose first packet is shown at or before ``target``."""
@@ -193,7 +306,6 @@ class _ForwardDecoder:
             self._demux_one()
             if self._known_pts and self._known_pts[0] <= target:
                 break
-        self.position = -(1 << 62)
 
     def on_screen(self, target: int) -> int | None:
         """The pts of the frame shown at ``target`` among the packets from the last seek on (exact)."""
@@ -218,7 +330,6 @@ class _ForwardDecoder:
                 self._frames.appendleft(frame)  # it may be the answer for the next target
                 break
             best = frame
-            self.position = frame.pts
             if frame.pts == wanted:
                 break
         return best
@@ -326,6 +437,13 @@ def _disposable_h264(data: memoryview, nal_length: int) -> bool:
             return False
         position += size
     return slices > 0
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def open_container(path: Path, what: str = "video") -> av.container.InputContainer:

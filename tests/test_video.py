@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import bisect
+import threading
 from dataclasses import replace
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,20 +132,22 @@ def test_dense_sampling_is_one_pass(tmp_path, monkeypatch):
     assert decoded[0] <= 300
 
 
-def read_with(path, method_text):
-    with VideoReader(path) as video:
+def read_with(path, method_text, decoders: int | None = None):
+    with VideoReader(path, decoders=decoders) as video:
         targets = parse_extract_method(method_text).target_pts(video.start_pts, video.end_pts, video.time_base)
         return list(video.read_at(targets))
 
 
 def count_decoded_frames(monkeypatch) -> list[int]:
-    """Count the frames that come out of the decoder (a one-element list, updated in place)."""
-    counter = [0]
+    """Count the frames that come out of the decoders, on every decoding thread (a one-element list, updated in
+    place)."""
+    counter, lock = [0], threading.Lock()
     original = video_module._ForwardDecoder.next_frame
 
     def counting_next(self):
         frame = original(self)
-        counter[0] += frame is not None
+        with lock:
+            counter[0] += frame is not None
         return frame
 
     monkeypatch.setattr(video_module._ForwardDecoder, "next_frame", counting_next)
@@ -183,11 +187,93 @@ def skipping_streams(tmp_path_factory) -> dict:
             for name, options in SKIPPING_STREAMS.items()}
 
 
-@pytest.mark.parametrize("threads", [True, False], ids=["frame_threads", "one_thread"])
+@pytest.mark.parametrize("threads", [True, False], ids=["intervals_at_once", "one_thread"])
 @pytest.mark.parametrize("name", SKIPPING_STREAMS)
-def test_frames_taken_past_skipped_frames_equal_a_sequential_decode(skipping_streams, name, threads):
+def test_frames_taken_past_skipped_frames_equal_a_sequential_decode(skipping_streams, name, threads, monkeypatch):
+    """With ``threads``, keyframe intervals are decoded at once, each on a decoder with frame threads."""
+    parallel_reads = spy_on_parallel_reads(monkeypatch)
     for method in ("fix_0.5", "fix_1", "fix_4", "fix_12.5", "uni_5"):
         assert_sampled_equal_sequential(skipping_streams[name], method, threads)
+    assert len(parallel_reads) == (5 if threads else 0)
+
+
+def spy_on_parallel_reads(monkeypatch) -> list[tuple[int, int]]:
+    """(decoders, intervals) of each read that decodes keyframe intervals at once."""
+    reads = []
+    original = video_module._ParallelIntervals.__init__
+
+    def recording_init(self, reader, intervals, decoders, buffer_frames):
+        original(self, reader, intervals, decoders, buffer_frames)
+        reads.append((self._decoders, len(intervals)))
+
+    monkeypatch.setattr(video_module._ParallelIntervals, "__init__", recording_init)
+    return reads
+
+
+def decoding_threads() -> list[str]:
+    return [thread.name for thread in threading.enumerate() if thread.name.startswith("interval-decoder-")]
+
+
+@pytest.fixture(scope="module")
+def ten_intervals(tmp_path_factory) -> Path:
+    return write_clip(tmp_path_factory.mktemp("intervals") / "ten.mp4", num_frames=120, gop=12, b_frames=2)
+
+
+@pytest.mark.parametrize("decoders", [2, 3, 7])
+def test_intervals_decoded_at_once_are_yielded_in_order(ten_intervals, decoders, monkeypatch):
+    parallel_reads = spy_on_parallel_reads(monkeypatch)
+    with VideoReader(ten_intervals, decoders=1) as video:
+        targets = parse_extract_method("fix_3").target_pts(video.start_pts, video.end_pts, video.time_base)
+        one_decoder = list(video.read_at(targets))
+    with VideoReader(ten_intervals, decoders=decoders) as video:
+        at_once = list(video.read_at(targets))
+        intervals = len({video.index.keyframe_before(target) for target in targets})
+    assert intervals >= 10 and parallel_reads == [(decoders, intervals)]
+    assert [frame.pts for frame in at_once] == [frame.pts for frame in one_decoder]
+    assert all(np.array_equal(a.rgb, b.rgb) for a, b in zip(at_once, one_decoder))
+    assert not decoding_threads()
+
+
+def test_intervals_larger_than_a_decoders_buffer_are_decoded_one_after_another(ten_intervals, monkeypatch):
+    """Memory bound: 96x64 frames take 18,432 bytes; with room for 5 per decoder, intervals of 6 targets (fix_12.5
+    on 25 fps, keyframes every 11 frames) go through one decoder, intervals of 2 or 3 (fix_5) through several."""
+    monkeypatch.setattr(video_module, "DECODED_BYTES_PER_DECODER", 5 * 96 * 64 * 3)
+    parallel_reads = spy_on_parallel_reads(monkeypatch)
+    assert len(read_with(ten_intervals, "fix_12.5", decoders=2)) == 60
+    assert parallel_reads == []
+    assert len(read_with(ten_intervals, "fix_5", decoders=2)) == 24
+    assert len(parallel_reads) == 1 and parallel_reads[0][1] >= 10
+
+
+def test_an_error_in_a_later_interval_comes_after_the_frames_before_it(ten_intervals, monkeypatch):
+    """The decoding threads fail in their own time; the consumer sees every frame before the failure, in order,
+    then the error, and no thread is left behind."""
+    original = video_module._ForwardDecoder.frame_at
+    with VideoReader(ten_intervals) as video:
+        targets = parse_extract_method("fix_5").target_pts(video.start_pts, video.end_pts, video.time_base)
+
+    def failing_at_the_seventh_interval(self, target, following=None):
+        if target == targets[13]:
+            raise VideoError("decoding failed (planted)")
+        return original(self, target, following)
+
+    monkeypatch.setattr(video_module._ForwardDecoder, "frame_at", failing_at_the_seventh_interval)
+    taken = []
+    with VideoReader(ten_intervals, decoders=3) as video:
+        with pytest.raises(VideoError, match="planted"):
+            for frame in video.read_at(targets):
+                taken.append(frame.pts)
+    assert len(taken) == 13 and not decoding_threads()
+
+
+def test_a_read_stopped_early_stops_its_decoding_threads(ten_intervals):
+    with VideoReader(ten_intervals, decoders=3) as video:
+        targets = parse_extract_method("fix_5").target_pts(video.start_pts, video.end_pts, video.time_base)
+        frames = video.read_at(targets)
+        next(frames)
+        assert len(decoding_threads()) == 3
+        frames.close()
+        assert not decoding_threads()
 
 
 @pytest.mark.parametrize("name, skipped", [("h264_b_pyramid.mp4", True), ("h264_annex_b.ts", True), ("hevc_b.mkv", True),
