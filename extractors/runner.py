@@ -18,10 +18,10 @@ from extractors.devices import worker_devices
 from extractors.pool import LocalPoolExecutor
 from extractors.registry import extractor_class
 from extractors.scheduling import Executor
-from extractors.worker import output_paths
+from extractors.worker import OUTPUTS_EXIST, output_paths
 from io_utils.files import atomic_write
-from io_utils.manifest import Manifest, file_sha256, refuse_another_configuration
-from io_utils.outputs import collect_pickle, output_folder
+from io_utils.manifest import Manifest, file_sha256, refuse_another_configuration, source_facts
+from io_utils.outputs import collect_pickle, output_folder, stored_shapes
 from io_utils.video_list import VideoJob, in_shard, list_jobs, split_jobs
 from io_utils.weights import checkpoint_path
 
@@ -59,7 +59,7 @@ def run(options: RunConfig | Mapping[str, Any], executor: Executor | None = None
             refuse_another_configuration(folder, config.recorded(), config.overwrite)
         extractor.prepare(config)  # e.g. download weights once, before the workers start
         manifest = _open_manifest(config, extractor, folder) if config.on_extraction != "print" else None
-        progress = _Progress(jobs, config.verbose, summary, manifest)
+        progress = _Progress(jobs, config, summary, manifest)
         try:
             (executor or _executor(config)).run(jobs, progress.on_result, progress.on_progress)
         finally:
@@ -104,29 +104,45 @@ def _executor(config: RunConfig) -> Executor:
 
 
 class _Progress:
-    """One bar counting videos (in a terminal), its postfix showing how far each video in work has got."""
+    """One bar counting videos (in a terminal), its postfix showing how far each video in work has got; the
+    manifest's records as results come."""
 
-    def __init__(self, jobs: list[VideoJob], verbose: bool, summary: Summary, manifest: Manifest | None = None):
-        self._jobs, self._verbose, self._summary, self._manifest = jobs, verbose, summary, manifest
+    def __init__(self, jobs: list[VideoJob], config: RunConfig, summary: Summary, manifest: Manifest | None = None):
+        self._jobs, self._config, self._summary, self._manifest = jobs, config, summary, manifest
         self._bar = tqdm(total=len(jobs), unit="video", disable=None, dynamic_ncols=True)
         self._in_work: dict[int, str] = {}
 
     def on_result(self, index: int, status: str, reason: str, record: dict | None = None) -> None:
         path = self._jobs[index].path
-        if record is not None and self._manifest is not None:
-            self._manifest.add_video(str(self._jobs[index].output_stem), record)
+        if self._manifest is not None:
+            key = str(self._jobs[index].output_stem)
+            if record is None and reason == OUTPUTS_EXIST and not self._manifest.has_video(key):
+                record = self._found_record(index)
+            if record is not None:
+                self._manifest.add_video(key, record)
         if status == "failed":
             self._summary.failures[path] = reason
             tqdm.write(f"FAILED {path}: {reason}", file=sys.stderr)
         elif status == "skipped":
             self._summary.skipped += 1
-            if self._verbose:
+            if self._config.verbose:
                 tqdm.write(f"skipped {path}: {reason}", file=sys.stderr)
         else:
             self._summary.done += 1
         self._in_work.pop(index, None)
         self._show(refresh=False)
         self._bar.update()
+
+    def _found_record(self, index: int) -> dict | None:
+        """What can be recorded of a video whose outputs a run finds complete, for a manifest that has no record
+        of it (a worker stopped after writing them but before reporting, or they predate manifests): its source
+        and output shapes, and that nothing else is known. None if the files went away meanwhile."""
+        job = self._jobs[index]
+        try:
+            return {**source_facts(job.path), "outputs": stored_shapes(output_paths(self._config, job)),
+                    "found_complete": True}
+        except (OSError, ValueError):
+            return None
 
     def on_progress(self, index: int, done_s: float, total_s: float) -> None:
         self._in_work[index] = f"{self._jobs[index].path.name} {done_s:.0f}/{total_s:.0f}s"

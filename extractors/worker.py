@@ -21,7 +21,6 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import torch
 
 from extractors.base import BaseExtractor
@@ -30,10 +29,11 @@ from extractors.registry import extractor_class
 from io_utils.claims import HEARTBEAT_S, Claim, outputs_complete, remove_leftover_temporaries
 from io_utils.errors import UsageError, VideoError
 from io_utils.manifest import source_facts
-from io_utils.outputs import open_sink, output_files, output_folder, print_features
+from io_utils.outputs import open_sink, output_files, output_folder, print_features, stored_shapes
 from io_utils.video_list import VideoJob
 
 PROGRESS_EVERY_S = 2.0
+OUTPUTS_EXIST = "outputs exist"  # the reason a video is skipped when a run finds its outputs complete
 
 
 def worker_main(config: RunConfig, device: str, threads: int, connection: Connection) -> None:
@@ -141,13 +141,13 @@ class _Worker:
         paths_by_key = output_paths(self.config, job)
         paths = list(paths_by_key.values())
         if not self.config.overwrite and outputs_complete(paths):
-            return "outputs exist"
+            return OUTPUTS_EXIST
         claim = Claim.acquire(_claim_path(self.config, paths_by_key))
         if claim is None:
             return "being extracted by another run"
         if not self.config.overwrite and outputs_complete(paths):  # finished by another run meanwhile
             claim.release()
-            return "outputs exist"
+            return OUTPUTS_EXIST
         remove_leftover_temporaries(paths)
         with self._claims_lock:
             self._claims[job_id] = claim
@@ -180,10 +180,8 @@ class _Worker:
 
     def _record(self, job_id: int, job: VideoJob, outputs: dict) -> dict:
         """The manifest's entry of a video: its source, its stream, its outputs' shapes and the time taken."""
-        shapes = {key: list(value.shape) for key, value in outputs.items()}
-        for key, path in output_paths(self.config, job).items():  # streamed to disk, not kept in memory
-            if key not in shapes and path.suffix == ".npy":
-                shapes[key] = list(np.load(path, mmap_mode="r").shape)
+        streamed = {key: path for key, path in output_paths(self.config, job).items() if key not in outputs}
+        shapes = {**{key: list(value.shape) for key, value in outputs.items()}, **stored_shapes(streamed)}
         return {**source_facts(job.path), "stream": self._facts.get(job_id, {}), "outputs": shapes,
                 "seconds": round(time.monotonic() - self._started.get(job_id, time.monotonic()), 3)}
 

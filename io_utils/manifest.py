@@ -89,6 +89,9 @@ class Manifest:
         manifest.save()
         return manifest
 
+    def has_video(self, key: str) -> bool:
+        return key in self.content["videos"]
+
     def add_video(self, key: str, facts: Mapping[str, Any]) -> None:
         self.content["videos"][key] = dict(facts)
         if self._handle is None:

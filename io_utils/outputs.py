@@ -295,6 +295,11 @@ def read_saved(path: Path) -> np.ndarray:
         return np.asarray(_ArrayUnpickler(handle).load())
 
 
+def stored_shapes(paths: Mapping[str, Path]) -> dict[str, list[int]]:
+    """The shape of each ``.npy`` output, from its header alone (the array is not read)."""
+    return {key: list(np.load(path, mmap_mode="r").shape) for key, path in paths.items() if path.suffix == ".npy"}
+
+
 def collect_pickle(paths: Sequence[Path], destination: Path, squeeze_single_row: bool) -> list[Path]:
     """Write one pickle at ``destination``: a list with, for each of ``paths`` in order, its array (None where it
     is missing), the layout of MMAction2's clip feature extraction; ``squeeze_single_row`` saves a pooled

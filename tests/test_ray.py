@@ -73,6 +73,9 @@ def test_a_node_lost_mid_run_loses_no_video(cluster_runs):
     assert code == 0 and actors_lost == 1
     assert summary in ("done: 4, skipped: 0, failed: 0", "done: 3, skipped: 1, failed: 0"), summary
     assert len(list((folder / "lost" / FOLDER).glob("*_clip.npy"))) == 4 and no_partial_files(folder / "lost")
+    records = json.loads((folder / "lost" / FOLDER / "manifest.json").read_text())["videos"]
+    skipped = int(summary.split("skipped: ")[1].split(",")[0])
+    assert len(records) == 4 and sum("found_complete" in record for record in records.values()) == skipped
 
 
 @needs_namespaces

@@ -80,6 +80,23 @@ def test_video_records_survive_a_crash_through_the_journal(tmp_path):
     assert json.loads((tmp_path / "manifest.json").read_text())["videos"] == {}
 
 
+def test_outputs_found_complete_without_a_record_get_one_saying_so(weights, tmp_path):
+    """A worker that stops after writing a video's outputs but before reporting them leaves no record; the run
+    that finds those outputs complete records what it can, and a recorded video's record is kept as it was."""
+    assert run(weights, tmp_path, "--views", "2") == 0
+    path = tmp_path / "resnet18" / "manifest.json"
+    recorded = json.loads(path.read_text())["videos"][SAMPLE_19FPS.stem]
+    assert run(weights, tmp_path, "--views", "2") == 0  # skipped: its record stays
+    manifest = json.loads(path.read_text())
+    assert manifest["videos"][SAMPLE_19FPS.stem] == recorded and "stream" in recorded
+    del manifest["videos"][SAMPLE_19FPS.stem]
+    path.write_text(json.dumps(manifest))
+    assert run(weights, tmp_path, "--views", "2") == 0
+    found = json.loads(path.read_text())["videos"][SAMPLE_19FPS.stem]
+    assert found == {"source": recorded["source"], "size": recorded["size"], "mtime": recorded["mtime"],
+                     "outputs": recorded["outputs"], "found_complete": True}
+
+
 def test_another_configuration_into_the_folder_is_refused_naming_the_options(weights, tmp_path, capsys):
     assert run(weights, tmp_path, "--views", "2") == 0
     capsys.readouterr()
