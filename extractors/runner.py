@@ -20,7 +20,7 @@ from extractors.registry import extractor_class
 from extractors.scheduling import Executor
 from extractors.worker import OUTPUTS_EXIST, output_paths
 from io_utils.files import atomic_write
-from io_utils.manifest import Manifest, file_sha256, refuse_another_configuration, source_facts
+from io_utils.manifest import Manifest, existing_manifest, file_sha256, refuse_another_configuration, source_facts
 from io_utils.outputs import collect_pickle, output_folder, stored_shapes
 from io_utils.video_list import VideoJob, in_shard, list_jobs, split_jobs
 from io_utils.weights import checkpoint_path
@@ -55,10 +55,12 @@ def run(options: RunConfig | Mapping[str, Any], executor: Executor | None = None
         print(f"{len(missing)} input path(s) do not exist: {', '.join(map(str, missing))}", file=sys.stderr)
     folder = output_folder(config.output_path, config.feature_type, config.output_direct)
     if jobs:
-        if config.on_extraction != "print":  # refused before any checkpoint is downloaded
-            refuse_another_configuration(folder, config.recorded(), config.overwrite)
+        saving = config.on_extraction != "print"
+        existing = existing_manifest(folder) if saving else None
+        if saving:  # refused before any checkpoint is downloaded
+            refuse_another_configuration(folder, existing, config.recorded(), config.overwrite)
         extractor.prepare(config)  # e.g. download weights once, before the workers start
-        manifest = _open_manifest(config, extractor, folder) if config.on_extraction != "print" else None
+        manifest = _open_manifest(config, extractor, folder, existing) if saving else None
         progress = _Progress(jobs, config, summary, manifest)
         try:
             (executor or _executor(config)).run(jobs, progress.on_result, progress.on_progress)
@@ -66,7 +68,7 @@ def run(options: RunConfig | Mapping[str, Any], executor: Executor | None = None
             progress.close()
             if manifest is not None:
                 manifest.save()
-            if config.on_extraction != "print":
+            if saving:
                 _write_failures(folder, summary)
     if config.collect_pickle:
         _collect(config, listed)
@@ -74,8 +76,10 @@ def run(options: RunConfig | Mapping[str, Any], executor: Executor | None = None
     return 1 if summary.failures else 0
 
 
-def _open_manifest(config: RunConfig, extractor: type[BaseExtractor], folder: Path) -> Manifest:
-    """The output folder's manifest, refusing a folder of features made with another configuration."""
+def _open_manifest(config: RunConfig, extractor: type[BaseExtractor], folder: Path,
+                   existing: Mapping[str, Any] | None) -> Manifest:
+    """The output folder's manifest (``existing``: as read from the folder), refusing a folder of features made
+    with another configuration."""
     checkpoints = {}
     for weights, local, option in extractor.checkpoints(config):
         path = checkpoint_path(weights, local, option, config.weights_dir, progress=False)
@@ -83,7 +87,7 @@ def _open_manifest(config: RunConfig, extractor: type[BaseExtractor], folder: Pa
                                   "preprocessing": repr(weights.preprocessing) if weights.preprocessing else None}
     configuration = {**config.recorded(), "checkpoint_sha256": {name: entry["sha256"] for name, entry in checkpoints.items()}}
     recipe = {"checkpoints": checkpoints, "sampling": extractor.sampling_rule(config), "device": _device(config)}
-    return Manifest.open(folder, configuration, recipe, config.overwrite)
+    return Manifest.open(folder, existing, configuration, recipe, config.overwrite)
 
 
 def _device(config: RunConfig) -> dict[str, Any]:

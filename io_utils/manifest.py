@@ -46,14 +46,21 @@ def differences(recorded: Mapping[str, Any], asked: Mapping[str, Any]) -> list[s
             if recorded.get(name) != asked.get(name)]
 
 
-def refuse_another_configuration(folder: Path, configuration: Mapping[str, Any], overwrite: bool) -> bool:
-    """Whether ``folder``'s manifest (if any) records ``configuration`` (compared on its keys only, so that a
-    run can be checked before its checkpoints are at hand); another configuration is refused unless
-    ``overwrite``."""
+def existing_manifest(folder: Path) -> dict[str, Any] | None:
+    """``folder``'s manifest, None if it has none. Read it once per run: with a million videos it is about
+    400 MB of JSON, some 10 s to parse."""
     path = folder / MANIFEST_FILE
-    if not path.exists():
+    return read_manifest(path) if path.exists() else None
+
+
+def refuse_another_configuration(folder: Path, existing: Mapping[str, Any] | None, configuration: Mapping[str, Any],
+                                 overwrite: bool) -> bool:
+    """Whether ``existing`` (``folder``'s manifest, None if it has none) records ``configuration`` (compared on
+    its keys only, so that a run can be checked before its checkpoints are at hand); another configuration is
+    refused unless ``overwrite``."""
+    if existing is None:
         return True
-    recorded = read_manifest(path)["configuration"]
+    recorded = existing["configuration"]
     changed = differences({name: recorded.get(name) for name in configuration}, configuration)
     if changed and not overwrite:
         raise UsageError(f"{folder} holds features made with another configuration ({'; '.join(changed)}); "
@@ -76,13 +83,15 @@ class Manifest:
         self._handle = None
 
     @classmethod
-    def open(cls, folder: Path, configuration: dict[str, Any], recipe: dict[str, Any], overwrite: bool) -> Manifest:
-        """The folder's manifest for a run of ``configuration``: an existing one with the same configuration
-        keeps its videos; one with another is refused, unless ``overwrite`` (then it starts afresh)."""
+    def open(cls, folder: Path, existing: Mapping[str, Any] | None, configuration: dict[str, Any],
+             recipe: dict[str, Any], overwrite: bool) -> Manifest:
+        """The folder's manifest for a run of ``configuration``, from ``existing`` (:func:`existing_manifest`):
+        one with the same configuration keeps its videos; one with another is refused, unless ``overwrite``
+        (then it starts afresh)."""
         path = folder / MANIFEST_FILE
-        existing = read_manifest(path) if path.exists() else {}
-        same = refuse_another_configuration(folder, configuration, overwrite)
-        videos = {**existing.get("videos", {}), **_journal_records(path.with_name(JOURNAL_FILE))} if same else {}
+        same = refuse_another_configuration(folder, existing, configuration, overwrite)
+        kept = existing.get("videos", {}) if existing is not None else {}
+        videos = {**kept, **_journal_records(path.with_name(JOURNAL_FILE))} if same else {}
         content = {"tool": tool_version(), "configuration": configuration, **recipe, "libraries": library_versions(),
                    "machine": platform.node(), "videos": videos}
         manifest = cls(path, content)

@@ -23,7 +23,7 @@ from extractors.random_weights import write_random_weights
 from extractors.resnet import RESNET_WEIGHTS, ExtractResNet
 from io_utils.errors import UsageError, VideoError
 from io_utils.frames import FrameFolderReader, natural_key
-from io_utils.manifest import Manifest
+from io_utils.manifest import Manifest, existing_manifest
 from io_utils.pack import packed_videos, read_packed
 from tests.conftest import SAMPLE_19FPS
 
@@ -63,20 +63,20 @@ def test_manifest_records_the_run_and_each_video(weights, tmp_path):
 
 def test_video_records_survive_a_crash_through_the_journal(tmp_path):
     configuration = {"feature_type": "resnet18", "views": 2}
-    crashed = Manifest.open(tmp_path, configuration, {}, overwrite=False)
+    crashed = Manifest.open(tmp_path, existing_manifest(tmp_path), configuration, {}, overwrite=False)
     crashed.add_video("a", {"seconds": 1.0})
     crashed.add_video("sub/b", {"seconds": 2.0})  # then the process dies: manifest.json was written at the start only
     assert json.loads((tmp_path / "manifest.json").read_text())["videos"] == {}
     with open(tmp_path / "manifest.videos.jsonl", "a") as journal:
         journal.write('{"video": "torn", "secon')  # the line being written when it died
-    resumed = Manifest.open(tmp_path, configuration, {}, overwrite=False)
+    resumed = Manifest.open(tmp_path, existing_manifest(tmp_path), configuration, {}, overwrite=False)
     assert json.loads((tmp_path / "manifest.json").read_text())["videos"] == {"a": {"seconds": 1.0},
                                                                             "sub/b": {"seconds": 2.0}}
     assert not (tmp_path / "manifest.videos.jsonl").exists()
     resumed.add_video("c", {"seconds": 3.0})
     resumed.save()
     assert set(json.loads((tmp_path / "manifest.json").read_text())["videos"]) == {"a", "sub/b", "c"}
-    Manifest.open(tmp_path, {**configuration, "views": 3}, {}, overwrite=True)  # another configuration: afresh
+    Manifest.open(tmp_path, existing_manifest(tmp_path), {**configuration, "views": 3}, {}, overwrite=True)  # afresh
     assert json.loads((tmp_path / "manifest.json").read_text())["videos"] == {}
 
 
