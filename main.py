@@ -3,15 +3,15 @@ import signal
 import sys
 
 import extractors  # noqa: F401  (registers every feature type before parsing)
-from extractors.cli import build_parser, pack_command, parse_options  # noqa: F401  (main.build_parser: API)
+from extractors.cli import COMMANDS, parse_options
 from extractors.runner import run
 from io_utils.errors import UsageError
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["pack"]:
-        return _reporting_usage_errors(pack_command, argv[1:])
+    if argv[:1] and argv[0] in COMMANDS:
+        return _reporting_usage_errors(COMMANDS[argv[0]], argv[1:])
     options = parse_options(argv)
     signal.signal(signal.SIGTERM, _interrupt)
     return _reporting_usage_errors(run, options)

@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.flow import median_seconds  # noqa: E402
 from bench.inputs import make_audio_track  # noqa: E402
-from extractors.random_weights import write_random_weights  # noqa: E402
-from extractors.vggish import ExtractVGGish  # noqa: E402
+from extractors.catalog import write_random_weights  # noqa: E402
+from extractors.models.vggish import ExtractVGGish  # noqa: E402
 
 
 def main() -> None:
@@ -43,7 +43,7 @@ def main() -> None:
                                        **device_options), external_call=True)
         start = time.perf_counter()
         with extractor.open_reader(track) as audio:
-            examples = sum(1 for _ in extractor.model_inputs(audio))
+            examples = sum(1 for _ in extractor.model_inputs(audio, extractor.video_job(track)))
         decode = time.perf_counter() - start
         batch = torch.randn(args.batch_size, 96, 64, device=device)
         with torch.inference_mode():

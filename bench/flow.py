@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from extractors.i3d import InceptionI3d  # noqa: E402
+from extractors.models.i3d import InceptionI3d  # noqa: E402
 from flow import PWCOnRGB  # noqa: E402
 from flow.raft import RAFT  # noqa: E402
 

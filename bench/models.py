@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.flow import median_seconds  # noqa: E402
 from extractors import WindowExtractor, extractor_class, feature_types  # noqa: E402
-from extractors.mmaction import MMActionExtractor  # noqa: E402
-from extractors.random_weights import write_random_weights  # noqa: E402
+from extractors.catalog import write_random_weights  # noqa: E402
+from extractors.models.mmaction import MMActionExtractor  # noqa: E402
 
 DEFAULT_TYPES = ("resnet50", "resnet152", "r21d", "s3d", "resnext101_3d", "tsn", "slowonly")
 

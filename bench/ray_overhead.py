@@ -19,18 +19,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.inputs import SAMPLES, distinct_copies  # noqa: E402
+from extractors.catalog import write_random_weights  # noqa: E402
 from extractors.config import resolve_config  # noqa: E402
 from extractors.pool import LocalPoolExecutor  # noqa: E402
-from extractors.random_weights import write_random_weights  # noqa: E402
 from extractors.ray_backend import RayExecutor  # noqa: E402
+from extractors.worker import Extraction  # noqa: E402
 from io_utils.video_list import VideoJob  # noqa: E402
 
 
-def timed_run(executor, jobs: list[VideoJob]) -> tuple[float, float]:
+def timed_run(executor, options: dict, jobs: list[VideoJob]) -> tuple[float, float]:
     """Seconds of the whole run, and from the first result to the last."""
     results: list[float] = []
     start = time.perf_counter()
-    executor.run(jobs, lambda index, status, reason: results.append(time.perf_counter()))
+    executor.run(Extraction.of(resolve_config(options)), jobs, lambda result: results.append(time.perf_counter()))
     assert len(results) == len(jobs)
     return time.perf_counter() - start, results[-1] - results[0]
 
@@ -41,8 +42,8 @@ def main() -> None:
         write_random_weights("CLIP-ViT-B/32", Path(folder))
         common = dict(feature_type="CLIP-ViT-B/32", cpu=True, num_workers=2, weights_dir=folder, extract_method="fix_2",
                       on_extraction="save_numpy")
-        local = timed_run(LocalPoolExecutor(resolve_config({**common, "output_path": f"{folder}/local"})), jobs)
-        ray = timed_run(RayExecutor(resolve_config({**common, "output_path": f"{folder}/ray", "backend": "ray"})), jobs)
+        local = timed_run(LocalPoolExecutor(), {**common, "output_path": f"{folder}/local"}, jobs)
+        ray = timed_run(RayExecutor(), {**common, "output_path": f"{folder}/ray", "backend": "ray"}, jobs)
     print(f"{len(jobs)} videos, CLIP-ViT-B/32 fix_2, 2 CPU workers")
     print("| backend | whole run s | first to last result s |\n| --- | ---: | ---: |")
     for name, (whole, steady) in (("local", local), ("ray", ray)):

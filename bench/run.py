@@ -38,10 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.inputs import DATA, SAMPLES, distinct_copies, make_long_clip  # noqa: E402
 from extractors import ExtractCLIP  # noqa: E402
+from extractors.catalog import write_random_weights  # noqa: E402
+from extractors.prefetch import batches  # noqa: E402
 from io_utils.sampling import parse_extract_method  # noqa: E402
 from io_utils.video import VideoReader  # noqa: E402
-from extractors.prefetch import batches  # noqa: E402
-from extractors.random_weights import write_random_weights  # noqa: E402
 
 BATCH_SIZE = 32
 REPEATS = 3
@@ -69,7 +69,8 @@ def sparse_decode(video: Path, method_text: str) -> int:
 
 def decode_only(extractor: ExtractCLIP, video: Path) -> int:
     with VideoReader(video) as reader:
-        return sum(len(times) for _, times in batches(extractor.model_inputs(reader), BATCH_SIZE))
+        inputs = extractor.model_inputs(reader, extractor.video_job(video))
+        return sum(len(times) for _, times in batches(inputs, BATCH_SIZE))
 
 
 def model_only(extractor: ExtractCLIP, count: int) -> None:

@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.inputs import make_long_clip, make_typical_clip  # noqa: E402
-from extractors.r21d import ExtractR21D  # noqa: E402
-from extractors.random_weights import write_random_weights  # noqa: E402
+from extractors.catalog import write_random_weights  # noqa: E402
+from extractors.models.r21d import ExtractR21D  # noqa: E402
 from io_utils import video as video_module  # noqa: E402
 from io_utils.sampling import parse_extract_method  # noqa: E402
 from io_utils.video import VideoReader  # noqa: E402
@@ -61,7 +61,7 @@ def read(path: Path, method: str, reader: str) -> int:
 def windows(extractor: ExtractR21D, path: Path, reader: str) -> int:
     skip, decoders = READERS[reader]
     with VideoReader(path, skip_unshown=skip, decoders=decoders) as video:
-        return 16 * sum(1 for _ in extractor.model_inputs(video))
+        return 16 * sum(1 for _ in extractor.model_inputs(video, extractor.video_job(path)))
 
 
 def best_of(repeats: int, function, *args) -> tuple[float, int, int]:

@@ -1,22 +1,26 @@
-"""Extractors: one module per model family, each registering its feature types.
+"""Extractors: the model families (``extractors/models``, each registering its feature types) on a shared engine.
 
-``extractor_class(feature_type)`` gives the class; ``from extractors import ExtractCLIP`` the class itself.
+``extractor_class(feature_type)`` gives the class; ``list_models()`` the feature types, ``describe(name)`` what one
+reads and writes; ``from extractors import ExtractCLIP`` a class itself.
 """
+from extractors import models  # noqa: F401  (registers every feature type)
 from extractors.base import BaseExtractor, FrameWiseExtractor
-from extractors.clip import ExtractCLIP
+from extractors.catalog import describe, list_models
 from extractors.config import RunConfig, resolve_config
-from extractors.flow import ExtractFlow, ExtractRAFT
-from extractors.i3d import ExtractI3D
-from extractors.mmaction import ExtractSlowOnly, ExtractTSN
-from extractors.r21d import ExtractR21D
+from extractors.models.clip import ExtractCLIP
+from extractors.models.i3d import ExtractI3D
+from extractors.models.mmaction import ExtractSlowOnly, ExtractTSN
+from extractors.models.optical_flow import ExtractFlow, ExtractRAFT
+from extractors.models.r21d import ExtractR21D
+from extractors.models.resnet import ExtractResNet
+from extractors.models.resnext3d import ExtractResNeXt3D
+from extractors.models.s3d import ExtractS3D
+from extractors.models.timm_models import ExtractTimm
+from extractors.models.vggish import ExtractVGGish
 from extractors.registry import extractor_class, feature_types
-from extractors.resnet import ExtractResNet
-from extractors.resnext3d import ExtractResNeXt3D
-from extractors.s3d import ExtractS3D
-from extractors.timm_models import ExtractTimm
-from extractors.vggish import ExtractVGGish
 from extractors.windows import WindowExtractor
 
 __all__ = ["BaseExtractor", "FrameWiseExtractor", "WindowExtractor", "RunConfig", "resolve_config", "ExtractCLIP",
            "ExtractFlow", "ExtractRAFT", "ExtractI3D", "ExtractR21D", "ExtractResNet", "ExtractResNeXt3D",
-           "ExtractS3D", "ExtractSlowOnly", "ExtractTimm", "ExtractTSN", "ExtractVGGish", "extractor_class", "feature_types"]
+           "ExtractS3D", "ExtractSlowOnly", "ExtractTimm", "ExtractTSN", "ExtractVGGish", "describe",
+           "extractor_class", "feature_types", "list_models"]

@@ -1,10 +1,13 @@
-"""The shared extraction loop: decode -> preprocess -> batch -> model -> sink.
+"""The shared extraction engine: decode -> preprocess -> batch -> model -> sink.
 
-An extractor subclass says which options it reads (``reads``), how to load its model (``load_model``), which
-inputs a video gives (``model_inputs``, usually through ``preprocess``) and how to run a batch (``forward``).
-The base owns the configuration, decoding, batching, device placement, the dtype of the results and where they
-go, so every model gets the same guarantees. Inputs come as single sampled frames (:class:`FrameWiseExtractor`),
-consecutive frame pairs (flow, ``extractors/flow.py``) or windows of frames (``extractors/windows.py``).
+A family's extractor class says which options it reads (``options``), how to load its model (``load_model``),
+which inputs a video gives (``model_inputs``, usually through ``preprocess``) and how to run a batch
+(``forward``). The class attributes and class methods (``key``, ``options``, ``feature_keys``,
+``option_defaults``, ``validate``, ``sampling_rule``, ``checkpoints``) are the family's static description, which
+the configuration reads before anything runs (``extractors/registry.py``). The engine owns decoding, batching,
+device placement, the dtype of the results and where they go, so every model gets the same guarantees. Inputs
+come as single sampled frames (:class:`FrameWiseExtractor`), consecutive frame pairs (flow,
+``extractors/models/optical_flow.py``) or windows of frames (``extractors/windows.py``).
 """
 from __future__ import annotations
 
@@ -16,41 +19,72 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 import numpy as np
 import torch
 
-from extractors.config import RunConfig, resolve_config
-from extractors.devices import select_device
+from extractors.config import RunConfig, output_layout, resolve_config
+from extractors.devices import default_device
+from extractors.options import Option, Section, positive_int
+from extractors.predictions import SHOW_PRED
 from extractors.prefetch import Batch, Prefetcher, to_device
 from extractors.registry import feature_type
-from extractors.transforms import FramePreprocessing
+from extractors.transforms import CROPS, FramePreprocessing
+from extractors.weights import Weights
+from io_utils.checkpoints import checkpoint_path
 from io_utils.errors import UsageError, VideoError
 from io_utils.frames import FrameFolderReader
-from io_utils.outputs import FinishingSink, MemorySink, Sink
-from io_utils.sampling import SamplingMethod
+from io_utils.outputs import FinishingSink, MemorySink, OutputLayout, Sink, open_sink
+from io_utils.readers import FrameReader, Reader
+from io_utils.sampling import SamplingMethod, parse_extract_method
 from io_utils.video import VideoReader
-from io_utils.video_list import VIDEO_EXTENSIONS
-from io_utils.weights import Weights, checkpoint_path
+from io_utils.video_list import VIDEO_EXTENSIONS, VideoJob, output_stem
 
 V = TypeVar("V")
 OnProgress = Callable[[Any, float, float], None]  # (video, seconds done, seconds in all)
 DEFAULT_SAMPLING = SamplingMethod("fix", Fraction(1))  # of the frame-wise models
-# Options of every model that produces feature vectors: --views, --pool, --l2_normalize, --dtype.
-FEATURE_OPTIONS = frozenset({"views", "pool", "l2_normalize", "dtype"})
+
+# Options of every model whose outputs are feature vectors.
+VIEWS = Option("views", None, "N inputs spread uniformly over the whole video (N frames, windows or clips), instead "
+               "of --extract_method or --step_size (default: the model's; see --list_models)", 2,
+               convert=positive_int, metavar="N", section=Section.SAMPLING)
+POOL = Option("pool", None, "mean: save one vector per video, the mean over every frame, window or clip (and crop); "
+              "none: one per frame, window or clip (default: the model's, none for most; see --list_models)",
+              "mean", choices=("mean", "none"), section=Section.OUTPUTS)
+L2_NORMALIZE = Option("l2_normalize", False, "scale every saved vector to unit L2 norm", True,
+                      section=Section.OUTPUTS)
+DTYPE = Option("dtype", "float32", "of the saved features", "float16", choices=("float32", "float16"),
+               section=Section.OUTPUTS)
+FEATURE_OPTIONS = (VIEWS, POOL, L2_NORMALIZE, DTYPE)
+# The published weights of a feature type (``--help`` lists every type's) and a local file instead.
+WEIGHTS = Option("weights", None, "which published weights", "IMAGENET1K_V2", metavar="NAME")
+CHECKPOINT = Option("checkpoint", None, "a local checkpoint in the official format, instead of the published one",
+                    "x.pt", metavar="PATH")
+BATCH_SIZE = Option("batch_size", 32, "inputs (frames, clips, audio examples) per forward pass", 4,
+                    convert=positive_int, section=Section.SAMPLING, changes_features=False)
+EXTRACT_METHOD = Option("extract_method", None, "uni_N: N evenly spaced frames; fix_F: F frames per second; all: "
+                        "every frame (default: the model's; see --list_models)", "uni_3",
+                        convert=parse_extract_method, metavar="METHOD", section=Section.SAMPLING)
+
+
+def sampling(config: RunConfig) -> SamplingMethod | None:
+    """Which frames to take: ``--views N`` is ``uni_N``, else ``--extract_method`` (None: the model's own)."""
+    return SamplingMethod("uni", Fraction(config.views)) if config.views else config.extract_method
 
 
 class BaseExtractor:
     """Turns one video into a dict of arrays: ``{main key: (N, ...), "fps": (), "timestamps_ms": (N,)}``.
 
     ``external_call=True`` is for use from Python: the library prints nothing of its own (no progress bar for
-    a download); ``extract`` returns the arrays in every case.
+    a download); ``extract`` returns the arrays in every case. ``device``: where the model runs (the worker that
+    creates an extractor knows its device; by default the CPU with ``--cpu``, else the first of
+    ``--device_ids``). ``layout``: where the run's outputs go (the runner's; by default the configuration's).
     """
 
     key: str = "features"  # the output key of the features
-    reads: frozenset[str] = frozenset()  # the options this model reads, beyond those of every run
-    option_aliases: Mapping[str, str] = {}  # former spelling -> option
+    options: tuple[Option, ...] = ()  # the options this family reads, beyond those of every run
     writes_flow: bool = False  # its output is optical flow (the flow image modes are for it)
     input_extensions: frozenset[str] = VIDEO_EXTENSIONS  # the files --video_dir takes
     crops_inside_forward: bool = False  # inputs are whole frames; ``forward`` returns (B * crops, ...) rows
 
-    def __init__(self, config: RunConfig | Mapping[str, Any], external_call: bool = False):
+    def __init__(self, config: RunConfig | Mapping[str, Any], external_call: bool = False,
+                 device: str | torch.device | None = None, layout: OutputLayout | None = None):
         self.config = resolve_config(config)
         self.feature_type: str = self.config.feature_type
         spec = feature_type(self.feature_type)
@@ -58,9 +92,9 @@ class BaseExtractor:
             raise UsageError(f"{self.feature_type} is extracted by {spec.extractor.__name__}, not {type(self).__name__}")
         self.weights: Weights | None = spec.weights_for(self.config)
         self.external_call = external_call
-        self.output_keys = [*self.feature_keys(self.config), "fps", "timestamps_ms"]
-        self.main_key = self.output_keys[0]
-        self.device = select_device(self.config)
+        self.layout = layout or output_layout(self.config)
+        self.main_key = self.layout.main_key
+        self.device = torch.device(device) if device is not None else default_device(self.config)
         model, self.transform = self.load_model()
         self.model = model.to(self.device).eval()
 
@@ -73,16 +107,16 @@ class BaseExtractor:
     def option_defaults(cls, config: RunConfig, weights: Weights | None) -> dict[str, Any]:
         """Values this model gives the options left unset: the name of the weights it loads, and more in
         subclasses (window sizes, frame rate)."""
-        return {"weights": weights.name} if weights is not None and "weights" in cls.reads else {}
+        return {"weights": weights.name} if weights is not None and "weights" in config.model_options else {}
 
     @classmethod
     def validate(cls, config: RunConfig, weights: Weights | None) -> None:
         """Refuse combinations of options this model cannot run, before any checkpoint or video is touched.
-        Options it does not read at all are refused before this, from ``reads``."""
+        Options it does not read at all are refused before this, from ``options``."""
 
     @classmethod
     def sampling_rule(cls, config: RunConfig) -> str:
-        """Which inputs a run takes, in words, for the manifest."""
+        """Which inputs a run takes, in words, for the manifest and ``--list_models``."""
         raise NotImplementedError
 
     @classmethod
@@ -90,7 +124,7 @@ class BaseExtractor:
         """The published checkpoints a run loads, each with the local file given instead (or None) and the
         option that gives it; by default the entry of ``--weights`` and ``--checkpoint``."""
         weights = feature_type(config.feature_type).weights_for(config)
-        return [(weights, config.checkpoint, "checkpoint")] if weights is not None else []
+        return [(weights, config.value(CHECKPOINT), "checkpoint")] if weights is not None else []
 
     @classmethod
     def prepare(cls, config: RunConfig) -> None:
@@ -104,7 +138,7 @@ class BaseExtractor:
         """The file to load: ``local`` (by default ``--checkpoint``), else the published ``weights`` (by default
         this extractor's) looked up or downloaded."""
         if weights is None:
-            weights, local = self.weights, self.config.checkpoint
+            weights, local = self.weights, self.config.value(CHECKPOINT)
         return checkpoint_path(weights, local, option, self.config.weights_dir, progress=not self.external_call)
 
     @property
@@ -123,32 +157,42 @@ class BaseExtractor:
         """A batch of inputs, on ``self.device`` -> (B, ...) outputs of the main key, or a dict of them."""
         raise NotImplementedError
 
-    def open_reader(self, path: str | os.PathLike) -> VideoReader | FrameFolderReader:
+    def open_reader(self, path: str | os.PathLike) -> Reader:
         """What ``model_inputs`` reads a file with: its video stream (audio models read its audio); a folder of
         frames with ``--frames_dir``."""
         if self.config.frames_dir:
             return FrameFolderReader(path, self.config.frames_fps)
         return VideoReader(path)
 
-    def model_inputs(self, video: VideoReader) -> Iterator[tuple[torch.Tensor | dict[str, torch.Tensor], float]]:
-        """Inputs (a tensor, or a dict of tensors) with their timestamps (ms), in time order."""
+    def model_inputs(self, video: FrameReader, job: VideoJob
+                     ) -> Iterator[tuple[torch.Tensor | dict[str, torch.Tensor], float]]:
+        """Inputs (a tensor, or a dict of tensors) with their timestamps (ms), in time order. ``job`` says where
+        this video's outputs go (and so where an earlier run's are, for families that read them)."""
         raise NotImplementedError
+
+    def open_sink(self, paths: Mapping[str, Path]) -> Sink:
+        """Where a video's outputs go, batch by batch, for ``--on_extraction`` (``paths``: the layout's)."""
+        return open_sink(self.config.on_extraction, paths)
 
     def show_predictions(self, outputs: Mapping[str, np.ndarray], timestamps_ms: Sequence[float]) -> None:
         """``--show_pred``: print what the model recognises in one batch (models that read ``show_pred``)."""
         raise NotImplementedError
 
+    def video_job(self, path: str | os.PathLike) -> VideoJob:
+        """The job of one video given by its path (its outputs named as ``--video_dir`` or a path list name them)."""
+        return VideoJob(Path(path), output_stem(Path(path), self.config.video_dir))
+
     def extract(self, video_path: str | os.PathLike) -> dict[str, np.ndarray]:
         """Features of one video. Raises :class:`VideoError` for a video that cannot be processed."""
-        for _, outcome in self.extract_many([video_path]):
+        for _, outcome in self.extract_many([self.video_job(video_path)]):
             if isinstance(outcome, Exception):
                 raise outcome
             return outcome
         raise VideoError("no frames were sampled")
 
     @torch.inference_mode()
-    def extract_many(self, videos: Iterable[V], path_of: Callable[[V], str | os.PathLike] = lambda v: v,
-                     sink_of: Callable[[V], Sink] = lambda v: MemorySink(), on_progress: OnProgress | None = None,
+    def extract_many(self, videos: Iterable[V], job_of: Callable[[V], VideoJob] = lambda job: job,
+                     sink_of: Callable[[V], Sink] = lambda video: MemorySink(), on_progress: OnProgress | None = None,
                      on_facts: Callable[[V, dict[str, Any]], None] | None = None,
                      ) -> Iterator[tuple[V, dict[str, np.ndarray] | Exception]]:
         """Each video with what its sink's ``close`` returned, or the exception that failed it, in order.
@@ -158,9 +202,10 @@ class BaseExtractor:
         soon as they are computed, and ``on_progress(video, seconds done, seconds in all)`` follows them.
         ``on_facts(video, facts)`` receives what the reader knows of a video's stream once it is read.
         """
-        prefetch = Prefetcher(self.model_inputs, self.inputs_per_batch, videos, path_of, self.open_reader)
+        prefetch = Prefetcher(self.model_inputs, self.inputs_per_batch, videos, job_of, self.open_reader)
         config = self.config
-        finish = FinishingSink.wrapper(config.pool, config.l2_normalize, config.dtype, config.crops)
+        finish = FinishingSink.wrapper(config.value(POOL), config.value(L2_NORMALIZE), config.value(DTYPE),
+                                       config.value(CROPS))
         sink: Sink | None = None
         failed: Exception | None = None
         duration_s = 0.0
@@ -198,14 +243,14 @@ class BaseExtractor:
             prefetch.close()
 
     def _run_batch(self, inputs: Batch, timestamps_ms: list[float]) -> tuple[dict[str, np.ndarray], list[float]]:
-        crops = self.config.crops
+        crops = self.config.value(CROPS)
         if crops > 1 and not self.crops_inside_forward:  # (B, crops, ...): the crops are more inputs
             inputs = inputs.flatten(0, 1)
         outputs = self.forward(to_device(inputs, self.device))
         if isinstance(outputs, torch.Tensor):
             outputs = {self.main_key: outputs}
         arrays = {key: value.float().cpu().numpy() for key, value in outputs.items()}
-        if self.config.show_pred:
+        if self.config.value(SHOW_PRED):
             self.show_predictions(arrays, [time for time in timestamps_ms for _ in range(crops)])
         if crops > 1:
             arrays = {key: value.reshape(len(timestamps_ms), crops, *value.shape[1:]) for key, value in arrays.items()}
@@ -216,7 +261,7 @@ class FrameWiseExtractor(BaseExtractor):
     """Models that take single frames, sampled with ``--extract_method`` (``uni_N``, ``fix_F`` or ``all``);
     ``--views N`` is ``uni_N``."""
 
-    reads = FEATURE_OPTIONS | {"extract_method", "batch_size"}
+    options = (EXTRACT_METHOD, BATCH_SIZE, *FEATURE_OPTIONS)
 
     @classmethod
     def option_defaults(cls, config: RunConfig, weights: Weights | None) -> dict[str, Any]:
@@ -234,10 +279,10 @@ class FrameWiseExtractor(BaseExtractor):
 
     @classmethod
     def sampling_rule(cls, config: RunConfig) -> str:
-        return f"frames on screen at the times of {config.sampling()} (presentation timestamps)"
+        return f"frames on screen at the times of {sampling(config)} (presentation timestamps)"
 
-    def model_inputs(self, video: VideoReader) -> Iterator[tuple[torch.Tensor, float]]:
-        method = self.config.sampling()
+    def model_inputs(self, video: FrameReader, job: VideoJob) -> Iterator[tuple[torch.Tensor, float]]:
+        method = sampling(self.config)
         if method.kind == "all":
             frames = video.read_all()
         else:

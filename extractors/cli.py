@@ -1,89 +1,50 @@
-"""The command line, generated from the fields of :class:`RunConfig` and from the registry.
+"""The commands: ``main.py``'s options, generated from the declarations, and its sub-commands.
 
-Only ``main.py`` imports this module. Each option's help says which feature types read it, and ``--weights``
-lists every feature type's published weights: both are read off the registry, so a new model appears here
-without an edit. Options that are not given do not appear in the parsed namespace, so the configuration tells
-what the user asked for from what was left at its default.
+Only ``main.py`` imports this module. The parser offers the options of every run (``RunConfig``'s fields) and
+every option a registered family declares; each option's help says which feature types read it, and ``--weights``
+lists every feature type's published weights, all read off the registry, so a new family appears here without an
+edit. Options that are not given do not appear in the parsed namespace, so the configuration tells what the user
+asked for from what was left at its default.
+
+Sub-commands: ``pack`` (a finished output folder into one HDF5 file), ``random_weights`` (random checkpoints in
+the official formats) and ``reference`` (the generated reference pages of the documentation).
 """
 from __future__ import annotations
 
 import argparse
-import os
-from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Any, Callable, Collection
+from typing import Any, Callable
 
-from extractors.config import COMMON_OPTIONS, RunConfig, resolve_config
-from extractors.presets import PRESETS
-from extractors.registry import feature_type, feature_types
+from extractors.catalog import (collapsed, models_listing, presets_listing, reference_pages, shown, weights_line,
+                                write_random_weights)
+from extractors.config import RUN_OPTIONS, output_layout, resolve_config
+from extractors.options import Option, Section
+from extractors.registry import declared_everywhere, feature_types, former_spellings, readers
 from io_utils.errors import UsageError
+from io_utils.files import atomic_write
 from io_utils.manifest import MANIFEST_FILE
 from io_utils.pack import pack
 
-_GROUPS = {"recipes": "presets and manifests", "inputs": "inputs (exactly one)", "sampling": "sampling and windows",
-           "devices": "devices", "outputs": "outputs, views, crops and pooling", "models": "models and weights",
-           "flow": "optical flow (raft, pwc, and i3d's flow stream)", "audio": "audio (vggish)"}
 
-
-def build_parser(parser: argparse.ArgumentParser | None = None, groups: Collection[str] = tuple(_GROUPS)
-                 ) -> argparse.ArgumentParser:
-    """``main.py``'s parser; or the options of some ``groups`` only, added to ``parser`` (another command's)."""
-    parser = parser or argparse.ArgumentParser(prog="main.py", description="Extract features from videos with "
-                                               "pretrained networks. An option that the feature type does not read "
-                                               "is refused.")
-    sections = {name: parser.add_argument_group(_GROUPS[name]) for name in groups}
-    if "recipes" in sections:
-        sections["recipes"].add_argument("--list_presets", action=_ListPresets, nargs=0, default=argparse.SUPPRESS,
-                                         help="print every preset, what it reproduces and its resolved options, "
-                                              "then exit")
-    exclusive = {name: sections[name].add_mutually_exclusive_group(required=name == "inputs")
-                 for name in ("inputs", "devices") if name in sections}
-    readers = _readers()
-    for spec in fields(RunConfig):
-        metadata = spec.metadata
-        if metadata["group"] not in sections and spec.name != "feature_type":
-            continue
-        target = exclusive.get(metadata["exclusive"]) or sections.get(metadata["group"], parser)
-        kwargs: dict[str, Any] = dict(default=argparse.SUPPRESS, help=_help(spec, readers))
-        if spec.name == "feature_type":
-            kwargs.update(choices=feature_types(), metavar=metadata["metavar"])
-        elif spec.type == "bool":
-            kwargs["action"] = "store_true"
-        else:
-            kwargs.update(metavar=metadata["metavar"], choices=metadata["choices"])
-            if metadata["convert"] is not None:
-                kwargs["type"] = _argparse_type(metadata["convert"])
-            if metadata["many"]:
-                kwargs["nargs"] = "+"
-        target.add_argument(f"--{spec.name}", **kwargs)
+def build_parser() -> argparse.ArgumentParser:
+    """``main.py``'s parser."""
+    parser = argparse.ArgumentParser(
+        prog="main.py", description="Extract features from videos with pretrained networks. An option that the "
+        "feature type does not read is refused.", epilog="Other commands: main.py pack FOLDER --to FILE; main.py "
+        "random_weights FOLDER --feature_type TYPE; main.py reference FOLDER (each with --help).")
+    sections = _Sections(parser)
+    recipes = sections[Section.RECIPES]
+    recipes.add_argument("--list_presets", action=_Listing, listing=presets_listing, help="print every preset, what "
+                         "it reproduces and its resolved options, then exit")
+    recipes.add_argument("--list_models", action=_Listing, listing=models_listing, help="print every feature type: "
+                         "its outputs, weights, default sampling and the options it reads, then exit")
+    exclusive = {"inputs": sections[Section.INPUTS].add_mutually_exclusive_group(required=True),
+                 "devices": sections[Section.DEVICES].add_mutually_exclusive_group()}
+    for option in RUN_OPTIONS.values():
+        target = exclusive.get(option.exclusive) or sections[option.section]
+        target.add_argument(f"--{option.name}", help=_run_help(option), **_argument(option))
+    _add_model_options(sections)
     return parser
-
-
-class _ListPresets(argparse.Action):
-    """``--list_presets``: like ``--help``, it answers and exits before the required options are checked."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        print(presets_listing())
-        parser.exit()
-
-
-def presets_listing() -> str:
-    """Each preset: its name, what it reproduces, what is known to differ, and its resolved options."""
-    blocks = []
-    for name, entry in PRESETS.items():
-        config = resolve_config({"preset": name})
-        options = " ".join(_as_argument(option, value) for option, value in config.given().items()
-                           if option != "preset")
-        differs = f"\n  differs: {entry.differs}" if entry.differs else ""
-        blocks.append(f"{name}\n  reproduces: {entry.reproduces}{differs}\n  resolved: {options}")
-    return "\n\n".join(blocks)
-
-
-def _as_argument(option: str, value: Any) -> str:
-    if value is True:
-        return f"--{option}"
-    shown = " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
-    return f"--{option} {shown}"
 
 
 def parse_options(argv: list[str] | None = None) -> dict[str, Any]:
@@ -91,49 +52,75 @@ def parse_options(argv: list[str] | None = None) -> dict[str, Any]:
     return vars(build_parser().parse_args(argv))
 
 
-def _help(spec, readers: dict[str, list[str]]) -> str:
-    text = spec.metadata["help"]
-    if spec.name == "feature_type":
-        return f"{text}: {', '.join(feature_types())}"
-    if spec.name == "weights":
-        text += ": " + "; ".join(_weights_line(name) for name in readers["weights"])
-    if spec.default not in (None, False, MISSING):
-        default = spec.default
-        shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
-        text += f" (default: {shown})"
-    if spec.name not in COMMON_OPTIONS:
-        text += f" [read by: {', '.join(_collapse(readers.get(spec.name, [])))}]"
-    return text.replace("%", "%%")
+class _Sections(dict):
+    """``--help`` sections by title: :class:`Section`'s in their order, a family's own after them as they come."""
+
+    def __init__(self, parser: argparse.ArgumentParser):
+        super().__init__({title: parser.add_argument_group(title) for title in Section.ORDER})
+        self._parser = parser
+
+    def __missing__(self, title: str):
+        self[title] = group = self._parser.add_argument_group(title)
+        return group
 
 
-def _readers() -> dict[str, list[str]]:
-    """Option -> the feature types that read it (under their current spelling or a former one)."""
-    readers: dict[str, list[str]] = {}
-    for name in feature_types():
-        extractor = feature_type(name).extractor
-        for option in [*extractor.reads, *extractor.option_aliases]:
-            readers.setdefault(option, []).append(name)
-    return readers
+class _Listing(argparse.Action):
+    """``--list_presets``, ``--list_models``: like ``--help``, they answer and exit before the required options
+    are checked."""
+
+    def __init__(self, option_strings, dest, listing: Callable[[], str], **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+        self._listing = listing
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(self._listing())
+        parser.exit()
 
 
-def _weights_line(name: str) -> str:
-    """A feature type's weights, the default first; RAFT's depend on --raft_model, shown for its default."""
-    spec = feature_type(name)
-    table = spec.table(RunConfig(feature_type=name))
-    return f"{name}: {', '.join([*table, *spec.weight_aliases])}"
+def _add_model_options(sections: _Sections) -> None:
+    """Every option a registered family reads, and every former spelling, once each (a name can be one family's
+    option and another's former spelling of one: ``--model_name``)."""
+    read_by, former = readers(), former_spellings()
+    options = {option.name: option for option in declared_everywhere()}
+    for name in [*options, *(spelling for spelling in former if spelling not in options)]:
+        option = options.get(name) or options[next(iter(former[name]))]  # a former spelling parses as its option
+        notes = [_model_help(option, read_by[name])] if name in options else []
+        notes += [f"for {', '.join(collapsed(types))}: the former spelling of --{canonical}"
+                  for canonical, types in former.get(name, {}).items()]
+        sections[option.section].add_argument(f"--{name}", help="; ".join(notes).replace("%", "%%"),
+                                               **_argument(option))
 
 
-def _collapse(names: list[str]) -> list[str]:
-    """The feature types of one extractor class as one family by their shared prefix (CLIP-RN50, CLIP-ViT-B/32,
-    ... -> CLIP-*) when there are more than two."""
-    families: dict[type, list[str]] = {}
-    for name in names:
-        families.setdefault(feature_type(name).extractor, []).append(name)
-    shown = []
-    for members in families.values():
-        prefix = os.path.commonprefix(members)
-        shown.extend([f"{prefix}*"] if len(members) > 2 and prefix else members)
-    return shown or ["none"]
+def _argument(option: Option) -> dict[str, Any]:
+    """What argparse needs for ``option``; options not given stay out of the parsed namespace."""
+    kwargs: dict[str, Any] = dict(default=argparse.SUPPRESS)
+    if option.name == "feature_type":
+        return {**kwargs, "choices": feature_types(), "metavar": option.metavar}
+    if option.flag:
+        return {**kwargs, "action": "store_true"}
+    kwargs.update(metavar=option.metavar, choices=option.choices)
+    if option.convert is not None:
+        kwargs["type"] = _argparse_type(option.convert)
+    if option.many:
+        kwargs["nargs"] = "+"
+    return kwargs
+
+
+def _run_help(option: Option) -> str:
+    if option.name == "feature_type":
+        return f"{option.help}: {', '.join(feature_types())}"
+    return (option.help + _default(option)).replace("%", "%%")
+
+
+def _model_help(option: Option, types: list[str]) -> str:
+    text = option.help
+    if option.name == "weights":
+        text += ": " + "; ".join(weights_line(name) for name in types)
+    return f"{text}{_default(option)} [read by: {', '.join(collapsed(types))}]"
+
+
+def _default(option: Option) -> str:
+    return "" if option.default in (None, False) else f" (default: {shown(option.default)})"
 
 
 def _argparse_type(convert: Callable[[Any], Any]) -> Callable[[str], Any]:
@@ -166,7 +153,47 @@ def pack_command(argv: list[str]) -> int:
         config = resolve_config({"feature_type": args.feature_type})
     else:
         raise UsageError(f"{folder}: no {MANIFEST_FILE}; give --feature_type to say which outputs to pack")
-    keys = [*feature_type(config.feature_type).extractor.feature_keys(config), "fps", "timestamps_ms"]
-    added, kept = pack(folder, Path(args.to), keys)
+    layout = output_layout(config.with_options(output_path=str(folder), output_direct=True,
+                                               on_extraction="save_numpy"))
+    added, kept = pack(layout, Path(args.to))
     print(f"{args.to}: {added} videos added, {kept} already there")
     return 0
+
+
+def random_weights_command(argv: list[str]) -> int:
+    """``main.py random_weights FOLDER --feature_type TYPE [options]``: the checkpoints a run loads, random."""
+    parser = argparse.ArgumentParser(
+        prog="main.py random_weights", description="Write every checkpoint that a run of FEATURE_TYPE with these "
+        "options loads, with random weights in the official format, under its official file name in FOLDER (where "
+        "--weights_dir FOLDER finds it). They go through exactly the loading path of a downloaded checkpoint; "
+        "their features mean nothing: for trying the tool, tests and benchmarks offline.")
+    parser.add_argument("folder", type=Path, metavar="FOLDER")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--feature_type", required=True, **{key: value for key, value in
+                                                            _argument(RUN_OPTIONS["feature_type"]).items()
+                                                            if key != "default"})
+    _add_model_options(_Sections(parser))
+    options = vars(parser.parse_args(argv))
+    feature_type, folder, seed = options.pop("feature_type"), options.pop("folder"), options.pop("seed")
+    paths = write_random_weights(feature_type, folder, seed, **options)
+    if not paths:
+        raise UsageError(f"{feature_type} has no published checkpoint here (its weights come from its model hub; "
+                         "give --checkpoint a file)")
+    print("\n".join(map(str, paths)))
+    return 0
+
+
+def reference_command(argv: list[str]) -> int:
+    """``main.py reference FOLDER``: the generated reference pages (options, feature types, weights, presets)."""
+    parser = argparse.ArgumentParser(prog="main.py reference", description="Write the reference pages of the "
+                                     "documentation, generated from the registry, into FOLDER (docs/reference).")
+    parser.add_argument("folder", type=Path, metavar="FOLDER")
+    folder = parser.parse_args(argv).folder
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in reference_pages().items():
+        atomic_write(folder / name, lambda handle, text=text: handle.write(text.encode()))
+        print(folder / name)
+    return 0
+
+
+COMMANDS = {"pack": pack_command, "random_weights": random_weights_command, "reference": reference_command}

@@ -1,4 +1,5 @@
-"""Which device each worker runs on, checked before any worker starts."""
+"""Which device each worker runs on, checked before any worker starts (part of the configuration: it reads the
+device options and the machine, nothing else)."""
 from __future__ import annotations
 
 import torch
@@ -22,6 +23,7 @@ def worker_devices(config: RunConfig) -> list[str]:
     return [f"cuda:{device_id}" for device_id in config.device_ids]
 
 
-def select_device(config: RunConfig) -> torch.device:
-    """The device of an extractor in this process: the CPU, or the first of ``--device_ids``."""
+def default_device(config: RunConfig) -> torch.device:
+    """The device of an extractor made from Python without one: the CPU with ``--cpu``, else the first of
+    ``--device_ids`` (checked as for a run)."""
     return torch.device(worker_devices(config)[0] if not config.cpu else "cpu")

@@ -7,7 +7,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from extractors.options import Option
 from io_utils.errors import UsageError
+
+SHOW_PRED = Option("show_pred", False, "print the top-5 classes per frame or window", True, changes_features=False)
 
 
 def kinetics400_labels() -> list[str]:

@@ -11,11 +11,13 @@ from typing import Any, Callable, Iterable, Iterator, Union
 import torch
 
 from io_utils.errors import VideoError
+from io_utils.readers import Reader
 from io_utils.video import VideoReader
+from io_utils.video_list import VideoJob
 
 PREFETCH_BATCHES = 4  # decoded, preprocessed batches waiting for the model, per worker
 Batch = Union[torch.Tensor, dict[str, torch.Tensor]]
-ModelInputs = Callable[[Any], Iterator[tuple[Any, float]]]
+ModelInputs = Callable[[Any, VideoJob], Iterator[tuple[Any, float]]]
 
 
 class Prefetcher:
@@ -23,17 +25,17 @@ class Prefetcher:
     ``("end", video, facts)`` (the reader's ``facts()``: its stream's codec, ``fps``, ...) or ``("error", video,
     exception)``. An exception from the ``videos`` iterable itself is re-raised in the consumer.
 
-    ``open_reader(path)`` opens a video (a :class:`VideoReader` by default: a context manager with
-    ``duration_s`` and ``facts()``), ``model_inputs(reader)`` gives its inputs with their times (ms);
-    ``inputs_per_batch`` of them are stacked into one batch.
+    ``job_of(video)`` is the video's :class:`VideoJob`; ``open_reader(path)`` opens it (a :class:`VideoReader` by
+    default; any :class:`~io_utils.readers.Reader`), ``model_inputs(reader, job)`` gives its inputs with their times
+    (ms); ``inputs_per_batch`` of them are stacked into one batch.
     """
 
     _DONE = object()
 
-    def __init__(self, model_inputs: ModelInputs, inputs_per_batch: int, videos: Iterable, path_of: Callable,
-                 open_reader: Callable[[Any], Any] = VideoReader):
+    def __init__(self, model_inputs: ModelInputs, inputs_per_batch: int, videos: Iterable,
+                 job_of: Callable[[Any], VideoJob], open_reader: Callable[[Any], Reader] = VideoReader):
         self._model_inputs, self._inputs_per_batch, self._open_reader = model_inputs, inputs_per_batch, open_reader
-        self._videos, self._path_of = videos, path_of
+        self._videos, self._job_of = videos, job_of
         self._queue: queue.Queue = queue.Queue(maxsize=PREFETCH_BATCHES)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._produce, name="decoder", daemon=True)
@@ -68,10 +70,11 @@ class Prefetcher:
 
     def _decode(self, video) -> tuple[str, Any, Any]:
         try:
-            with self._open_reader(self._path_of(video)) as reader:
+            job = self._job_of(video)
+            with self._open_reader(job.path) as reader:
                 if not self._put("start", video, reader.duration_s):
                     return "error", video, VideoError("stopped")
-                for batch in batches(self._model_inputs(reader), self._inputs_per_batch):
+                for batch in batches(self._model_inputs(reader, job), self._inputs_per_batch):
                     if not self._put("batch", video, batch):
                         return "error", video, VideoError("stopped")
                 return "end", video, reader.facts()

@@ -12,18 +12,17 @@ from typing import Any, Mapping
 
 from tqdm import tqdm
 
-from extractors.base import BaseExtractor
+from extractors.base import POOL
 from extractors.config import RunConfig, resolve_config
 from extractors.devices import worker_devices
 from extractors.pool import LocalPoolExecutor
-from extractors.registry import extractor_class
-from extractors.scheduling import Executor
-from extractors.worker import OUTPUTS_EXIST, output_paths
+from extractors.scheduling import Executor, Progress, Result
+from extractors.worker import OUTPUTS_EXIST, Extraction
+from io_utils.checkpoints import checkpoint_path
 from io_utils.files import atomic_write
 from io_utils.manifest import Manifest, existing_manifest, file_sha256, refuse_another_configuration, source_facts
-from io_utils.outputs import collect_pickle, output_folder, stored_shapes
+from io_utils.outputs import OutputLayout, collect_pickle, stored_shapes
 from io_utils.video_list import VideoJob, in_shard, list_jobs, split_jobs
-from io_utils.weights import checkpoint_path
 
 FAILURES_FILE = "failures.tsv"
 
@@ -41,7 +40,8 @@ class Summary:
 def run(options: RunConfig | Mapping[str, Any], executor: Executor | None = None) -> int:
     """Extract every video of the list; return the exit status."""
     config = resolve_config(options)
-    extractor = extractor_class(config.feature_type)
+    extraction = Extraction.of(config)  # the output layout, built once for the whole run
+    extractor, layout = extraction.extractor, extraction.layout
     if executor is None and config.backend == "local":
         worker_devices(config)  # a wrong device list stops here, before any checkpoint or worker
     listed = list_jobs(config.video_paths, config.video_dir, config.file_with_video_paths, config.recursive,
@@ -53,41 +53,41 @@ def run(options: RunConfig | Mapping[str, Any], executor: Executor | None = None
     summary = Summary(failures={path: "no such file" for path in missing})
     if missing:
         print(f"{len(missing)} input path(s) do not exist: {', '.join(map(str, missing))}", file=sys.stderr)
-    folder = output_folder(config.output_path, config.feature_type, config.output_direct)
     if jobs:
         saving = config.on_extraction != "print"
-        existing = existing_manifest(folder) if saving else None
+        existing = existing_manifest(layout.folder) if saving else None
         if saving:  # refused before any checkpoint is downloaded
-            refuse_another_configuration(folder, existing, config.recorded(), config.overwrite)
+            refuse_another_configuration(layout.folder, existing, config.recorded(), config.overwrite)
         extractor.prepare(config)  # e.g. download weights once, before the workers start
-        manifest = _open_manifest(config, extractor, folder, existing) if saving else None
-        progress = _Progress(jobs, config, summary, manifest)
+        manifest = _open_manifest(extraction, existing) if saving else None
+        progress = _Progress(jobs, layout, config.verbose, summary, manifest)
         try:
-            (executor or _executor(config)).run(jobs, progress.on_result, progress.on_progress)
+            (executor or _executor(config)).run(extraction, jobs, progress.on_result, progress.on_progress)
         finally:
             progress.close()
             if manifest is not None:
                 manifest.save()
             if saving:
-                _write_failures(folder, summary)
+                _write_failures(layout.folder, summary)
     if config.collect_pickle:
-        _collect(config, listed)
+        _collect(config, layout, listed)
     print(summary.line())
     return 1 if summary.failures else 0
 
 
-def _open_manifest(config: RunConfig, extractor: type[BaseExtractor], folder: Path,
-                   existing: Mapping[str, Any] | None) -> Manifest:
+def _open_manifest(extraction: Extraction, existing: Mapping[str, Any] | None) -> Manifest:
     """The output folder's manifest (``existing``: as read from the folder), refusing a folder of features made
     with another configuration."""
+    config = extraction.config
     checkpoints = {}
-    for weights, local, option in extractor.checkpoints(config):
+    for weights, local, option in extraction.extractor.checkpoints(config):
         path = checkpoint_path(weights, local, option, config.weights_dir, progress=False)
         checkpoints[path.name] = {"sha256": file_sha256(path), "url": weights.url,
                                   "preprocessing": repr(weights.preprocessing) if weights.preprocessing else None}
     configuration = {**config.recorded(), "checkpoint_sha256": {name: entry["sha256"] for name, entry in checkpoints.items()}}
-    recipe = {"checkpoints": checkpoints, "sampling": extractor.sampling_rule(config), "device": _device(config)}
-    return Manifest.open(folder, existing, configuration, recipe, config.overwrite)
+    recipe = {"checkpoints": checkpoints, "sampling": extraction.extractor.sampling_rule(config),
+              "device": _device(config)}
+    return Manifest.open(extraction.layout.folder, existing, configuration, recipe, config.overwrite)
 
 
 def _device(config: RunConfig) -> dict[str, Any]:
@@ -103,53 +103,55 @@ def _executor(config: RunConfig) -> Executor:
     if config.backend == "ray":
         from extractors.ray_backend import RayExecutor  # Ray is imported only by the runs that use it
 
-        return RayExecutor(config)
-    return LocalPoolExecutor(config)
+        return RayExecutor()
+    return LocalPoolExecutor()
 
 
 class _Progress:
     """One bar counting videos (in a terminal), its postfix showing how far each video in work has got; the
     manifest's records as results come."""
 
-    def __init__(self, jobs: list[VideoJob], config: RunConfig, summary: Summary, manifest: Manifest | None = None):
-        self._jobs, self._config, self._summary, self._manifest = jobs, config, summary, manifest
+    def __init__(self, jobs: list[VideoJob], layout: OutputLayout, verbose: bool, summary: Summary,
+                 manifest: Manifest | None = None):
+        self._jobs, self._layout, self._verbose = jobs, layout, verbose
+        self._summary, self._manifest = summary, manifest
         self._bar = tqdm(total=len(jobs), unit="video", disable=None, dynamic_ncols=True)
         self._in_work: dict[int, str] = {}
 
-    def on_result(self, index: int, status: str, reason: str, record: dict | None = None) -> None:
-        path = self._jobs[index].path
+    def on_result(self, result: Result) -> None:
+        job = self._jobs[result.job_id]
         if self._manifest is not None:
-            key = str(self._jobs[index].output_stem)
-            if record is None and reason == OUTPUTS_EXIST and not self._manifest.has_video(key):
-                record = self._found_record(index)
+            name, record = self._layout.video_name(job), result.record
+            if record is None and result.reason == OUTPUTS_EXIST and not self._manifest.has_video(name):
+                record = self._found_record(job)
             if record is not None:
-                self._manifest.add_video(key, record)
-        if status == "failed":
-            self._summary.failures[path] = reason
-            tqdm.write(f"FAILED {path}: {reason}", file=sys.stderr)
-        elif status == "skipped":
+                self._manifest.add_video(name, record)
+        if result.status == "failed":
+            self._summary.failures[job.path] = result.reason
+            tqdm.write(f"FAILED {job.path}: {result.reason}", file=sys.stderr)
+        elif result.status == "skipped":
             self._summary.skipped += 1
-            if self._config.verbose:
-                tqdm.write(f"skipped {path}: {reason}", file=sys.stderr)
+            if self._verbose:
+                tqdm.write(f"skipped {job.path}: {result.reason}", file=sys.stderr)
         else:
             self._summary.done += 1
-        self._in_work.pop(index, None)
+        self._in_work.pop(result.job_id, None)
         self._show(refresh=False)
         self._bar.update()
 
-    def _found_record(self, index: int) -> dict | None:
+    def _found_record(self, job: VideoJob) -> dict | None:
         """What can be recorded of a video whose outputs a run finds complete, for a manifest that has no record
         of it (a worker stopped after writing them but before reporting, or they predate manifests): its source
         and output shapes, and that nothing else is known. None if the files went away meanwhile."""
-        job = self._jobs[index]
         try:
-            return {**source_facts(job.path), "outputs": stored_shapes(output_paths(self._config, job)),
+            return {**source_facts(job.path), "outputs": stored_shapes(self._layout.paths(job)),
                     "found_complete": True}
         except (OSError, ValueError):
             return None
 
-    def on_progress(self, index: int, done_s: float, total_s: float) -> None:
-        self._in_work[index] = f"{self._jobs[index].path.name} {done_s:.0f}/{total_s:.0f}s"
+    def on_progress(self, progress: Progress) -> None:
+        self._in_work[progress.job_id] = (f"{self._jobs[progress.job_id].path.name} "
+                                          f"{progress.done_s:.0f}/{progress.total_s:.0f}s")
         self._show(refresh=True)
 
     def _show(self, refresh: bool) -> None:
@@ -160,12 +162,11 @@ class _Progress:
         self._bar.close()
 
 
-def _collect(config: RunConfig, jobs: list[VideoJob]) -> None:
+def _collect(config: RunConfig, layout: OutputLayout, jobs: list[VideoJob]) -> None:
     """``--collect_pickle``: the main features of every video of the list, in its order (repeats repeated), in one
     pickle."""
-    main_key = extractor_class(config.feature_type).feature_keys(config)[0]
-    paths = [output_paths(config, job)[main_key] for job in jobs]
-    missing = collect_pickle(paths, Path(config.collect_pickle), squeeze_single_row=config.pool == "mean")
+    paths = [layout.paths(job)[layout.main_key] for job in jobs]
+    missing = collect_pickle(paths, Path(config.collect_pickle), squeeze_single_row=config.value(POOL) == "mean")
     note = f", {len(missing)} without features (None in their place)" if missing else ""
     print(f"collected {len(paths) - len(missing)} videos into {config.collect_pickle}{note}", file=sys.stderr)
 

@@ -15,10 +15,20 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF  # what torchvision's weight transforms call
 
+from extractors.options import Option, Section, positive_int
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)  # torchvision's video models
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
+CROP_CHOICES = (1, 3, 5, 10)  # see crop_views
+
+CROPS = Option("crops", 1, "1: centre crop; 3: three crops along the long side; 5: four corners and centre; 10: "
+               "those five and their mirror images (outputs get a crop axis, in the order of torchvision's TenCrop)",
+               3, convert=int, choices=CROP_CHOICES, section=Section.OUTPUTS)
+SIDE_SIZE = Option("side_size", None, "feed the whole frame resized to this short side, uncropped (default: the "
+                   "model's own preprocessing; for flow, the frames' own size)", 128, convert=positive_int,
+                   metavar="N")
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import torch
 
-from extractors.predictions import HeadPredictions
-from extractors.windows import WindowExtractor
+from extractors.base import CHECKPOINT
+from extractors.predictions import SHOW_PRED, HeadPredictions
+from extractors.transforms import CROPS
+from extractors.windows import WINDOW_OPTIONS, WindowExtractor
 
 
 class VideoClassifierExtractor(HeadPredictions, WindowExtractor):
-    reads = WindowExtractor.reads | {"checkpoint", "crops", "show_pred"}
+    options = (*WINDOW_OPTIONS, CHECKPOINT, CROPS, SHOW_PRED)  # and the weights, each family's way
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         """(B, T, C, H, W) windows -> (B, D) features."""

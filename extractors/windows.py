@@ -14,13 +14,24 @@ import torch
 
 from extractors.base import FEATURE_OPTIONS, BaseExtractor
 from extractors.config import RunConfig
+from extractors.options import Option, Section, positive_float, positive_int
+from extractors.weights import Weights
 from io_utils.errors import UsageError, VideoError
+from io_utils.readers import FrameReader
 from io_utils.sampling import SamplingMethod
-from io_utils.video import Frame, VideoReader
-from io_utils.weights import Weights
+from io_utils.video import Frame
+from io_utils.video_list import VideoJob
 
 T = TypeVar("T")
-WINDOW_OPTIONS = FEATURE_OPTIONS | {"extraction_fps", "stack_size", "step_size", "pad_last"}
+EXTRACTION_FPS = Option("extraction_fps", None, "take frames at this rate for windows and flow (default: the model's, "
+                        "else every frame)", 2.0, convert=positive_float, metavar="FPS", section=Section.SAMPLING)
+STACK_SIZE = Option("stack_size", None, "frames per window (default: the model's)", 16, convert=positive_int,
+                    section=Section.SAMPLING)
+STEP_SIZE = Option("step_size", None, "frames between window starts (default: --stack_size)", 8,
+                   convert=positive_int, section=Section.SAMPLING)
+PAD_LAST = Option("pad_last", False, "pad the frames after the last full window (or of a too short video) into one "
+                  "more window", True, section=Section.SAMPLING)
+WINDOW_OPTIONS = (EXTRACTION_FPS, STACK_SIZE, STEP_SIZE, PAD_LAST, *FEATURE_OPTIONS)
 
 
 class WindowExtractor(BaseExtractor):
@@ -31,7 +42,7 @@ class WindowExtractor(BaseExtractor):
     With ``--views N``, N windows spread uniformly over the whole video instead; only their frames are decoded.
     """
 
-    reads = WINDOW_OPTIONS
+    options = WINDOW_OPTIONS
 
     @classmethod
     def option_defaults(cls, config: RunConfig, weights: Weights | None) -> dict[str, Any]:
@@ -78,7 +89,8 @@ class WindowExtractor(BaseExtractor):
         """The window's centre: midway between its first and last frames."""
         return (frames[0].time_ms + frames[-1].time_ms) / 2
 
-    def model_inputs(self, video: VideoReader) -> Iterator[tuple[torch.Tensor | dict[str, torch.Tensor], float]]:
+    def model_inputs(self, video: FrameReader, job: VideoJob
+                     ) -> Iterator[tuple[torch.Tensor | dict[str, torch.Tensor], float]]:
         if self.config.views:
             windows = self._uniform_windows(video)
         else:
@@ -94,7 +106,7 @@ class WindowExtractor(BaseExtractor):
             raise VideoError(f"too short: fewer than the {self.window_size} frames of one window "
                              "(see --stack_size, --extraction_fps); --pad_last pads it instead")
 
-    def _uniform_windows(self, video: VideoReader) -> Iterator[tuple[list, int]]:
+    def _uniform_windows(self, video: FrameReader) -> Iterator[tuple[list, int]]:
         """``--views`` windows over the frames at ``--extraction_fps`` (default: the video's average rate)."""
         fps = self.config.extraction_fps or video.fps
         if not fps:
@@ -138,7 +150,7 @@ def windows_at(items: Iterable[tuple], starts: Sequence[int], size: int) -> Iter
         yield window + [window[-1]] * (size - len(window)), len(window)
 
 
-def read_frames(video: VideoReader, fps: float | None) -> Iterator[Frame]:
+def read_frames(video: FrameReader, fps: float | None) -> Iterator[Frame]:
     """Every frame in presentation order, or with ``fps`` the frames on screen at ``k / fps`` seconds."""
     return video.read_all() if fps is None else video.read_at(_fixed_rate_targets(video, fps))
 
@@ -148,12 +160,12 @@ def frames_read(fps: float | None) -> str:
     return f"the frames on screen every 1/{fps} s" if fps else "every frame"
 
 
-def frames_to_read(video: VideoReader, fps: float | None) -> int:
+def frames_to_read(video: FrameReader, fps: float | None) -> int:
     """How many frames :func:`read_frames` gives, known before decoding."""
     return video.num_frames if fps is None else len(_fixed_rate_targets(video, fps))
 
 
-def _fixed_rate_targets(video: VideoReader, fps: float) -> list[int]:
+def _fixed_rate_targets(video: FrameReader, fps: float) -> list[int]:
     method = SamplingMethod("fix", Fraction(fps).limit_denominator(1_000_000))
     return method.target_pts(video.start_pts, video.end_pts, video.time_base)
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from flow.pwc import PWC_WEIGHTS, PWCNet
-from flow.raft import RAFT, raft_weights
-from io_utils.weights import Weights, load_state_dict_strictly
+from flow.pwc import PWCNet
+from flow.raft import RAFT, RAFT_MODELS  # noqa: F401  (the choices of --raft_model)
+from io_utils.checkpoints import load_state_dict_strictly
 
 FLOW_NETWORKS = ("raft", "pwc")
 
@@ -23,12 +23,6 @@ class PWCOnRGB(nn.Module):
 
     def forward(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
         return self.pwc(first.flip(1) / 255.0, second.flip(1) / 255.0)
-
-
-def flow_weights(name: str, raft_model: str = "large", raft_weights_name: str | None = None,
-                 option: str = "raft_weights") -> Weights:
-    """The published checkpoint of the flow network ``name`` (raft or pwc)."""
-    return raft_weights(raft_model, raft_weights_name, option) if name == "raft" else PWC_WEIGHTS["default"]
 
 
 def load_flow_network(name: str, path: Path, raft_model: str = "large", raft_iters: int = 20) -> nn.Module:

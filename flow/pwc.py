@@ -16,13 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from io_utils.weights import Meta, Weights
-
-PWC_WEIGHTS: dict[str, Weights] = {  # trained on FlyingChairs, FlyingThings3D, Sintel; no SHA-256 is published
-    "default": Weights("default", "http://content.sniklaus.com/github/pytorch-pwc/network-default.pytorch", None,
-                       build=lambda: PWCNet(), meta=Meta(input_range="[0, 1]", channel_order="BGR")),
-}
-
 MAX_DISPLACEMENT = 4
 _FEATURE_CHANNELS = (16, 32, 64, 96, 128, 196)  # the pyramid, levels 1 (1/2 resolution) to 6 (1/64)
 _DENSE_OUTPUTS = (128, 128, 96, 64, 32)

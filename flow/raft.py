@@ -1,4 +1,5 @@
-"""RAFT (Teed and Deng, 2020): torchvision's model and weights, or a princeton-vl checkpoint converted on load."""
+"""RAFT (Teed and Deng, 2020): torchvision's model, loading torchvision's checkpoints or princeton-vl's, whose keys
+are converted on load."""
 from __future__ import annotations
 
 import re
@@ -10,29 +11,15 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import optical_flow
 
+from io_utils.checkpoints import load_state_dict_strictly
 from io_utils.errors import VideoError
-from io_utils.weights import Weights, choose_weights, load_state_dict_strictly, torchvision_weights
 
-RAFT_MODELS = ("large", "small")
 MIN_SIDE = 128  # the correlation pyramid pools 1/8-resolution features 3 times
-DEFAULT_WEIGHTS = {"large": "C_T_SKHT_V2", "small": "C_T_V2"}
-# Short names for torchvision's enum members: C = FlyingChairs, T = FlyingThings3D, S/K/H = Sintel, KITTI, HD1K.
-WEIGHT_ALIASES = {"things": "C_T_V2", "things_v1": "C_T_V1", "sintel": "C_T_SKHT_V2", "sintel_v1": "C_T_SKHT_V1",
-                  "kitti": "C_T_SKHT_K_V2", "kitti_v1": "C_T_SKHT_K_V1"}
-_BUILDERS = {"large": partial(optical_flow.raft_large, weights=None, progress=False),
-             "small": partial(optical_flow.raft_small, weights=None, progress=False)}
-_ENUMS = {"large": optical_flow.Raft_Large_Weights, "small": optical_flow.Raft_Small_Weights}
-RAFT_WEIGHTS: dict[str, dict[str, Weights]] = {  # the torchvision weights of each --raft_model, the default first
-    model: {member.name: torchvision_weights(member, _BUILDERS[model], input_range="RGB in [-1, 1]")
-            for member in sorted(enum, key=lambda member: member.name != DEFAULT_WEIGHTS[model])}
-    for model, enum in _ENUMS.items()
-}
-
-
-def raft_weights(model: str, name: str | None, option: str = "raft_weights") -> Weights:
-    """The torchvision weights of ``model`` (large, small) named ``name``: an alias, an enum name, or None for
-    the model's default. A name the model does not have is refused, naming ``--<option>``."""
-    return choose_weights(RAFT_WEIGHTS[model], name, WEIGHT_ALIASES, f"raft_{model}", option)
+# torchvision's RAFT networks with random weights, and their weight enums, by model (``--raft_model``)
+RAFT_NETWORKS = {"large": partial(optical_flow.raft_large, weights=None, progress=False),
+                 "small": partial(optical_flow.raft_small, weights=None, progress=False)}
+RAFT_ENUMS = {"large": optical_flow.Raft_Large_Weights, "small": optical_flow.Raft_Small_Weights}
+RAFT_MODELS = tuple(RAFT_NETWORKS)
 
 
 class RAFT(nn.Module):
@@ -44,7 +31,7 @@ class RAFT(nn.Module):
 
     def __init__(self, model: str = "large", iterations: int = 20):
         super().__init__()
-        self.raft = _BUILDERS[model]()
+        self.raft = RAFT_NETWORKS[model]()
         self.iterations = iterations
 
     def forward(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:

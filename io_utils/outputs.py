@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
+from dataclasses import dataclass, replace
 from functools import partial
-from pathlib import Path
-from typing import Callable, Mapping, Protocol, Sequence
+from pathlib import Path, PurePath
+from typing import Callable, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -33,25 +34,73 @@ def output_folder(output_path: str | os.PathLike, feature_type: str, output_dire
     return Path(output_path) if output_direct else Path(output_path) / feature_type.replace("/", "_")
 
 
-def output_files(job: VideoJob, keys: list[str], main_key: str, folder: Path, on_extraction: str) -> dict[str, Path]:
-    """Where each output key of ``job`` goes (nothing for ``print``, which writes no file).
+@dataclass(frozen=True)
+class OutputLayout:
+    """Where the outputs of a run go: its ``folder``, its output ``keys`` (the main features first, then the other
+    outputs, ``fps`` and ``timestamps_ms``) and ``--on_extraction``.
 
-    The default is ``folder/<output_stem>_<key>.<ext>``. A CSV list's ``feature_path`` receives the main key
-    itself (relative paths are taken under ``folder``), the other keys go beside it as ``<stem>_<key>.<ext>``.
-    Flow images go to one folder per video under the main key: ``folder/<output_stem>/`` for the JPEG
-    pairs, ``folder/<output_stem>_viz/`` for the pictures (so that both can exist, each complete or absent).
+    Built once per run and handed to everything that writes or reads outputs (the workers, the Ray actors, the
+    claims, the manifest, ``pack``, ``--collect_pickle``, and :meth:`in_folder` for the outputs of an earlier
+    run), so the naming is written here only:
+
+    - ``folder/<output stem>_<key>.<ext>`` for every key;
+    - a CSV list's ``feature_path`` receives the main key itself (relative paths are taken under ``folder``), the
+      other keys go beside it as ``<feature stem>_<key>.<ext>``;
+    - flow images go to one folder per video under the main key: ``folder/<output stem>/`` for the JPEG pairs,
+      ``folder/<output stem>_viz/`` for the pictures (so that both can exist, each complete or absent).
     """
-    if on_extraction == "print":
-        return {}
-    if on_extraction in FLOW_IMAGE_MODES:
-        stem = job.output_stem
-        return {main_key: folder / (stem.with_name(f"{stem.name}_viz") if on_extraction == "save_flow_viz" else stem)}
-    extension = _EXTENSIONS[on_extraction]
-    keys = [key for key in keys if key != main_key] + [main_key]  # main last: its presence means "complete"
-    if job.feature_path is None:
-        return {key: folder / f"{job.output_stem}_{key}{extension}" for key in keys}
-    main = job.feature_path if job.feature_path.is_absolute() else folder / job.feature_path
-    return {key: main if key == main_key else main.with_name(f"{main.stem}_{key}{extension}") for key in keys}
+
+    folder: Path
+    keys: tuple[str, ...]
+    on_extraction: str
+
+    @property
+    def main_key(self) -> str:
+        return self.keys[0]
+
+    def paths(self, job: VideoJob) -> dict[str, Path]:
+        """Where each output key of ``job`` goes (nothing for ``print``, which writes no file), the main key
+        last: its presence means "complete"."""
+        if self.on_extraction == "print":
+            return {}
+        if self.on_extraction in FLOW_IMAGE_MODES:
+            stem = job.output_stem
+            viz = self.on_extraction == "save_flow_viz"
+            return {self.main_key: self.folder / (stem.with_name(f"{stem.name}_viz") if viz else stem)}
+        return {key: self.path(job, key) for key in (*self.keys[1:], self.main_key)}
+
+    def path(self, job: VideoJob, key: str) -> Path:
+        """Where output ``key`` of ``job`` goes, for the modes that write one file per key."""
+        extension = _EXTENSIONS[self.on_extraction]
+        if job.feature_path is None:
+            return self.folder / f"{job.output_stem}_{key}{extension}"
+        main = job.feature_path if job.feature_path.is_absolute() else self.folder / job.feature_path
+        return main if key == self.main_key else main.with_name(f"{main.stem}_{key}{extension}")
+
+    def claim(self, job: VideoJob) -> Path:
+        """The lock file of a video: beside its main output."""
+        main_output = self.paths(job)[self.main_key]
+        return main_output.with_name(main_output.name + ".lock")
+
+    @staticmethod
+    def video_name(job: VideoJob) -> str:
+        """A video's name in the manifest and in a packed file."""
+        return str(job.output_stem)
+
+    def in_folder(self, folder: str | os.PathLike, on_extraction: str = "save_numpy") -> OutputLayout:
+        """The same naming under another run's output ``folder`` (``--timestamps_from``, ``--flow_dir``): where
+        that run, given the same video list, wrote its outputs."""
+        return replace(self, folder=Path(folder), on_extraction=on_extraction)
+
+    def saved_videos(self) -> Iterator[tuple[str, dict[str, Path]]]:
+        """(name, {key: path}) of every complete video in ``folder`` written without a CSV list's
+        ``feature_path`` (its main file exists; every key's file must), in sorted order."""
+        suffix = f"_{self.main_key}{_EXTENSIONS[self.on_extraction]}"
+        for main in sorted(self.folder.rglob(f"*{suffix}")):
+            job = VideoJob(main, PurePath(main.relative_to(self.folder).as_posix()[: -len(suffix)]))
+            paths = self.paths(job)
+            if all(path.is_file() for path in paths.values()):
+                yield self.video_name(job), paths
 
 
 class Sink(Protocol):
@@ -253,7 +302,7 @@ class FlowImageSink:
 
 
 def open_sink(on_extraction: str, paths: Mapping[str, Path], flow_bound: float = DEFAULT_BOUND):
-    """The sink for ``--on_extraction``; ``paths`` from :func:`output_files` (unused for ``print``)."""
+    """The sink for ``--on_extraction``; ``paths`` from :meth:`OutputLayout.paths` (unused for ``print``)."""
     if on_extraction == "print":
         return MemorySink()
     if on_extraction == "save_pickle":

@@ -17,31 +17,21 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
 from io_utils.files import temporary_beside
 from io_utils.manifest import MANIFEST_FILE, read_manifest
+from io_utils.outputs import OutputLayout
 
 
-def saved_videos(folder: Path, keys: Sequence[str]) -> Iterator[tuple[str, dict[str, Path]]]:
-    """(relative output stem, {key: .npy path}) of every complete video in ``folder`` (its main ``keys[0]`` file
-    exists; every key's file must), in sorted order."""
-    suffix = f"_{keys[0]}.npy"
-    for main in sorted(folder.rglob(f"*{suffix}")):
-        stem = main.relative_to(folder).as_posix()[: -len(suffix)]
-        paths = {key: folder / f"{stem}_{key}.npy" for key in keys}
-        if all(path.is_file() for path in paths.values()):
-            yield stem, paths
-
-
-def pack(folder: Path, destination: Path, keys: Sequence[str]) -> tuple[int, int]:
-    """Pack the videos of ``folder`` (outputs ``keys``, the main one first) into ``destination``; returns
-    (videos added, videos already there)."""
+def pack(layout: OutputLayout, destination: Path) -> tuple[int, int]:
+    """Pack the videos of a finished output folder (``layout``: its folder, output keys and naming) into
+    ``destination``; returns (videos added, videos already there)."""
     import h5py
 
-    folder, destination = Path(folder), Path(destination)
+    folder, destination = layout.folder, Path(destination)
     manifest = read_manifest(folder / MANIFEST_FILE) if (folder / MANIFEST_FILE).exists() else {}
     records = manifest.pop("videos", {})
     temporary = temporary_beside(destination, suffix=".h5.tmp")
@@ -52,15 +42,15 @@ def pack(folder: Path, destination: Path, keys: Sequence[str]) -> tuple[int, int
             shutil.copyfile(destination, temporary.name)
         with h5py.File(temporary.name, "a" if destination.exists() else "w") as packed:
             packed.attrs["manifest"] = json.dumps(manifest)
-            for stem, paths in saved_videos(folder, keys):
-                if stem in packed:
+            for name, paths in layout.saved_videos():
+                if name in packed:
                     kept += 1
                     continue
-                group = packed.create_group(stem)
-                for key, path in paths.items():
-                    group.create_dataset(key, data=np.load(path, allow_pickle=False))
-                if stem in records:
-                    group.attrs["manifest"] = json.dumps(records[stem])
+                group = packed.create_group(name)
+                for key in layout.keys:
+                    group.create_dataset(key, data=np.load(paths[key], allow_pickle=False))
+                if name in records:
+                    group.attrs["manifest"] = json.dumps(records[name])
                 added += 1
         os.replace(temporary.name, destination)
     finally:

@@ -80,14 +80,16 @@ class VideoReader:
     """
 
     def __init__(self, path: str | os.PathLike, threads: bool = True, skip_unshown: bool = True,
-                 decoders: int | None = None):
-        """``threads``: FFmpeg's frame and slice threads, and keyframe intervals decoded at once (else one thread);
-        ``skip_unshown``: let the decoder drop the non-reference frames between the frames taken (see
-        ``_ForwardDecoder``); ``decoders``: how many intervals at most are decoded at once (default: one per core,
-        up to ``MAX_DECODERS``; 1 without ``threads``)."""
+                 decoders: int | None = None, index: StreamIndex | None = None, thread_count: int = 0):
+        """``threads``: FFmpeg's frame and slice threads (``thread_count`` of them, 0: FFmpeg's choice), and
+        keyframe intervals decoded at once (else one thread); ``skip_unshown``: let the decoder drop the
+        non-reference frames between the frames taken (see ``_ForwardDecoder``); ``decoders``: how many intervals
+        at most are decoded at once (default: one per core, up to ``MAX_DECODERS``; 1 without ``threads``);
+        ``index``: the file's :class:`StreamIndex` when it is already known (see :meth:`reopened`)."""
         self.path = Path(path)
         self._skip_unshown = skip_unshown
         self._decoders = (decoders or min(MAX_DECODERS, _usable_cores())) if threads else 1
+        self._decoder: _ForwardDecoder | None = None  # for read_interval, made on first use
         self._container = open_container(self.path)
         try:
             if not self._container.streams.video:
@@ -96,12 +98,13 @@ class VideoReader:
             self._stream = self._container.streams.video[0]
             if threads:
                 self._stream.thread_type = "AUTO"
+                if thread_count:
+                    self._stream.codec_context.thread_count = thread_count
             else:
                 self._stream.codec_context.thread_count = 1
             self.time_base: Fraction = self._stream.time_base
-            self.index = _index_from_container(self._container, self._stream, self.path) or _index_by_demuxing(
-                self._container, self._stream
-            )
+            self.index = index or _index_from_container(self._container, self._stream, self.path) or \
+                _index_by_demuxing(self._container, self._stream)
         except av.error.FFmpegError as error:
             self._container.close()
             raise VideoError(f"truncated or corrupt ({_reason(error)})") from error
@@ -144,9 +147,8 @@ class VideoReader:
         if self._decoders > 1 and len(intervals) > 1 and max(map(len, intervals)) <= buffer_frames:
             yield from _ParallelIntervals(self, intervals, self._decoders, buffer_frames).frames()
             return
-        decoder = _ForwardDecoder(self._container, self._stream, self._skip_unshown)
         for interval in intervals:
-            yield from self._interval_frames(decoder, interval)
+            yield from self.read_interval(interval)
 
     def _keyframe_intervals(self, targets: Sequence[int]) -> list[list[int]]:
         """``targets`` cut where a keyframe lies between two of them: each part is decoded from its keyframe
@@ -161,9 +163,12 @@ class VideoReader:
             intervals[-1].append(target)
         return intervals
 
-    def _interval_frames(self, decoder: _ForwardDecoder, targets: list[int]) -> Iterator[Frame]:
-        """Seek ``decoder`` to the keyframe before ``targets[0]`` and yield the frame on screen at each target
-        (all within one keyframe interval)."""
+    def read_interval(self, targets: Sequence[int]) -> Iterator[Frame]:
+        """The frame on screen at each target (ascending, all within one keyframe interval), decoded from the
+        keyframe before the first: what :meth:`read_at` does for each interval it cuts its targets into."""
+        if self._decoder is None:
+            self._decoder = _ForwardDecoder(self._container, self._stream, self._skip_unshown)
+        decoder = self._decoder
         decoder.seek(self.index.seek_points(targets[0]), targets[0])
         last: Frame | None = None
         for index, target in enumerate(targets):
@@ -183,13 +188,11 @@ class VideoReader:
         context = self._stream.codec_context
         return max(1, DECODED_BYTES_PER_DECODER // max(1, 3 * context.width * context.height))
 
-    def _open_decoder(self, frame_threads: int) -> tuple[av.container.InputContainer, _ForwardDecoder]:
-        """One more demuxer and decoder of this file, for decoding another keyframe interval at the same time."""
-        container = open_container(self.path)
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        stream.codec_context.thread_count = frame_threads
-        return container, _ForwardDecoder(container, stream, self._skip_unshown)
+    def reopened(self, thread_count: int) -> VideoReader:
+        """Another reader of this file, with its own demuxer and a decoder of ``thread_count`` frame threads, and
+        this reader's index (nothing is indexed again): for decoding another keyframe interval at the same time."""
+        return VideoReader(self.path, skip_unshown=self._skip_unshown, decoders=1, index=self.index,
+                           thread_count=thread_count)
 
     def frame_pts(self) -> list[int]:
         """The presentation time of every frame, ascending, from one pass over the packets: nothing is decoded.
@@ -255,16 +258,14 @@ class _ParallelIntervals:
     def _decode(self, first: int) -> None:
         output = self._queues[first]
         try:
-            container, decoder = self._reader._open_decoder(self._frame_threads)
-            try:
+            with self._reader.reopened(self._frame_threads) as reader:
                 for index in range(first, len(self._intervals), self._decoders):
-                    for frame in self._reader._interval_frames(decoder, self._intervals[index]):
+                    for frame in reader.read_interval(self._intervals[index]):
                         if not self._put(output, frame):
                             return
+                    self._reader.rotation = reader.rotation
                     if not self._put(output, self._INTERVAL_END):
                         return
-            finally:
-                container.close()
         except BaseException as error:  # the consumer raises it when it reaches this interval
             self._put(output, error)
 

@@ -1,7 +1,7 @@
 """What the tests know about official checkpoint formats, independently of the package: the key manifests of
 ``../shared/checkpoint_formats`` (copied into ``tests/checkpoint_formats``), princeton-vl's RAFT key names, and a
 tiny CLIP in OpenAI's release format. Random checkpoints of the real models come from the package
-(``extractors.random_weights``), through the :class:`~io_utils.weights.Weights` entries."""
+(``extractors.catalog.write_random_weights``), through the :class:`~extractors.weights.Weights` entries."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ from pathlib import Path
 import open_clip
 import torch
 
-from extractors.clip import save_openai_archive
+from extractors.models.clip import save_openai_archive
 
 FORMATS_DIR = Path(__file__).resolve().parent / "checkpoint_formats"
 FORMAT_FILES = {"i3d_rgb": "i3d_rgb_imagenet.json", "i3d_flow": "i3d_flow_imagenet.json", "pwc": "pwc_sniklaus_default.json",

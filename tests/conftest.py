@@ -22,7 +22,7 @@ def _isolated_cache(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def clip_checkpoint(tmp_path_factory) -> Path:
     """A random ViT-B/32 in OpenAI's release format (TorchScript archive, fp16 weights)."""
-    from extractors.clip import CLIP_WEIGHTS
+    from extractors.models.clip import CLIP_WEIGHTS
 
     return CLIP_WEIGHTS["CLIP-ViT-B/32"].write_random(tmp_path_factory.mktemp("weights"))
 

@@ -33,18 +33,18 @@ class PoisonedWorker(WorkerActor):
 class LosesANode(RayExecutor):
     """Removes ``node`` from ``cluster`` when the first video is done."""
 
-    def __init__(self, config, cluster: Cluster, node):
-        super().__init__(config)
+    def __init__(self, cluster: Cluster, node):
+        super().__init__()
         self._cluster, self._node = cluster, node
 
-    def run(self, jobs, on_result, on_progress=None) -> None:
-        def remove_node_once(index, status, reason, record=None):
-            on_result(index, status, reason, record)
+    def run(self, extraction, jobs, on_result, on_progress=None) -> None:
+        def remove_node_once(result):
+            on_result(result)
             if self._node is not None:
                 self._cluster.remove_node(self._node)
                 self._node = None
 
-        super().run(jobs, remove_node_once, on_progress)
+        super().run(extraction, jobs, remove_node_once, on_progress)
 
 
 def main() -> None:
@@ -55,8 +55,8 @@ def main() -> None:
     results = {}
     for name, argv in runs.items():
         config = resolve_config(parse_options([*argv, "--backend", "ray", "--ray_address", cluster.address]))
-        executor = {"node_lost": LosesANode(config, cluster, nodes[0]),
-                    "poison": RayExecutor(config, ray.remote(PoisonedWorker))}.get(name, RayExecutor(config))
+        executor = {"node_lost": LosesANode(cluster, nodes[0]),
+                    "poison": RayExecutor(ray.remote(PoisonedWorker))}.get(name, RayExecutor())
         summary = io.StringIO()
         with redirect_stdout(summary):
             code = run(config, executor)

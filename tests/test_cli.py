@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import os
 import pickle
-from dataclasses import replace
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,9 +13,10 @@ import torch
 
 import main
 from extractors import registry
-from extractors.clip import CLIP_WEIGHTS, ExtractCLIP
+from extractors.models.clip import CLIP_WEIGHTS, ExtractCLIP
 from extractors.pool import LocalPoolExecutor
 from extractors.registry import FeatureType
+from extractors.weights import WeightsTable
 from io_utils.files import atomic_write
 from io_utils.sampling import parse_extract_method
 from tests.clips import write_audio_only, write_clip
@@ -133,7 +134,8 @@ def test_bad_inputs_each_get_one_line_and_the_rest_go_on(weights_dir, tmp_path):
 
 def test_missing_checkpoint_offline_is_one_line(tmp_path, capsys, monkeypatch):
     offline = replace(CLIP_WEIGHTS["CLIP-ViT-B/32"], url="http://127.0.0.1:9/clip/models/ViT-B-32.pt", sha256="0" * 64)
-    monkeypatch.setitem(registry._FEATURE_TYPES, "CLIP-ViT-B/32", FeatureType("CLIP-ViT-B/32", ExtractCLIP, {"openai": offline}))
+    monkeypatch.setitem(registry._FEATURE_TYPES, "CLIP-ViT-B/32",
+                        FeatureType("CLIP-ViT-B/32", ExtractCLIP, WeightsTable([offline], default="openai")))
     video = write_clip(tmp_path / "v.mp4", num_frames=4)
     assert run_main("--video_paths", str(video)) == 1
     err = capsys.readouterr().err.strip().splitlines()
@@ -169,7 +171,7 @@ def test_the_default_print_mode_prints_each_video(weights_dir, capfd):
 def test_the_device_list_is_checked_before_any_worker_or_checkpoint(available, count, message, monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
-    monkeypatch.setattr(LocalPoolExecutor, "_start", lambda *args: pytest.fail("a worker was started"))
+    monkeypatch.setattr(LocalPoolExecutor, "run", lambda *args: pytest.fail("workers were started"))
     monkeypatch.setattr(ExtractCLIP, "prepare", lambda *args: pytest.fail("a checkpoint was looked for"))
     code = main.main(["--feature_type", "CLIP-ViT-B/32", "--device_ids", "0", "1", "2", "3", "--extract_method",
                       "uni_12", "--video_dir", str(REPO / "sample"), "--on_extraction", "save_numpy"])
@@ -178,17 +180,22 @@ def test_the_device_list_is_checked_before_any_worker_or_checkpoint(available, c
 
 def test_extract_method_all_takes_every_frame(clip_extractor, tmp_path):
     video = write_clip(tmp_path / "vfr.mp4", num_frames=7, times_ms=[0, 40, 120, 130, 300, 310, 500])
-    every = replace(clip_extractor.config, extract_method=parse_extract_method("all"))
+    every = clip_extractor.config.with_options(extract_method=parse_extract_method("all"))
     features = type(clip_extractor)(every).extract(video)
     np.testing.assert_allclose(features["timestamps_ms"], [0, 40, 120, 130, 300, 310, 500])
     assert features["clip"].shape == (7, 512)
 
 
 def test_the_random_checkpoint_writer_prints_its_usage_and_refuses_what_has_no_checkpoint(tmp_path):
-    command = [sys.executable, "-m", "extractors.random_weights"]
+    command = [sys.executable, "main.py", "random_weights"]
     result = subprocess.run([*command, "--help"], cwd=REPO, capture_output=True, text=True)
-    assert result.returncode == 0 and result.stdout.startswith("usage: python -m extractors.random_weights")
+    assert result.returncode == 0 and result.stdout.startswith("usage: main.py random_weights")
     result = subprocess.run([*command, str(tmp_path), "--feature_type", "timm", "--model_name", "test_vit"], cwd=REPO,
                             capture_output=True, text=True)
     assert result.returncode == 1 and result.stderr.startswith("error: timm has no published checkpoint here")
     assert list(tmp_path.iterdir()) == []
+    result = subprocess.run([*command, str(tmp_path), "--feature_type", "i3d", "--flow_type", "pwc"], cwd=REPO,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["flow_imagenet.pt", "network-default.pytorch",
+                                                                 "rgb_imagenet.pt"]

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from extractors.clip import CLIP_WEIGHTS, ExtractCLIP, load_openai_state_dict
+from extractors.models.clip import CLIP_WEIGHTS, ExtractCLIP, load_openai_state_dict
 from extractors.registry import extractor_class
 from io_utils.errors import UsageError
 from io_utils.sampling import parse_extract_method

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from extractors.i3d import I3D_WEIGHTS, ExtractI3D, crop_windows
-from extractors.r21d import ExtractR21D
-from extractors.random_weights import write_random_weights
-from extractors.resnet import ExtractResNet
+from extractors.catalog import write_random_weights
+from extractors.models.i3d import I3D_WEIGHTS, ExtractI3D, crop_windows
+from extractors.models.optical_flow import RAFT_WEIGHTS
+from extractors.models.r21d import ExtractR21D
+from extractors.models.resnet import ExtractResNet
 from extractors.transforms import crop_views
-from flow.raft import RAFT_WEIGHTS
 from tests.clips import write_clip
 from tests.conftest import SAMPLE_19FPS
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 from torchvision.models.optical_flow import raft_large, raft_small
 
-from extractors.flow import ExtractFlow, ExtractRAFT
-from flow import flow_weights, load_flow_network
-from flow.pwc import PWC_WEIGHTS, PWCNet, backward_warp, cost_volume
-from flow.raft import RAFT_WEIGHTS, convert_princeton_state_dict
+from extractors.models.optical_flow import PWC_WEIGHTS, RAFT_WEIGHTS, ExtractFlow, ExtractRAFT, flow_weights
+from flow import load_flow_network
+from flow.pwc import PWCNet, backward_warp, cost_volume
+from flow.raft import convert_princeton_state_dict
 from io_utils.errors import UsageError, VideoError
 from io_utils.flow_images import flow_to_color, flow_to_gray, gray_to_flow, read_flow_jpegs, write_flow_jpegs
 from tests.checkpoints import official_keys, princeton_raft_keys
@@ -92,8 +92,8 @@ def test_raft_checkpoint_for_another_model_is_a_clear_error(tmp_path, raft_weigh
     with pytest.raises(UsageError, match="not a RAFT checkpoint"):
         ExtractRAFT(raft_args(raft_weights, raft_model="large", flow_checkpoint=str(tmp_path / "small.pth")))
     with pytest.raises(UsageError, match="--raft_weights kitti: not available for raft_small"):
-        flow_weights("raft", "small", "kitti")
-    assert flow_weights("raft", "large", "sintel").url.endswith("raft_large_C_T_SKHT_V2-ff5fadd5.pth")
+        flow_weights("raft", "small", "kitti", "raft_weights")
+    assert flow_weights("raft", "large", "sintel", "raft_weights").url.endswith("raft_large_C_T_SKHT_V2-ff5fadd5.pth")
 
 
 def test_pwc_loads_a_checkpoint_in_the_official_format_strictly(tmp_path):

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from extractors.i3d import I3D_WEIGHTS, ExtractI3D, InceptionI3d, resize_flow, same_padding
+from extractors.models.i3d import I3D_WEIGHTS, ExtractI3D, InceptionI3d, resize_flow, same_padding
+from extractors.models.optical_flow import RAFT_WEIGHTS
 from extractors.windows import read_frames, sliding_windows
-from flow.raft import RAFT_WEIGHTS
 from io_utils.errors import UsageError, VideoError
 from io_utils.video import VideoReader
 from tests.checkpoints import official_keys
@@ -123,6 +123,31 @@ def test_precomputed_flow_equals_computed_flow_from_the_same_flow(weights, tmp_p
     np.testing.assert_array_equal(precomputed["timestamps_ms"], computed["timestamps_ms"])
     difference = np.abs(precomputed["flow"] - computed["flow"]).max()
     assert difference < 0.01 * np.abs(computed["flow"]).max(), difference
+
+
+def test_precomputed_flow_is_found_where_the_flow_run_wrote_it_for_videos_of_the_same_name(weights, tmp_path):
+    """With --video_dir, sub-folders are mirrored: a/clip.mp4 and b/clip.mp4 have flow folders a/clip and b/clip,
+    and each video reads its own (equal, within JPEG's quantisation, to the flow computed for that video)."""
+    videos = tmp_path / "videos"
+    for folder, size in (("a", (192, 144)), ("b", (176, 160))):  # different videos, one name
+        write_clip(videos / folder / "clip.mp4", num_frames=150, size=size, noise=False)
+    common = ["--cpu", "--weights_dir", str(weights), "--extraction_fps", "2", "--video_dir", str(videos),
+              "--recursive"]
+    result = subprocess.run([sys.executable, "main.py", "--feature_type", "raft", *common, "--raft_model", "small",
+                             "--raft_iters", "2", "--side_size", "256", "--on_extraction", "save_flow_images",
+                             "--output_path", str(tmp_path / "flow")], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert sorted(path.relative_to(tmp_path / "flow" / "raft").as_posix()
+                  for path in (tmp_path / "flow" / "raft").glob("*/*")) == ["a/clip", "b/clip"]
+    result = subprocess.run([sys.executable, "main.py", "--feature_type", "i3d", *common, "--flow_type",
+                             "precomputed", "--flow_dir", str(tmp_path / "flow" / "raft"), "--stack_size", "10",
+                             "--on_extraction", "save_numpy", "--output_path", str(tmp_path / "i3d")],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    for folder in ("a", "b"):
+        computed = ExtractI3D(i3d_args(weights, video_dir=str(videos))).extract(videos / folder / "clip.mp4")
+        precomputed = np.load(tmp_path / "i3d" / "i3d" / folder / "clip_flow.npy")
+        assert np.abs(precomputed - computed["flow"]).max() < 0.01 * np.abs(computed["flow"]).max()
 
 
 def test_precomputed_flow_pairing_errors_name_the_video(weights, tmp_path):

@@ -10,8 +10,8 @@ from PIL import Image
 from torchvision.models import ResNet18_Weights, ResNet50_Weights, resnet18
 from torchvision.models.video import R2Plus1D_18_Weights, S3D_Weights
 
-from extractors.resnet import RESNET_WEIGHTS, ExtractResNet
-from extractors.timm_models import ExtractTimm
+from extractors.models.resnet import RESNET_WEIGHTS, ExtractResNet
+from extractors.models.timm_models import ExtractTimm
 from extractors.transforms import IMAGENET_MEAN, IMAGENET_STD, FramePreprocessing
 from io_utils.errors import UsageError
 from io_utils.sampling import parse_extract_method

@@ -9,7 +9,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from flow.raft import RAFT_WEIGHTS
+from extractors.models.optical_flow import RAFT_WEIGHTS
 
 ROOT = Path(__file__).resolve().parents[1]
 # Measured on the 2-core CI machine: 3636 and 4034 MiB in two runs at --flow_batch_size 1. Nearly all of

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.models import resnet50
 
-from extractors.mmaction import SLOWONLY_WEIGHTS, TSN_WEIGHTS, ExtractSlowOnly, ExtractTSN, mmaction_clip_indices
+from extractors.models.mmaction import SLOWONLY_WEIGHTS, TSN_WEIGHTS, ExtractSlowOnly, ExtractTSN, mmaction_clip_indices
 from io_utils.errors import UsageError
 from io_utils.outputs import collect_pickle
 from tests.checkpoints import official_keys

@@ -1,48 +1,47 @@
 """Every option is either read by a feature type or refused for it; the run configuration is the same object
-from the command line and from Python; former spellings keep working."""
+from the command line and from Python; former spellings keep working. The options tried are the declarations
+themselves (each with its example value), so a new option is covered without an edit here."""
 from __future__ import annotations
-
-from dataclasses import fields
 
 import pytest
 
 from extractors.cli import build_parser, parse_options
-from extractors.config import COMMON_OPTIONS, RunConfig, resolve_config
-from extractors.registry import extractor_class, feature_types
+from extractors.config import RUN_OPTIONS, resolve_config
+from extractors.registry import declared_everywhere, declared_options, extractor_class, feature_types, former_spellings
 from io_utils.errors import UsageError
 from io_utils.sampling import parse_extract_method
 
-# A value other than the default for every option: a new option without one here fails the test below.
-NON_DEFAULT = {
-    "video_paths": ("a.mp4",), "video_dir": "videos", "file_with_video_paths": "list.txt", "recursive": True,
-    "extract_method": "uni_3", "batch_size": 4, "extraction_fps": 2.0, "stack_size": 16, "step_size": 8,
-    "pad_last": True, "views": 2, "device_ids": (1,), "cpu": True, "num_workers": 2, "on_extraction": "save_numpy",
-    "output_path": "out", "output_direct": True, "overwrite": True, "crops": 3, "pool": "mean", "l2_normalize": True,
-    "dtype": "float16", "verbose": True, "weights_dir": "weights", "weights": "IMAGENET1K_V2", "checkpoint": "x.pt",
-    "model_name": "test_vit", "show_pred": True, "pred_texts": ("a dog",), "clip_checkpoint": "x.pt",
-    "flow_batch_size": 2, "side_size": 128, "flow_bound": 10.0, "raft_model": "small", "raft_weights": "things",
-    "raft_iters": 4, "flow_checkpoint": "x.pt", "streams": ("rgb",), "flow_type": "pwc", "flow_dir": "flow",
-    "vggish_postprocess": True, "timestamps_from": "stamps", "backend": "ray", "ray_address": "127.0.0.1:6379",
-    "cpus_per_worker": 2, "shard": "1/4", "collect_pickle": "all.pkl", "preset": "clip_vit_b32_1fps",
-    "from_manifest": "manifest.json", "frames_dir": "frames", "frames_fps": 25.0,
-}
-REQUIRED = {"timm": {"model_name": "test_vit"}}  # what a feature type cannot run without
+MODEL_OPTIONS = {option.name: option for option in declared_everywhere()}
+# every name the command line takes: options of every run, of some family, and former spellings (with the example
+# of the option they stand for)
+EXAMPLES = {**{name: option.example for name, option in {**RUN_OPTIONS, **MODEL_OPTIONS}.items()},
+            **{former: MODEL_OPTIONS[next(iter(stands_for))].example
+               for former, stands_for in former_spellings().items() if former not in MODEL_OPTIONS}}
+EXAMPLES.pop("feature_type")
 
 
-def test_the_table_covers_every_option_and_the_parser_offers_exactly_the_config():
-    names = {spec.name for spec in fields(RunConfig)}
-    assert set(NON_DEFAULT) == names - {"feature_type"}
-    offered = {action.dest for action in build_parser()._actions if action.dest not in ("help", "list_presets")}
-    assert offered == names
+def required_options(feature_type: str) -> dict:
+    """What a feature type cannot run without, at its example value."""
+    return {option.name: option.example for option in declared_options(extractor_class(feature_type)).values()
+            if option.required}
+
+
+def test_every_example_differs_from_its_default_and_the_parser_offers_exactly_the_declared_names():
+    for option in [*RUN_OPTIONS.values(), *MODEL_OPTIONS.values()]:
+        assert option.example != option.default, option.name
+        assert option.converted(option.example) is not None, option.name
+    offered = {action.dest for action in build_parser()._actions if action.dest not in ("help", "list_presets",
+                                                                                          "list_models")}
+    assert offered == set(EXAMPLES) | {"feature_type"}
 
 
 @pytest.mark.parametrize("feature_type", feature_types())
-@pytest.mark.parametrize("option", sorted(NON_DEFAULT))
+@pytest.mark.parametrize("option", sorted(EXAMPLES))
 def test_every_option_is_read_or_refused(feature_type, option):
-    extractor = extractor_class(feature_type)
+    family = extractor_class(feature_type)
     refusal = f"--{option} is not read by {feature_type}"
-    options = {"feature_type": feature_type, **REQUIRED.get(feature_type, {}), option: NON_DEFAULT[option]}
-    read = option in COMMON_OPTIONS or option in extractor.reads or option in extractor.option_aliases
+    options = {"feature_type": feature_type, **required_options(feature_type), option: EXAMPLES[option]}
+    read = option in RUN_OPTIONS or any(option in (declared.name, *declared.former) for declared in family.options)
     try:
         resolve_config(options)
     except UsageError as error:  # a read option may need others (--pred_texts needs --show_pred, i3d's
@@ -65,6 +64,7 @@ def test_every_option_is_read_or_refused(feature_type, option):
     (dict(feature_type="CLIP-ViT-B/32", checkpoint="x.pt", clip_checkpoint="y.pt"),
      "--clip_checkpoint and --checkpoint are the same option for CLIP-ViT-B/32; give one"),
     (dict(feature_type="timm", model_name="test_vit", show_pred=True), "--show_pred is not read by timm"),
+    (dict(feature_type="timm"), "--feature_type timm needs --model_name (e.g. resnet50.a1_in1k)"),
     (dict(feature_type="i3d", flow_type="pwc", raft_model="small"), "--raft_model is not read by i3d with --flow_type pwc"),
     (dict(feature_type="i3d", streams=["rgb"], flow_type="pwc"), "--flow_type is not read by i3d with --streams without flow"),
     (dict(feature_type="i3d", flow_dir="x"), "--flow_dir is not read by i3d with --flow_type raft"),
@@ -95,8 +95,8 @@ def test_command_line_and_python_give_the_same_config():
     from_python = resolve_config(dict(feature_type="r21d", cpu=True, video_paths=["a.mp4"], extraction_fps=2,
                                       weights="r2plus1d_34_8_ig65m_ft_kinetics", crops=3))
     assert from_cli == from_python
-    assert (from_cli.weights, from_cli.model_name, from_cli.stack_size, from_cli.step_size) == (
-        "r2plus1d_34_8_ig65m_ft_kinetics", None, 8, 8)
+    assert (from_cli.weights, from_cli.stack_size, from_cli.step_size) == ("r2plus1d_34_8_ig65m_ft_kinetics", 8, 8)
+    assert "model_name" not in from_cli.model_options  # the former spelling became --weights
     assert resolve_config(from_cli) == from_cli  # idempotent: workers resolve it again
 
 
@@ -104,8 +104,16 @@ def test_defaults_come_from_the_weights_and_former_spellings_map_onto_options():
     resnext = resolve_config(dict(feature_type="resnext101_3d"))
     assert (resnext.stack_size, resnext.step_size, resnext.extraction_fps, resnext.weights) == (16, 16, 24.0, "howto100m")
     raft = resolve_config(dict(feature_type="raft", raft_model="small", raft_weights="things", flow_checkpoint="f.pth"))
-    assert (raft.weights, raft.raft_weights, raft.checkpoint, raft.flow_checkpoint) == ("C_T_V2", None, "f.pth", None)
+    assert (raft.weights, raft.checkpoint) == ("C_T_V2", "f.pth")
+    assert "raft_weights" not in raft.model_options and "flow_checkpoint" not in raft.model_options
     assert resolve_config(dict(feature_type="raft")).weights == "C_T_SKHT_V2"
     clip = resolve_config(dict(feature_type="CLIP-ViT-B/32", clip_checkpoint="c.pt", extract_method="all"))
     assert (clip.checkpoint, clip.extract_method) == ("c.pt", parse_extract_method("all"))
     assert resolve_config(dict(feature_type="i3d", streams=["flow"])).stack_size == 64
+
+
+def test_a_feature_type_reads_only_the_options_it_declares():
+    clip = resolve_config(dict(feature_type="CLIP-ViT-B/32"))
+    assert set(clip.model_options) == {option.name for option in extractor_class("CLIP-ViT-B/32").options}
+    with pytest.raises(AttributeError, match="CLIP-ViT-B/32 reads no option 'stack_size'"):
+        clip.stack_size  # noqa: B018

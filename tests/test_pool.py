@@ -15,12 +15,13 @@ from extractors.cli import parse_options
 from extractors.config import resolve_config
 from extractors.pool import STOP_GRACE_S, LocalPoolExecutor
 from extractors.runner import run
+from extractors.worker import Extraction
 from io_utils.claims import outputs_complete
 from io_utils.video_list import VideoJob
 from tests.checkpoints import write_tiny_clip
 from tests.clips import write_clip
-from tests.poison import die_on_poison
 from tests.conftest import REPO
+from tests.poison import die_on_poison
 
 FEATURE_FOLDER = "CLIP-ViT-B_32"
 
@@ -156,19 +157,19 @@ def test_corrupt_output_is_extracted_again_and_overwrite_redoes_all(tiny_checkpo
     assert summary_counts(capsys.readouterr().out) == {"done": 3, "skipped": 0, "failed": 0}
 
 
-def dies_on_poison(config, device, threads, connection):
+def dies_on_poison(extraction, device, threads, connection):
     """A worker process that is killed when it starts on poison.mp4."""
     from extractors import worker
 
     die_on_poison()
-    worker.worker_main(config, device, threads, connection)
+    worker.worker_main(extraction, device, threads, connection)
 
 
 def test_a_video_that_kills_its_worker_is_reported_and_the_run_completes(tiny_checkpoint, videos, tmp_path, capsys):
     poison = write_clip(tmp_path / "poison.mp4", num_frames=10)
     out = tmp_path / "out"
     config = resolve_config(parse_options(argv(tiny_checkpoint, [videos[0], poison, *videos[1:3]], out)))
-    assert run(config, LocalPoolExecutor(config, worker_target=dies_on_poison)) == 1
+    assert run(config, LocalPoolExecutor(worker_target=dies_on_poison)) == 1
     captured = capsys.readouterr()
     assert summary_counts(captured.out) == {"done": 3, "skipped": 0, "failed": 1}
     assert f"FAILED {poison}: the worker process died (killed by SIGKILL), 2 times on this video" in captured.err
@@ -198,7 +199,7 @@ def test_interrupt_stops_cleanly_and_a_rerun_resumes(tiny_checkpoint, videos, tm
     assert summary_counts(stdout) == {"done": len(videos) - done_before, "skipped": done_before, "failed": 0}
 
 
-def stuck_in_forward(config, device, threads, connection):
+def stuck_in_forward(extraction, device, threads, connection):
     """A worker whose second batch never returns and that SIGTERM does not stop, as inside a long forward pass
     (where Python runs no signal handler)."""
     from extractors import worker
@@ -214,24 +215,25 @@ def stuck_in_forward(config, device, threads, connection):
         return run_batch(self, *batch)
 
     BaseExtractor._run_batch = hang_on_the_second_batch
-    worker.worker_main(config, device, threads, connection)
+    worker.worker_main(extraction, device, threads, connection)
 
 
 def test_an_interrupt_ends_a_run_within_seconds_even_in_a_long_forward_pass(tiny_checkpoint, videos, tmp_path):
     """The worker is killed after the grace period; the main process removes its temporary file and its claim."""
     out = tmp_path / "out"
     config = resolve_config(parse_options(argv(tiny_checkpoint, videos[:1], out)))
-    executor = LocalPoolExecutor(config, worker_target=stuck_in_forward)
+    executor = LocalPoolExecutor(worker_target=stuck_in_forward)
     progress: list[tuple] = []
 
-    def interrupt_once_started(*report):
-        progress.append((*report, time.monotonic()))
+    def interrupt_once_started(report):
+        progress.append((report, time.monotonic()))
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        executor.run([VideoJob(videos[0], PurePath(videos[0].stem))], lambda *result: None, interrupt_once_started)
-    stopped_after = time.monotonic() - progress[0][-1]
-    index, done_s, total_s, _ = progress[0]
-    assert index == 0 and 0 < done_s < total_s == pytest.approx(6.0)  # 150 frames at 25 fps
+        executor.run(Extraction.of(config), [VideoJob(videos[0], PurePath(videos[0].stem))], lambda result: None,
+                     interrupt_once_started)
+    report, reported_at = progress[0]
+    stopped_after = time.monotonic() - reported_at
+    assert report.job_id == 0 and 0 < report.done_s < report.total_s == pytest.approx(6.0)  # 150 frames at 25 fps
     assert STOP_GRACE_S <= stopped_after < STOP_GRACE_S + 2
     assert [path.name for path in out.rglob("*") if path.is_file()] == []

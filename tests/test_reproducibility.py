@@ -16,11 +16,11 @@ from torchvision.transforms import functional as TF
 
 import main
 from bench.pack import write_videos
+from extractors.catalog import write_random_weights
 from extractors.config import resolve_config
+from extractors.models.r21d import ExtractR21D
+from extractors.models.resnet import RESNET_WEIGHTS, ExtractResNet
 from extractors.presets import PRESETS
-from extractors.r21d import ExtractR21D
-from extractors.random_weights import write_random_weights
-from extractors.resnet import RESNET_WEIGHTS, ExtractResNet
 from io_utils.errors import UsageError, VideoError
 from io_utils.frames import FrameFolderReader, natural_key
 from io_utils.manifest import Manifest, existing_manifest
@@ -128,7 +128,7 @@ def test_from_manifest_reproduces_bit_identical_features(weights, tmp_path):
 def test_every_preset_resolves_and_explicit_options_override_it(name):
     config = resolve_config({"preset": name})
     for option, value in PRESETS[name].options.items():
-        assert getattr(config, option) == resolve_config({option: value, "feature_type": config.feature_type}).__getattribute__(option)
+        assert getattr(config, option) == getattr(resolve_config({option: value, "feature_type": config.feature_type}), option)
     assert resolve_config({"preset": name, "dtype": "float16"}).dtype == "float16"
 
 

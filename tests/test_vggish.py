@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 
 import main
-from extractors.clip import ExtractCLIP
-from extractors.random_weights import write_random_weights
-from extractors.vggish import VGGISH_PCA, VGGISH_WEIGHTS, ExtractVGGish, VGGishPCA
+from extractors.catalog import write_random_weights
+from extractors.models.clip import ExtractCLIP
+from extractors.models.vggish import VGGISH_PCA, VGGISH_WEIGHTS, ExtractVGGish, VGGishPCA
 from io_utils.audio import AudioReader
 from io_utils.errors import VideoError
 from tests.checkpoints import official_keys
@@ -64,7 +64,7 @@ def reference_log_mel(waveform: np.ndarray) -> np.ndarray:
 
 def examples_of(extractor: ExtractVGGish, path: Path) -> tuple[np.ndarray, list[float]]:
     with extractor.open_reader(path) as audio:
-        inputs = list(extractor.model_inputs(audio))
+        inputs = list(extractor.model_inputs(audio, extractor.video_job(path)))
     return np.stack([example.numpy() for example, _ in inputs]), [time for _, time in inputs]
 
 
@@ -176,6 +176,28 @@ def test_fix_1_rows_are_those_of_fix_1_clip_and_timestamps_from_gives_one_row_pe
     assert rows["vggish"].shape == (4, 128)
     np.testing.assert_array_equal(rows["timestamps_ms"], [300.0, 1250.0, 1250.0, 3999.0])
     np.testing.assert_array_equal(rows["vggish"][1], rows["vggish"][2])
+
+
+def test_timestamps_from_finds_an_earlier_runs_rows_where_a_csv_list_put_them(weights, tmp_path):
+    """With a CSV list, an earlier run wrote each video's rows beside its feature_path (under its output folder):
+    the examples go there, not to files named after the video."""
+    video = write_with_audio(tmp_path / "talk.mp4", seconds=4.3)
+    earlier = tmp_path / "earlier"
+    (earlier / "feats").mkdir(parents=True)
+    np.save(earlier / "feats" / "first_timestamps_ms.npy", np.array([300.0, 2100.0]))
+    np.save(earlier / "talk_timestamps_ms.npy", np.array([1000.0]))  # where the video's own name would lead
+    listing = tmp_path / "list.csv"
+    listing.write_text(f"video_path,feature_path\n{video},feats/first.npy\n")
+    out = tmp_path / "out"
+    assert main.main(["--feature_type", "vggish", "--cpu", "--weights_dir", str(weights), "--timestamps_from",
+                      str(earlier), "--file_with_video_paths", str(listing), "--on_extraction", "save_numpy",
+                      "--output_path", str(out)]) == 0
+    np.testing.assert_array_equal(np.load(out / "vggish" / "feats" / "first_timestamps_ms.npy"), [300.0, 2100.0])
+    same_rows = tmp_path / "same_rows"
+    same_rows.mkdir()
+    np.save(same_rows / "talk_timestamps_ms.npy", np.array([300.0, 2100.0]))
+    expected = vggish(weights, timestamps_from=str(same_rows)).extract(video)["vggish"]
+    np.testing.assert_array_equal(np.load(out / "vggish" / "feats" / "first.npy"), expected)
 
 
 def test_audio_that_starts_after_its_video_is_shifted_on_the_timeline(weights, tmp_path):

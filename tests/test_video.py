@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import bisect
 import threading
-from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -157,7 +156,7 @@ def count_decoded_frames(monkeypatch) -> list[int]:
 def test_too_many_uni_frames_is_a_video_error(clip_extractor, tmp_path):
     path = write_clip(tmp_path / "short.mp4", num_frames=3)
     uni_4 = clip_extractor.config
-    clip_extractor.config = replace(uni_4, extract_method=parse_extract_method("uni_12"))
+    clip_extractor.config = uni_4.with_options(extract_method=parse_extract_method("uni_12"))
     try:
         with pytest.raises(VideoError, match="too short: 3 frames, fewer than the 12"):
             clip_extractor.extract(path)

@@ -6,7 +6,7 @@ from pathlib import Path, PurePath
 import pytest
 
 from io_utils.errors import UsageError
-from io_utils.outputs import output_files
+from io_utils.outputs import OutputLayout
 from io_utils.video_list import VideoJob, list_jobs, split_jobs
 
 
@@ -60,10 +60,14 @@ def test_csv_names_each_videos_feature_file(tmp_path):
     csv_file.write_text(f"video_path,feature_path\n{a},feats/a.npy\n{b},feats/a_sub.npy\n")
     jobs, _ = split_jobs(list_jobs(file_with_video_paths=str(csv_file)))
     assert [job.feature_path for job in jobs] == [Path("feats/a.npy"), Path("feats/a_sub.npy")]
-    paths = output_files(jobs[0], ["clip", "fps", "timestamps_ms"], "clip", tmp_path / "out", "save_numpy")
+    layout = OutputLayout(tmp_path / "out", ("clip", "fps", "timestamps_ms"), "save_numpy")
+    paths = layout.paths(jobs[0])
     assert paths["clip"] == tmp_path / "out" / "feats" / "a.npy"
     assert paths["fps"] == tmp_path / "out" / "feats" / "a_fps.npy"
     assert list(paths)[-1] == "clip"  # written last: its presence means the video is complete
+    assert layout.claim(jobs[0]) == tmp_path / "out" / "feats" / "a.npy.lock"
+    earlier = layout.in_folder(tmp_path / "earlier")  # another run's outputs, named the same way
+    assert earlier.path(jobs[1], "timestamps_ms") == tmp_path / "earlier" / "feats" / "a_sub_timestamps_ms.npy"
 
 
 def test_csv_with_missing_field_is_refused(tmp_path):
@@ -74,6 +78,21 @@ def test_csv_with_missing_field_is_refused(tmp_path):
 
 
 def test_default_output_layout(tmp_path):
-    job = VideoJob(Path("v.mp4"), PurePath("v"))
-    paths = output_files(job, ["clip", "fps"], "clip", tmp_path, "save_pickle")
-    assert paths == {"fps": tmp_path / "v_fps.pkl", "clip": tmp_path / "v_clip.pkl"}
+    job = VideoJob(Path("v.mp4"), PurePath("sub/v"))
+    paths = OutputLayout(tmp_path, ("rgb", "flow", "fps"), "save_pickle").paths(job)
+    assert paths == {"flow": tmp_path / "sub" / "v_flow.pkl", "fps": tmp_path / "sub" / "v_fps.pkl",
+                     "rgb": tmp_path / "sub" / "v_rgb.pkl"}
+    assert OutputLayout(tmp_path, ("rgb", "fps"), "print").paths(job) == {}
+    images = OutputLayout(tmp_path, ("flow", "fps"), "save_flow_images")
+    assert images.paths(job) == {"flow": tmp_path / "sub" / "v"}
+    assert images.in_folder(tmp_path, "save_flow_viz").paths(job) == {"flow": tmp_path / "sub" / "v_viz"}
+
+
+def test_saved_videos_are_the_complete_ones_named_as_written(tmp_path):
+    layout = OutputLayout(tmp_path, ("clip", "fps", "timestamps_ms"), "save_numpy")
+    for stem in ("a", "sub/b", "partial"):
+        for key in ("clip", "fps", "timestamps_ms") if stem != "partial" else ("clip",):
+            touch(layout.path(VideoJob(Path("x.mp4"), PurePath(stem)), key))
+    saved = list(layout.saved_videos())
+    assert [name for name, _ in saved] == ["a", "sub/b"]
+    assert saved[1][1]["fps"] == tmp_path / "sub" / "b_fps.npy"

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 from torchvision.models.video import R2Plus1D_18_Weights, S3D_Weights, r2plus1d_18, s3d
 
-from extractors.r21d import R21D_WEIGHTS, ExtractR21D
-from extractors.resnext3d import RESNEXT101_WEIGHTS, ExtractResNeXt3D, ResNeXt3D
-from extractors.s3d import S3D_WEIGHTS, ExtractS3D
+from extractors.models.r21d import R21D_WEIGHTS, ExtractR21D
+from extractors.models.resnext3d import RESNEXT101_WEIGHTS, ExtractResNeXt3D, ResNeXt3D
+from extractors.models.s3d import S3D_WEIGHTS, ExtractS3D
 from extractors.windows import read_frames
 from io_utils.errors import UsageError, VideoError
 from io_utils.video import VideoReader

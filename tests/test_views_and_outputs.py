@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 import main
-from extractors.r21d import ExtractR21D
-from extractors.random_weights import write_random_weights
-from extractors.resnet import ExtractResNet
-from extractors.resnext3d import ExtractResNeXt3D
+from extractors.catalog import write_random_weights
+from extractors.models.r21d import ExtractR21D
+from extractors.models.resnet import ExtractResNet
+from extractors.models.resnext3d import ExtractResNeXt3D
 from extractors.windows import read_frames, uniform_window_starts, windows_at
 from io_utils.claims import outputs_complete
 from io_utils.outputs import FinishingSink, MemorySink
@@ -45,7 +45,7 @@ def test_views_decode_only_their_windows_and_equal_a_sequential_decode(weights, 
     read_at = VideoReader.read_at
     monkeypatch.setattr(VideoReader, "read_at", lambda self, targets: requested.append(len(targets)) or read_at(self, targets))
     with VideoReader(SAMPLE_19FPS) as video:
-        windows = list(extractor.model_inputs(video))
+        windows = list(extractor.model_inputs(video, extractor.video_job(SAMPLE_19FPS)))
     with VideoReader(SAMPLE_19FPS) as video:
         everything = [extractor.preprocess(frame.rgb) for frame in read_frames(video, 2)]  # 37 frames
     assert requested == [31, 37]  # the 3 windows cover frames 3..33: 31 of the 37

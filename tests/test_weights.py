@@ -1,4 +1,5 @@
-"""Checkpoint lookup: --weights_dir, the environment variable, the cache, a verified atomic download."""
+"""Checkpoint lookup: --weights_dir, the environment variable, the cache, a verified atomic download; weights
+tables with their default named."""
 from __future__ import annotations
 
 import hashlib
@@ -6,8 +7,9 @@ import hashlib
 import pytest
 import torch
 
+from extractors.weights import Weights, WeightsTable
+from io_utils.checkpoints import WEIGHTS_DIR_ENV, cache_dir, resolve_checkpoint, sha256_in_file_name
 from io_utils.errors import UsageError
-from io_utils.weights import WEIGHTS_DIR_ENV, Weights, cache_dir, resolve_checkpoint, sha256_in_file_name
 
 
 def checkpoint_for(tmp_path, payload: bytes = b"weights", sha256: str | None = None) -> Weights:
@@ -64,3 +66,15 @@ def test_a_download_without_a_published_digest_is_kept_and_its_digest_printed(tm
     unpinned = Weights("test", checkpoint.url, None, build=torch.nn.Identity)
     assert resolve_checkpoint(unpinned).read_bytes() == b"weights"
     assert hashlib.sha256(b"weights").hexdigest() in capsys.readouterr().err
+
+
+def test_a_weights_table_names_its_default_and_refuses_unknown_names_with_the_choices():
+    first, second = (Weights(name, f"https://example.org/{name}.pt", None, build=torch.nn.Identity)
+                     for name in ("first", "second"))
+    table = WeightsTable([first, second], default="second", aliases={"short": "first", "elsewhere": "third"})
+    assert table.choose(None, "toy") is second and table.choose("short", "toy") is first
+    assert table.names() == ["second", "first", "short"]  # an alias of an entry that is not here is dropped
+    with pytest.raises(UsageError, match="--weights third: not available for toy; choose one of second, first, short"):
+        table.choose("third", "toy")
+    with pytest.raises(ValueError, match="default weights 'third' are not among first, second"):
+        WeightsTable([first, second], default="third")

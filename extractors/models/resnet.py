@@ -13,23 +13,24 @@ import torch
 from torch import nn
 from torchvision import models
 
-from extractors.base import FrameWiseExtractor
-from extractors.predictions import HeadPredictions, with_separate_head
+from extractors.base import CHECKPOINT, WEIGHTS, FrameWiseExtractor
+from extractors.predictions import SHOW_PRED, HeadPredictions, with_separate_head
 from extractors.registry import FeatureType, register
-from extractors.transforms import FramePreprocessing
+from extractors.transforms import CROPS, SIDE_SIZE, FramePreprocessing
+from extractors.weights import WeightsTable, torchvision_weights
+from io_utils.checkpoints import load_state_dict_strictly
 from io_utils.errors import UsageError
-from io_utils.weights import Weights, load_state_dict_strictly, torchvision_weights
 
 _RESNETS = {"resnet18": (models.resnet18, models.ResNet18_Weights, 512),
             "resnet34": (models.resnet34, models.ResNet34_Weights, 512),
             "resnet50": (models.resnet50, models.ResNet50_Weights, 2048),
             "resnet101": (models.resnet101, models.ResNet101_Weights, 2048),
             "resnet152": (models.resnet152, models.ResNet152_Weights, 2048)}
-RESNET_WEIGHTS: dict[str, dict[str, Weights]] = {  # feature type -> --weights name (IMAGENET1K_V1 first) -> entry
-    name: {member.name: torchvision_weights(member, builder, FramePreprocessing.from_torchvision(member.transforms()),
+RESNET_WEIGHTS: dict[str, WeightsTable] = {  # feature type -> its torchvision weights by --weights name
+    name: WeightsTable([torchvision_weights(member, builder, FramePreprocessing.from_torchvision(member.transforms()),
                                             embed_dim=dim, labels=member.meta["categories"],
                                             input_range="(RGB / 255 - mean) / std")
-           for member in enum if member.name != "DEFAULT"}
+                        for member in enum if member.name != "DEFAULT"], default="IMAGENET1K_V1")
     for name, (builder, enum, dim) in _RESNETS.items()
 }
 
@@ -38,7 +39,7 @@ class ExtractResNet(HeadPredictions, FrameWiseExtractor):
     """Pooled features of sampled frames; ``--show_pred`` prints the top-5 ImageNet classes per frame."""
 
     key = "resnet"
-    reads = FrameWiseExtractor.reads | {"checkpoint", "weights", "crops", "show_pred", "side_size"}
+    options = (*FrameWiseExtractor.options, WEIGHTS, CHECKPOINT, CROPS, SHOW_PRED, SIDE_SIZE)
 
     @classmethod
     def validate(cls, config, weights) -> None:

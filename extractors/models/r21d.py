@@ -17,11 +17,13 @@ from torch import nn
 from torchvision.models.video import R2Plus1D_18_Weights, r2plus1d_18
 from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, R2Plus1dStem, VideoResNet
 
+from extractors.base import WEIGHTS
 from extractors.predictions import kinetics400_labels, with_separate_head
 from extractors.registry import FeatureType, register
 from extractors.transforms import KINETICS_MEAN, KINETICS_STD, FramePreprocessing
 from extractors.video_classifier import VideoClassifierExtractor
-from io_utils.weights import Meta, Weights, load_state_dict_strictly, sha256_in_file_name, torchvision_weights
+from extractors.weights import Meta, Weights, WeightsTable, torchvision_weights
+from io_utils.checkpoints import load_state_dict_strictly, sha256_in_file_name
 
 _IG65M = "https://github.com/moabitcoin/ig65m-pytorch/releases/download/v1.0.0"
 _IG65M_TRANSFORM = FramePreprocessing(128, (112, 112), KINETICS_MEAN, KINETICS_STD, antialias=False)
@@ -51,25 +53,23 @@ def _ig65m(name: str, file_name: str, stack_size: int, num_classes: int) -> Weig
 
 
 _KINETICS = R2Plus1D_18_Weights.KINETICS400_V1
-R21D_WEIGHTS: dict[str, Weights] = {  # --weights (or --model_name), the default first
-    "r2plus1d_18_16_kinetics": torchvision_weights(
-        _KINETICS, r2plus1d_18, FramePreprocessing.from_torchvision(_KINETICS.transforms()),
-        name="r2plus1d_18_16_kinetics", embed_dim=512,
-        labels=_KINETICS.meta["categories"], stack_size=16, input_range=_INPUT_RANGE),
-    **{name: _ig65m(name, *rest) for name, *rest in (
+R21D_WEIGHTS = WeightsTable([  # --weights (or --model_name)
+    torchvision_weights(_KINETICS, r2plus1d_18, FramePreprocessing.from_torchvision(_KINETICS.transforms()),
+                        name="r2plus1d_18_16_kinetics", embed_dim=512, labels=_KINETICS.meta["categories"],
+                        stack_size=16, input_range=_INPUT_RANGE),
+    *(_ig65m(name, *rest) for name, *rest in (
         ("r2plus1d_34_8_ig65m_ft_kinetics", "r2plus1d_34_clip8_ft_kinetics_from_ig65m-0aa0550b.pth", 8, 400),
         ("r2plus1d_34_32_ig65m_ft_kinetics", "r2plus1d_34_clip32_ft_kinetics_from_ig65m-ade133f1.pth", 32, 400),
         ("r2plus1d_34_8_ig65m_from_scratch", "r2plus1d_34_clip8_ig65m_from_scratch-9bae36ae.pth", 8, 359),
-        ("r2plus1d_34_32_ig65m_from_scratch", "r2plus1d_34_clip32_ig65m_from_scratch-449a7af9.pth", 32, 487))},
-}
+        ("r2plus1d_34_32_ig65m_from_scratch", "r2plus1d_34_clip32_ig65m_from_scratch-449a7af9.pth", 32, 487))),
+], default="r2plus1d_18_16_kinetics")
 
 
 class ExtractR21D(VideoClassifierExtractor):
     """One 512-d feature per window; key ``r21d``."""
 
     key = "r21d"
-    reads = VideoClassifierExtractor.reads | {"weights"}
-    option_aliases = {"model_name": "weights"}
+    options = (*VideoClassifierExtractor.options, WEIGHTS.formerly("model_name"))
 
     def load_model(self) -> tuple[nn.ModuleDict, FramePreprocessing]:
         network = self.weights.build()

@@ -15,12 +15,13 @@ import numpy as np
 import torch
 from torchvision.transforms import InterpolationMode
 
-from extractors.base import FrameWiseExtractor
-from extractors.predictions import kinetics400_labels, print_top_classes
+from extractors.base import CHECKPOINT, FrameWiseExtractor
+from extractors.options import Option
+from extractors.predictions import SHOW_PRED, kinetics400_labels, print_top_classes
 from extractors.registry import FeatureType, register
-from extractors.transforms import FramePreprocessing
+from extractors.transforms import CROPS, FramePreprocessing
+from extractors.weights import Meta, Weights, WeightsTable
 from io_utils.errors import UsageError
-from io_utils.weights import Meta, Weights
 
 _OPENAI = "https://openaipublic.azureedge.net/clip/models"
 # OpenAI's normalisation constants (open_clip.constants.OPENAI_DATASET_MEAN / _STD).
@@ -28,6 +29,9 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # Scalars that OpenAI's TorchScript archives carry beside the weights.
 _OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+PRED_TEXTS = Option("pred_texts", None, "with --show_pred: score these texts instead of the Kinetics-400 classes",
+                    ("a dog",), many=True, metavar="TEXT", changes_features=False)
 
 
 def clip_preprocessing(size: int) -> FramePreprocessing:
@@ -68,8 +72,7 @@ class ExtractCLIP(FrameWiseExtractor):
     """Image embeddings (before normalisation) of sampled frames; fp16 weights on CUDA, fp32 on the CPU."""
 
     key = "clip"
-    reads = FrameWiseExtractor.reads | {"checkpoint", "crops", "show_pred", "pred_texts"}
-    option_aliases = {"clip_checkpoint": "checkpoint"}
+    options = (*FrameWiseExtractor.options, CHECKPOINT.formerly("clip_checkpoint"), CROPS, SHOW_PRED, PRED_TEXTS)
 
     @classmethod
     def validate(cls, config, weights) -> None:
@@ -166,4 +169,5 @@ class _Holder(torch.nn.Module):
         return 0
 
 
-register(*(FeatureType(name, ExtractCLIP, {weights.name: weights}) for name, weights in CLIP_WEIGHTS.items()))
+register(*(FeatureType(name, ExtractCLIP, WeightsTable([weights], default="openai"))
+           for name, weights in CLIP_WEIGHTS.items()))

@@ -16,10 +16,14 @@ import torch
 from torch import nn
 from torchvision.transforms import InterpolationMode
 
-from extractors.base import FrameWiseExtractor
+from extractors.base import CHECKPOINT, FrameWiseExtractor
+from extractors.options import Option
 from extractors.registry import FeatureType, register
-from extractors.transforms import FramePreprocessing
+from extractors.transforms import CROPS, FramePreprocessing
 from io_utils.errors import UsageError
+
+MODEL_NAME = Option("model_name", None, "the timm model, with its pretrained tag if it has several (e.g. "
+                    "vit_base_patch16_224.augreg2_in21k_ft_in1k)", "resnet50.a1_in1k", metavar="NAME", required=True)
 
 
 def timm_preprocessing(config: Mapping[str, Any]) -> FramePreprocessing:
@@ -45,15 +49,13 @@ class ExtractTimm(FrameWiseExtractor):
     own source, so it has no :class:`Weights` entry."""
 
     key = "timm"
-    reads = FrameWiseExtractor.reads | {"checkpoint", "model_name", "crops"}
+    options = (*FrameWiseExtractor.options, MODEL_NAME, CHECKPOINT, CROPS)
 
     @classmethod
     def validate(cls, config, weights) -> None:
         super().validate(config, weights)
         import timm
 
-        if not config.model_name:
-            raise UsageError("--feature_type timm needs --model_name (e.g. resnet50.a1_in1k, vit_base_patch16_224)")
         if not timm.is_model(config.model_name):
             close = difflib.get_close_matches(config.model_name, timm.list_models(), n=5)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
@@ -74,8 +76,8 @@ class ExtractTimm(FrameWiseExtractor):
         name, reason = self.config.model_name, f"{type(error).__name__}: {error}"
         if self.config.checkpoint:
             return f"--checkpoint {self.config.checkpoint}: not a timm {name} checkpoint ({reason})"
-        from huggingface_hub.constants import HF_HUB_CACHE
         import timm
+        from huggingface_hub.constants import HF_HUB_CACHE
 
         source = timm.models.get_pretrained_cfg(name)
         hub_id = getattr(source, "hf_hub_id", None) or name

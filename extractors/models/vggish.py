@@ -9,7 +9,8 @@ Where examples go (their centres are the rows' timestamps, on the timeline whose
   example (at least one: a shorter track is padded);
 - ``--extract_method uni_N | fix_F | all`` and ``--views N``: centred on the frames a visual model takes with
   the same option (their times come from the video's packets; nothing is decoded), so the rows line up;
-- ``--timestamps_from DIR``: centred on each row of ``DIR/<stem>_timestamps_ms.npy`` of an earlier run.
+- ``--timestamps_from DIR``: centred on each row of the ``timestamps_ms`` outputs of an earlier run into ``DIR``,
+  found as that run named them (``OutputLayout.in_folder``).
 Audio before the start or past the end of the track is silence (zeros).
 
 The network has the module names of harritaylor's port, so ``vggish-10086976.pth`` loads strictly. The
@@ -30,12 +31,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from extractors.base import FEATURE_OPTIONS, BaseExtractor
+from extractors.base import BATCH_SIZE, CHECKPOINT, EXTRACT_METHOD, FEATURE_OPTIONS, WEIGHTS, BaseExtractor, sampling
+from extractors.options import Option
 from extractors.registry import FeatureType, register
+from extractors.weights import Meta, Weights, WeightsTable
 from io_utils.audio import AUDIO_EXTENSIONS, AudioReader
+from io_utils.checkpoints import load_state_dict_strictly, sha256_in_file_name
 from io_utils.errors import UsageError, VideoError
-from io_utils.video_list import VIDEO_EXTENSIONS, output_stem
-from io_utils.weights import Meta, Weights, load_state_dict_strictly, sha256_in_file_name
+from io_utils.outputs import OutputLayout
+from io_utils.video_list import VIDEO_EXTENSIONS, VideoJob
 
 SAMPLE_RATE = 16000
 WINDOW, HOP, FFT_LENGTH = 400, 160, 512  # 25 ms, 10 ms, the next power of two
@@ -159,20 +163,27 @@ def _arrays_as_tensors(state_dict: dict) -> dict[str, torch.Tensor]:
             for key, value in state_dict.items()}
 
 
-VGGISH_WEIGHTS: dict[str, Weights] = {
-    "audioset": Weights("audioset", f"{_RELEASES}/vggish-10086976.pth", sha256_in_file_name("vggish-10086976.pth"),
-                        VGGish, meta=Meta(embed_dim=128, input_range="log(mel + 0.01), 96 frames x 64 bands")),
-}
+VGGISH_WEIGHTS = WeightsTable([
+    Weights("audioset", f"{_RELEASES}/vggish-10086976.pth", sha256_in_file_name("vggish-10086976.pth"), VGGish,
+            meta=Meta(embed_dim=128, input_range="log(mel + 0.01), 96 frames x 64 bands")),
+], default="audioset")
 VGGISH_PCA = Weights("pca", f"{_RELEASES}/vggish_pca_params-970ea276.pth",
                      sha256_in_file_name("vggish_pca_params-970ea276.pth"), VGGishPCA, save_random=_save_random_pca)
+
+
+SECTION = "audio"
+VGGISH_POSTPROCESS = Option("vggish_postprocess", False, "apply AudioSet's PCA, clipping to [-2, 2] and 8-bit "
+                            "quantisation (values 0..255) to the embeddings", True, section=SECTION)
+TIMESTAMPS_FROM = Option("timestamps_from", None, "centre one example on each row of the timestamps_ms outputs of an "
+                         "earlier run of any feature type (DIR: its output folder)", "stamps", metavar="DIR",
+                         section=SECTION)
 
 
 class ExtractVGGish(BaseExtractor):
     """One 128-d embedding per 0.96 s example; key ``vggish``."""
 
     key = "vggish"
-    reads = FEATURE_OPTIONS | {"extract_method", "batch_size", "weights", "checkpoint", "vggish_postprocess",
-                               "timestamps_from"}
+    options = (EXTRACT_METHOD, BATCH_SIZE, *FEATURE_OPTIONS, WEIGHTS, CHECKPOINT, VGGISH_POSTPROCESS, TIMESTAMPS_FROM)
     input_extensions = VIDEO_EXTENSIONS | AUDIO_EXTENSIONS
 
     @classmethod
@@ -206,19 +217,19 @@ class ExtractVGGish(BaseExtractor):
     @classmethod
     def sampling_rule(cls, config) -> str:
         if config.timestamps_from:
-            return f"0.96 s examples centred on the rows of {config.timestamps_from}/<stem>_timestamps_ms.npy"
-        if config.sampling() is not None:
-            return f"0.96 s examples centred on the frames of {config.sampling()}"
+            return f"0.96 s examples centred on the rows of the timestamps_ms outputs in {config.timestamps_from}"
+        if sampling(config) is not None:
+            return f"0.96 s examples centred on the frames of {sampling(config)}"
         return "0.96 s examples every 0.96 s from the first video frame"
 
-    def model_inputs(self, audio: AudioReader) -> Iterator[tuple[torch.Tensor, float]]:
+    def model_inputs(self, audio: AudioReader, job: VideoJob) -> Iterator[tuple[torch.Tensor, float]]:
         chunks = audio.chunks()
         first = next(chunks, None)  # sets where the audio starts on the timeline
         if first is None:
             raise VideoError("the audio stream holds no decodable samples")
         window = SampleWindow(_chained(first, chunks))
         offset = round(audio.audio_start_s * SAMPLE_RATE)
-        centres = self._centres_ms(audio)
+        centres = self._centres_ms(audio, job)
         if centres is None:  # every 0.96 s from 0 while the track holds a whole example
             for index in itertools.count():
                 start = index * EXAMPLE_HOP - offset
@@ -230,12 +241,12 @@ class ExtractVGGish(BaseExtractor):
             start = round(centre_ms * SAMPLE_RATE / 1000) - EXAMPLE_HOP // 2 - offset
             yield torch.from_numpy(log_mel_example(window.read(start, EXAMPLE_SPAN))), float(centre_ms)
 
-    def _centres_ms(self, audio: AudioReader) -> list[float] | None:
+    def _centres_ms(self, audio: AudioReader, job: VideoJob) -> list[float] | None:
         """Where the examples are centred, or None for the default grid."""
         config = self.config
         if config.timestamps_from:
-            return _timestamps_of(audio.path, config.timestamps_from, config.video_dir)
-        method = config.sampling()
+            return _timestamps_of(self.layout.in_folder(config.timestamps_from), job)
+        method = sampling(config)
         if method is None:
             return None
         if audio.video is not None:  # on the frames a visual model takes with the same option
@@ -260,9 +271,9 @@ def _chained(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarr
     yield from rest
 
 
-def _timestamps_of(path: Path, folder: str, video_dir: str | None) -> list[float]:
-    """The rows of an earlier run: ``<folder>/<output stem>_timestamps_ms.npy``, in ascending order."""
-    source = Path(folder) / f"{output_stem(path, video_dir)}_timestamps_ms.npy"
+def _timestamps_of(earlier_run: OutputLayout, job: VideoJob) -> list[float]:
+    """The rows of an earlier run (its outputs named as this run names them), in ascending order."""
+    source = earlier_run.path(job, "timestamps_ms")
     if not source.is_file():
         raise VideoError(f"--timestamps_from: no {source}")
     times = np.load(source, allow_pickle=False).astype(np.float64).ravel()
