@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
 import signal
 import socket
 import tempfile
@@ -37,7 +38,8 @@ _POLL_S = 0.5
 
 @ray.remote(num_cpus=0)
 class Mailboxes:
-    """Messages from the actors to the driver (one inbox) and the driver's replies (one box per actor)."""
+    """Messages from the actors to the driver (one inbox) and the driver's replies (one box per actor), as pickled
+    bytes: the mailbox never unpickles them, so its process imports none of the models' libraries."""
 
     def __init__(self):
         self._inbox: asyncio.Queue | None = None
@@ -49,10 +51,10 @@ class Mailboxes:
             return self._inbox
         return self._replies.setdefault(worker_id, asyncio.Queue())
 
-    async def send(self, worker_id: int, message: WorkerMessage) -> None:
+    async def send(self, worker_id: int, message: bytes) -> None:
         await self._queue(None).put((worker_id, message))
 
-    async def take(self, timeout_s: float) -> list[tuple[int, WorkerMessage]]:
+    async def take(self, timeout_s: float) -> list[tuple[int, bytes]]:
         """Every message waiting, after waiting up to ``timeout_s`` for the first."""
         inbox = self._queue(None)
         try:
@@ -63,10 +65,10 @@ class Mailboxes:
             messages.append(inbox.get_nowait())
         return messages
 
-    async def reply(self, worker_id: int, message: Assign | Stop) -> None:
+    async def reply(self, worker_id: int, message: bytes) -> None:
         await self._queue(worker_id).put(message)
 
-    async def receive(self, worker_id: int) -> Assign | Stop:
+    async def receive(self, worker_id: int) -> bytes:
         return await self._queue(worker_id).get()
 
 
@@ -77,10 +79,10 @@ class _MailboxConnection:
         self._mailboxes, self._worker_id = mailboxes, worker_id
 
     def send(self, message: WorkerMessage) -> None:
-        ray.get(self._mailboxes.send.remote(self._worker_id, message))
+        ray.get(self._mailboxes.send.remote(self._worker_id, pickle.dumps(message)))
 
     def recv(self) -> Assign | Stop:
-        return ray.get(self._mailboxes.receive.remote(self._worker_id))
+        return pickle.loads(ray.get(self._mailboxes.receive.remote(self._worker_id)))
 
 
 class WorkerActor:
@@ -195,20 +197,24 @@ class _Mailboxes:
         if done:
             messages += ray.get(self._mailboxes.take.remote(0))  # the last words of the actors that ended
         by_id = {worker.channel.id: worker for worker in workers}
-        received = [(by_id[worker_id], message) for worker_id, message in messages if worker_id in by_id]
+        received = [(by_id[worker_id], pickle.loads(message)) for worker_id, message in messages if worker_id in by_id]
         return received, [worker for worker in workers if worker.channel.finished in done]
 
     def send(self, worker: Worker, message: Assign | Stop) -> None:
-        self._mailboxes.reply.remote(worker.channel.id, message)
+        self._mailboxes.reply.remote(worker.channel.id, pickle.dumps(message))
 
     def retire(self, worker: Worker) -> str:
+        """The actor is killed, also after a normal end: its resources go to a replacement now, not whenever
+        Python lets go of its handle (a replacement waiting for them would wait forever). After a task error its
+        process may live on too."""
         try:
             ray.get(worker.channel.finished)
-            return "the Ray actor ended early"
+            why = "the Ray actor ended early"
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as error:
             self._executor.actors_lost += 1
-            ray.kill(worker.channel.handle, no_restart=True)  # after a task error the process may live on
-            return f"the Ray actor died ({type(error).__name__})"
+            why = f"the Ray actor died ({type(error).__name__})"
+        ray.kill(worker.channel.handle, no_restart=True)
+        return why
 
     def room_for_another(self) -> bool:
         """Whether the cluster has the resources of one more actor now (after losing a node it may not)."""
