@@ -301,12 +301,15 @@ class _ForwardDecoder:
         self._restart(None)
 
     def seek(self, seek_points: list[int], target: int) -> None:
-        """Seek to the first of ``seek_points`` whose first packet is shown at or before ``target``."""
-        for seek_pts in [*seek_points, None]:
+        """Seek to the first of ``seek_points`` whose first packet is a keyframe shown at or before ``target``,
+        else to the start. Some demuxers land past the keyframe they were asked for (MPEG-TS, whose seek searches
+        timestamps): decoding from a packet that refers to frames before it gives no frame at all."""
+        for seek_pts in seek_points:
             self._restart(seek_pts)
             self._demux_one()
-            if self._known_pts and self._known_pts[0] <= target:
-                break
+            if self._pending and self._pending[0].is_keyframe and self._known_pts and self._known_pts[0] <= target:
+                return
+        self._restart(None)
 
     def on_screen(self, target: int) -> int | None:
         """The pts of the frame shown at ``target`` among the packets from the last seek on (exact)."""
