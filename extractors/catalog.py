@@ -23,8 +23,9 @@ from extractors.registry import (declared_everywhere, declared_options, feature_
 @dataclass(frozen=True)
 class ModelInfo:
     """One feature type: the module of its family, its output keys (the main features first), its published
-    weights (``--weights`` names, the default first; empty where they come from elsewhere), how it samples by
-    default, and the options it reads beyond those of every run (a former spelling in brackets)."""
+    weights (``--weights`` names, the default first; every checkpoint it loads, for a type without ``--weights``;
+    empty where they come from elsewhere), how it samples by default, and the options it reads beyond those of
+    every run (a former spelling in brackets)."""
 
     name: str
     family: str
@@ -49,7 +50,8 @@ def describe(name: str) -> ModelInfo:
     config = default_config(name)
     spec = feature_type(name)
     table = spec.table(config)
-    weights = [] if table is None else [f"{table.default} (default)", *table.names()[1:]]
+    chosen = "weights" in declared_options(spec.extractor)  # else every entry is loaded (I3D's two streams)
+    weights = [] if table is None else [f"{table.default} (default)" if chosen else table.default, *table.names()[1:]]
     options = [f"--{option.name}" + "".join(f" (--{former})" for former in option.former)
                for option in spec.extractor.options]
     return ModelInfo(name, spec.extractor.__module__, output_layout(config).keys, tuple(weights),

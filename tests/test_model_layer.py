@@ -89,7 +89,7 @@ def test_the_generated_reference_equals_the_registry():
 def test_list_models_describes_every_feature_type_with_its_defaults():
     assert list_models("CLIP-*") == [name for name in list_models() if name.startswith("CLIP-")]
     i3d = describe("i3d")
-    assert i3d.outputs == ("rgb", "flow", "fps", "timestamps_ms") and i3d.weights == ("rgb (default)", "flow")
+    assert i3d.outputs == ("rgb", "flow", "fps", "timestamps_ms") and i3d.weights == ("rgb", "flow")  # both loaded
     assert i3d.sampling == "windows of 64 frames every 64 among every frame"
     raft = describe("raft")
     assert raft.weights[0] == "C_T_SKHT_V2 (default)" and "--weights (--raft_weights)" in raft.options
