@@ -133,8 +133,7 @@ def declared_everywhere() -> list[Option]:
 
 def known_options() -> set[str]:
     """Every name some feature type reads: its options and their former spellings."""
-    return {name for spec in _FEATURE_TYPES.values() for option in spec.extractor.options
-            for name in (option.name, *option.former)}
+    return {*readers(), *former_spellings()}
 
 
 def readers() -> dict[str, list[str]]:
