@@ -1,6 +1,7 @@
 """Throughput of the frame-wise and clip-level models, random weights (by default ResNet-50/152, R(2+1)D, S3D,
-3D ResNeXt-101, MMAction2's TSN and SlowOnly; ``--only`` takes any registered frame or clip model but i3d and timm: ``bench/flow.py``
-measures I3D and the flow networks).
+3D ResNeXt-101, MMAction2's TSN and SlowOnly; ``--only`` takes any registered frame or clip model but i3d, timm
+and open_clip, which ``--timm NAME`` and ``--open_clip NAME:TAG`` add; ``bench/flow.py`` measures I3D and the flow
+networks).
 
 For each model: the model alone (median of ``--repeats`` passes after one warm-up, on random input of the
 model's input size, taken from its weights' preprocessing: a batch of 32 frames, or one window), and
@@ -9,6 +10,7 @@ model overlapped), with its count of inputs.
 
     python bench/models.py                      # CPU, the 19.62 fps sample
     python bench/models.py --device cuda:0 --only CLIP-ViT-B/32 r21d
+    python bench/models.py --only CLIP-ViT-L/14 --open_clip ViT-B-16-SigLIP2:webli --timm vit_small_patch14_dinov2.lvd142m
 """
 from __future__ import annotations
 
@@ -54,7 +56,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--only", nargs="+", choices=feature_types(), default=list(DEFAULT_TYPES), metavar="TYPE")
+    parser.add_argument("--timm", nargs="+", default=[], metavar="NAME", help="timm models to add")
+    parser.add_argument("--open_clip", nargs="+", default=[], metavar="NAME:TAG", help="open_clip pairs to add")
     args = parser.parse_args()
+    runs = [(name, {"feature_type": name}) for name in args.only]
+    runs += [(f"timm {name}", {"feature_type": "timm", "model_name": name}) for name in args.timm]
+    runs += [(f"open_clip {pair}", dict(feature_type="open_clip", **dict(zip(("model_name", "pretrained"),
+                                                                          pair.split(":")))))
+             for pair in args.open_clip]
     device = torch.device(args.device)
     device_options = {"cpu": True} if device.type == "cpu" else {"device_ids": [device.index or 0]}
     print(f"{platform.node()} | torch {torch.__version__} | {torch.get_num_threads()} threads | {device} | "
@@ -62,11 +71,12 @@ def main() -> None:
     print("| model | model-only ms per input | inputs (batch) | end-to-end s | inputs | inputs/s |")
     print("| --- | ---: | --- | ---: | ---: | ---: |")
     with tempfile.TemporaryDirectory() as folder:
-        for feature_type in args.only:
-            write_random_weights(feature_type, Path(folder))
-            per_input = {"pool": "none"} if issubclass(extractor_class(feature_type), MMActionExtractor) else {}
-            extractor = extractor_class(feature_type)(dict(feature_type=feature_type, weights_dir=folder,
-                                                           **device_options, **per_input))  # a row per clip
+        for label, options in runs:
+            feature_type, *_ = options.values()
+            write_random_weights(feature_type, Path(folder), **{k: v for k, v in options.items() if k != "feature_type"})
+            family = extractor_class(feature_type)
+            per_input = {"pool": "none"} if issubclass(family, MMActionExtractor) else {}
+            extractor = family(dict(**options, weights_dir=folder, **device_options, **per_input))  # a row per clip
             batch, shape = batch_size(extractor), input_shape(extractor)
             inputs = torch.randn(batch, *shape, device=device)
             with torch.inference_mode():
@@ -74,7 +84,7 @@ def main() -> None:
             start = time.perf_counter()
             count = len(extractor.extract(args.video)["timestamps_ms"])
             total = time.perf_counter() - start
-            print(f"| {feature_type} | {1000 * seconds / batch:.0f} | {shape} ({batch}) | {total:.1f} | {count} | "
+            print(f"| {label} | {1000 * seconds / batch:.0f} | {shape} ({batch}) | {total:.1f} | {count} | "
                   f"{count / total:.1f} |")
 
 

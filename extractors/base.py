@@ -12,6 +12,7 @@ come as single sampled frames (:class:`FrameWiseExtractor`), consecutive frame p
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
@@ -56,11 +57,26 @@ FEATURE_OPTIONS = (VIEWS, POOL, L2_NORMALIZE, DTYPE)
 WEIGHTS = Option("weights", None, "which published weights", "IMAGENET1K_V2", metavar="NAME")
 CHECKPOINT = Option("checkpoint", None, "a local checkpoint in the official format, instead of the published one",
                     "x.pt", metavar="PATH")
+# Families that run any model of a library name it (timm's, open_clip's).
+MODEL_NAME = Option("model_name", None, "the model: for timm, with its pretrained tag if it has several (e.g. "
+                    "vit_base_patch16_224.augreg2_in21k_ft_in1k); for open_clip, its name (ViT-B-16-SigLIP2) or a "
+                    "local-dir:FOLDER / hf-hub:ORG/REPO in open_clip's hub format", "resnet50.a1_in1k",
+                    metavar="NAME", required=True)
 BATCH_SIZE = Option("batch_size", 32, "inputs (frames, clips, audio examples) per forward pass", 4,
                     convert=positive_int, section=Section.SAMPLING, changes_features=False)
 EXTRACT_METHOD = Option("extract_method", None, "uni_N: N evenly spaced frames; fix_F: F frames per second; all: "
                         "every frame (default: the model's; see --list_models)", "uni_3",
                         convert=parse_extract_method, metavar="METHOD", section=Section.SAMPLING)
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    """A file of weights a run loads: where it is, where it was published, and the preprocessing it goes with
+    (None where the model's library gives it only once the model is built)."""
+
+    path: Path
+    source: str
+    preprocessing: str | None = None
 
 
 def sampling(config: RunConfig) -> SamplingMethod | None:
@@ -82,6 +98,8 @@ class BaseExtractor:
     writes_flow: bool = False  # its output is optical flow (the flow image modes are for it)
     input_extensions: frozenset[str] = VIDEO_EXTENSIONS  # the files --video_dir takes
     crops_inside_forward: bool = False  # inputs are whole frames; ``forward`` returns (B * crops, ...) rows
+    # option values for a runnable example of this family, where an option's own example is another family's
+    examples: Mapping[str, Any] = {}
 
     def __init__(self, config: RunConfig | Mapping[str, Any], external_call: bool = False,
                  device: str | torch.device | None = None, layout: OutputLayout | None = None):
@@ -125,6 +143,28 @@ class BaseExtractor:
         option that gives it; by default the entry of ``--weights`` and ``--checkpoint``."""
         weights = feature_type(config.feature_type).weights_for(config)
         return [(weights, config.value(CHECKPOINT), "checkpoint")] if weights is not None else []
+
+    @classmethod
+    def weights_files(cls, config: RunConfig) -> list[WeightsFile]:
+        """Every file of weights a run loads, for the manifest (after :meth:`prepare`, so each is local); by
+        default those of :meth:`checkpoints`."""
+        files = []
+        for weights, local, option in cls.checkpoints(config):
+            path = checkpoint_path(weights, local, option, config.weights_dir, progress=False)
+            files.append(WeightsFile(path, weights.url, repr(weights.preprocessing) if weights.preprocessing else None))
+        return files
+
+    @classmethod
+    def library_weights(cls) -> tuple[str, ...]:
+        """For a family that loads its library's pretrained weights (no :class:`Weights` table): what
+        ``--list_models`` lists of them."""
+        return ()
+
+    @classmethod
+    def write_random(cls, config: RunConfig, folder: Path, seed: int = 0) -> list[Path]:
+        """Every checkpoint a run loads, with random weights in the official format, where ``--weights_dir
+        folder`` finds it; by default those of :meth:`checkpoints`, under their official file names."""
+        return [weights.write_random(folder, seed + index) for index, (weights, _, _) in enumerate(cls.checkpoints(config))]
 
     @classmethod
     def prepare(cls, config: RunConfig) -> None:

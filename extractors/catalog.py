@@ -51,7 +51,10 @@ def describe(name: str) -> ModelInfo:
     spec = feature_type(name)
     table = spec.table(config)
     chosen = "weights" in declared_options(spec.extractor)  # else every entry is loaded (I3D's two streams)
-    weights = [] if table is None else [f"{table.default} (default)" if chosen else table.default, *table.names()[1:]]
+    if table is None:
+        weights = list(spec.extractor.library_weights())
+    else:
+        weights = [f"{table.default} (default)" if chosen else table.default, *table.names()[1:]]
     options = [f"--{option.name}" + "".join(f" (--{former})" for former in option.former)
                for option in spec.extractor.options]
     return ModelInfo(name, spec.extractor.__module__, output_layout(config).keys, tuple(weights),
@@ -60,9 +63,9 @@ def describe(name: str) -> ModelInfo:
 
 def default_config(name: str) -> RunConfig:
     """Feature type ``name`` with every option at its default (the ones it cannot run without at their example)."""
-    required = {option.name: option.example for option in declared_options(feature_type(name).extractor).values()
-                if option.required}
-    return resolve_config({"feature_type": name, **required})
+    family = feature_type(name).extractor
+    required = {option.name: option.example for option in declared_options(family).values() if option.required}
+    return resolve_config({"feature_type": name, **required, **family.examples})
 
 
 def models_listing() -> str:
@@ -117,8 +120,7 @@ def write_random_weights(feature_type_name: str, folder: Path, seed: int = 0, **
     ``folder`` under their official file names (where ``--weights_dir`` finds them): they go through exactly the
     loading path of a downloaded checkpoint; their features mean nothing."""
     config = resolve_config({"feature_type": feature_type_name, **options})
-    checkpoints = feature_type(feature_type_name).extractor.checkpoints(config)
-    return [weights.write_random(Path(folder), seed + index) for index, (weights, _, _) in enumerate(checkpoints)]
+    return feature_type(feature_type_name).extractor.write_random(config, Path(folder), seed)
 
 
 # The reference documentation ------------------------------------------------------------------------------------

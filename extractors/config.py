@@ -228,7 +228,8 @@ def resolve_config(options: RunConfig | Mapping[str, Any]) -> RunConfig:
             raise UsageError(f"--{name} is not read by {config.feature_type}; {reads_line(family)}")
     for option in declared.values():
         if option.required and config.model_options.get(option.name) is None:
-            raise UsageError(f"--feature_type {config.feature_type} needs --{option.name} (e.g. {option.example})")
+            example = family.examples.get(option.name, option.example)
+            raise UsageError(f"--feature_type {config.feature_type} needs --{option.name} (e.g. {example})")
     defaults = {name: option.default for name, option in declared.items()}
     config = replace(config, model_options=OptionValues({**defaults, **config.model_options}))
     if bool(config.frames_dir) != bool(config.frames_fps):

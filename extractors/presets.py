@@ -53,6 +53,21 @@ PRESETS: dict[str, Preset] = {
         "pipelines), OpenAI's weights and preprocessing (bicubic short side 224, centre crop)",
         "",
     ),
+    "clip_vit_l14_1fps": Preset(
+        dict(feature_type="CLIP-ViT-L/14", extract_method="fix_1"),
+        "CLIP ViT-L/14 image embeddings at 1 frame per second, as video-LLM and moment-retrieval pipelines take "
+        "them: OpenAI's weights and preprocessing (bicubic resize of the short side of a PIL image to 224, centre "
+        "crop)",
+        "frames are taken on screen at k s (presentation time); pipelines that sample with FFmpeg's fps filter "
+        "or by frame index can take a neighbouring frame",
+    ),
+    "siglip2_b16_1fps": Preset(
+        dict(feature_type="open_clip", model_name="ViT-B-16-SigLIP2", pretrained="webli", extract_method="fix_1"),
+        "SigLIP 2 ViT-B/16 (WebLI) image embeddings at 1 frame per second, open_clip's release of Google's "
+        "weights with the tag's preprocessing (bicubic squash of a PIL image to 224x224, mean and std 0.5)",
+        "these are open_clip's port; Google's big_vision pipeline and the transformers port resize with their own "
+        "filters, so their inputs differ from these by a few grey levels",
+    ),
 }
 
 

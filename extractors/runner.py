@@ -18,7 +18,6 @@ from extractors.devices import worker_devices
 from extractors.pool import LocalPoolExecutor
 from extractors.scheduling import Executor, Progress, Result
 from extractors.worker import OUTPUTS_EXIST, Extraction
-from io_utils.checkpoints import checkpoint_path
 from io_utils.files import atomic_write
 from io_utils.manifest import Manifest, existing_manifest, file_sha256, refuse_another_configuration, source_facts
 from io_utils.outputs import OutputLayout, collect_pickle, stored_shapes
@@ -79,11 +78,9 @@ def _open_manifest(extraction: Extraction, existing: Mapping[str, Any] | None) -
     """The output folder's manifest (``existing``: as read from the folder), refusing a folder of features made
     with another configuration."""
     config = extraction.config
-    checkpoints = {}
-    for weights, local, option in extraction.extractor.checkpoints(config):
-        path = checkpoint_path(weights, local, option, config.weights_dir, progress=False)
-        checkpoints[path.name] = {"sha256": file_sha256(path), "url": weights.url,
-                                  "preprocessing": repr(weights.preprocessing) if weights.preprocessing else None}
+    checkpoints = {file.path.name: {"sha256": file_sha256(file.path), "url": file.source,
+                                    "preprocessing": file.preprocessing}
+                   for file in extraction.extractor.weights_files(config)}
     configuration = {**config.recorded(), "checkpoint_sha256": {name: entry["sha256"] for name, entry in checkpoints.items()}}
     recipe = {"checkpoints": checkpoints, "sampling": extraction.extractor.sampling_rule(config),
               "device": _device(config)}

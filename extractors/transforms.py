@@ -1,9 +1,12 @@
 """Frame preprocessing shared by the image and video models: resize, crop (one, three, five or ten), normalise.
 
-Every model here preprocesses the same way, with its own constants: resize (the short side to a length, or
-to a fixed size), crop, scale the 0..255 values, subtract a mean, divide by a standard deviation. Written
-once as :class:`FramePreprocessing`, applied frame by frame as frames are decoded, with the same torchvision
-functional calls that torchvision's weight transforms make, so that the results are the same tensors.
+Every model here preprocesses the same way, with its own constants: resize (the short side to a length, to a
+fixed size, or keeping the aspect ratio to fit a box), crop (padding where the image is smaller), scale the
+0..255 values, subtract a mean, divide by a standard deviation. Written once as :class:`FramePreprocessing`,
+applied frame by frame as frames are decoded, with the same torchvision functional calls that the publishers'
+transforms make, so that the results are the same tensors. Publishers differ in what they resize: torchvision's
+weight transforms resize tensors, while OpenAI's CLIP, open_clip and timm resize PIL images, whose filters round
+differently (up to a few grey levels); ``pil=True`` resizes a PIL image as they do.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF  # what torchvision's weight transforms call
 
@@ -26,6 +30,9 @@ CROP_CHOICES = (1, 3, 5, 10)  # see crop_views
 CROPS = Option("crops", 1, "1: centre crop; 3: three crops along the long side; 5: four corners and centre; 10: "
                "those five and their mirror images (outputs get a crop axis, in the order of torchvision's TenCrop)",
                3, convert=int, choices=CROP_CHOICES, section=Section.OUTPUTS)
+FAST_RESIZE = Option("fast_resize", False, "resize frames as tensors (antialiased), not as PIL images as the "
+                     "publisher does: the inputs differ by up to about 10 grey levels, and it is no faster on the "
+                     "CPU (bench/preprocess.py); off by default", True, section=Section.OUTPUTS)
 SIDE_SIZE = Option("side_size", None, "feed the whole frame resized to this short side, uncropped (default: the "
                    "model's own preprocessing; for flow, the frames' own size)", 128, convert=positive_int,
                    metavar="N")
@@ -35,8 +42,13 @@ SIDE_SIZE = Option("side_size", None, "feed the whole frame resized to this shor
 class FramePreprocessing:
     """One (H, W, 3) uint8 RGB frame -> (3, h, w) float32, or (crops, 3, h, w) for several crops.
 
-    ``resize``: the short side's length (aspect ratio kept), or (height, width). ``crop``: (height, width), or
-    None for the whole resized frame. Values become ``(pixel / divisor - mean) / std``.
+    ``resize``: the short side's length (aspect ratio kept), or (height, width). With ``keep_ratio`` set,
+    ``resize`` is a box (height, width) and the frame is scaled, aspect ratio kept, by a ratio between the one
+    that fits its short side to the box (0.0) and the one that fits its long side (1.0), as timm's and
+    open_clip's ``ResizeKeepRatio``. ``crop``: (height, width), or None for the whole resized frame; a crop
+    larger than the resized frame pads it, centred, with ``fill`` (0..255, per channel or one value). Values
+    become ``(pixel / divisor - mean) / std``. ``pil``: resize a PIL image (the reference pipelines of CLIP,
+    open_clip and timm) instead of a tensor (torchvision's weight transforms).
     """
 
     resize: int | tuple[int, int]
@@ -46,6 +58,9 @@ class FramePreprocessing:
     divisor: float = 255.0
     interpolation: InterpolationMode = InterpolationMode.BILINEAR
     antialias: bool = True
+    keep_ratio: float | None = None
+    fill: int | tuple[int, ...] = 0
+    pil: bool = False
 
     @classmethod
     def from_torchvision(cls, transforms: Any) -> FramePreprocessing:
@@ -59,13 +74,44 @@ class FramePreprocessing:
                    antialias=getattr(transforms, "antialias", False) is not False)
 
     def __call__(self, rgb: np.ndarray | torch.Tensor, crops: int = 1) -> torch.Tensor:
-        image = torch.from_numpy(rgb).permute(2, 0, 1) if isinstance(rgb, np.ndarray) else rgb
-        size = [self.resize] if isinstance(self.resize, int) else list(self.resize)
-        image = TF.resize(image, size, interpolation=self.interpolation, antialias=self.antialias)
+        image = self.resized(rgb)
         if self.crop is None:
             return self._normalize(image)
-        views = crop_views(image, self.crop, crops)
+        views = crop_views(self._padded(image), self.crop, crops)
         return self._normalize(views[0]) if crops == 1 else torch.stack([self._normalize(view) for view in views])
+
+    def resized(self, rgb: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """The frame resized, as a (3, h, w) uint8 tensor."""
+        if self.pil:
+            array = rgb.permute(1, 2, 0).numpy() if isinstance(rgb, torch.Tensor) else rgb
+            image = Image.fromarray(np.ascontiguousarray(array))
+            return TF.pil_to_tensor(TF.resize(image, self._size(image.height, image.width),
+                                              interpolation=self.interpolation))
+        image = torch.from_numpy(rgb).permute(2, 0, 1) if isinstance(rgb, np.ndarray) else rgb
+        return TF.resize(image, self._size(*image.shape[-2:]), interpolation=self.interpolation,
+                         antialias=self.antialias)
+
+    def _size(self, height: int, width: int) -> list[int]:
+        """``size`` for torchvision's ``resize``: one length for the short side, or (height, width)."""
+        if self.keep_ratio is None:
+            return [self.resize] if isinstance(self.resize, int) else list(self.resize)
+        box_height, box_width = self.resize
+        ratios = (height / box_height, width / box_width)
+        ratio = max(ratios) * self.keep_ratio + min(ratios) * (1.0 - self.keep_ratio)
+        return [round(height / ratio), round(width / ratio)]
+
+    def _padded(self, image: torch.Tensor) -> torch.Tensor:
+        """``image`` padded, centred, to at least the crop (left and top get the smaller half, as torchvision's
+        ``center_crop`` pads)."""
+        (height, width), (crop_height, crop_width) = image.shape[-2:], self.crop
+        if height >= crop_height and width >= crop_width:
+            return image
+        out_height, out_width = max(height, crop_height), max(width, crop_width)
+        canvas = torch.empty((image.shape[0], out_height, out_width), dtype=image.dtype)
+        canvas[:] = torch.tensor(self.fill, dtype=image.dtype).reshape(-1, 1, 1)
+        top, left = (out_height - height) // 2, (out_width - width) // 2
+        canvas[:, top : top + height, left : left + width] = image
+        return canvas
 
     def _normalize(self, image: torch.Tensor) -> torch.Tensor:
         return TF.normalize(image.float() / self.divisor, list(self.mean), list(self.std))

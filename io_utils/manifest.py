@@ -9,7 +9,6 @@ in between, each video's record is appended to a journal beside it (see :class:`
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -19,11 +18,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from io_utils.errors import UsageError
-from io_utils.files import atomic_write
+from io_utils.files import atomic_write, sha256_of
 
 MANIFEST_FILE = "manifest.json"
 JOURNAL_FILE = "manifest.videos.jsonl"
-_LIBRARIES = ("torch", "torchvision", "av", "open_clip_torch", "timm", "numpy", "opencv-python-headless")
+_LIBRARIES = ("torch", "torchvision", "av", "open_clip_torch", "timm", "transformers", "huggingface_hub", "numpy",
+              "opencv-python-headless", "pillow")
 _ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -173,11 +173,7 @@ def file_sha256(path: Path) -> str:
             return digest
     except (OSError, ValueError):
         pass
-    sha256 = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            sha256.update(chunk)
-    digest = sha256.hexdigest()
+    digest = sha256_of(path)
     try:
         atomic_write(cache, lambda handle: handle.write(f"{digest}\n{stamp}\n".encode()))
     except OSError:

@@ -190,9 +190,10 @@ def test_the_random_checkpoint_writer_prints_its_usage_and_refuses_what_has_no_c
     command = [sys.executable, "main.py", "random_weights"]
     result = subprocess.run([*command, "--help"], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith("usage: main.py random_weights")
-    result = subprocess.run([*command, str(tmp_path), "--feature_type", "timm", "--model_name", "test_vit"], cwd=REPO,
-                            capture_output=True, text=True)
-    assert result.returncode == 1 and result.stderr.startswith("error: timm has no published checkpoint here")
+    result = subprocess.run([*command, str(tmp_path), "--feature_type", "timm", "--model_name",
+                             "flexivit_base.300ep_in1k"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 1 and result.stderr.startswith("error: timm model flexivit_base.300ep_in1k: its "
+                                                               "weights are not a hub checkpoint")
     assert list(tmp_path.iterdir()) == []
     result = subprocess.run([*command, str(tmp_path), "--feature_type", "i3d", "--flow_type", "pwc"], cwd=REPO,
                             capture_output=True, text=True)

@@ -129,19 +129,22 @@ def test_timm_features_equal_the_headless_model(timm_checkpoint):
     np.testing.assert_allclose(features["timm"], expected.numpy(), rtol=1e-4, atol=1e-5)
 
 
-def test_timm_preprocessing_follows_the_pretrained_config(timm_checkpoint, sample_frames):
-    """Same resize (floor(160 / 0.95) = 168, bicubic), crop and mean/std as timm's own PIL pipeline; PIL rounds its
-    resampling differently, by at most a few grey levels on a few pixels."""
+def test_timm_preprocessing_is_timms_own_pil_pipeline(timm_checkpoint, sample_frames):
+    """Same resize (floor(160 / 0.95) = 168, bicubic, of a PIL image), crop and mean/std as timm's own pipeline:
+    equal inputs. --fast_resize resizes a tensor instead, which rounds differently by a few grey levels."""
     import timm
 
-    extractor = ExtractTimm(dict(feature_type="timm", model_name="test_vit", checkpoint=str(timm_checkpoint), cpu=True))
+    common = dict(feature_type="timm", model_name="test_vit", checkpoint=str(timm_checkpoint), cpu=True)
+    extractor = ExtractTimm(common)
+    fast = ExtractTimm({**common, "fast_resize": True})
     assert extractor.transform.resize == 168 and extractor.transform.crop == (160, 160)
     reference = timm.data.create_transform(**timm.data.resolve_data_config({}, model=extractor.model))
     for frame in sample_frames:
         ours, theirs = extractor.preprocess(frame), reference(Image.fromarray(frame))
-        grey_levels = (ours - theirs).abs() * 0.5 * 255  # std 0.5
         assert ours.shape == theirs.shape == (3, 160, 160)
-        assert grey_levels.mean() < 0.5 and grey_levels.max() < 8
+        assert (ours - theirs).abs().max() <= 1e-6
+        grey_levels = (fast.preprocess(frame) - theirs).abs() * 0.5 * 255  # std 0.5
+        assert 0.5 < grey_levels.max() < 8 and grey_levels.mean() < 0.5
 
 
 def test_timm_errors_name_the_model_and_the_way_out(monkeypatch):
@@ -156,5 +159,7 @@ def test_timm_errors_name_the_model_and_the_way_out(monkeypatch):
     with pytest.raises(UsageError) as caught:
         ExtractTimm(dict(feature_type="timm", model_name="test_vit", cpu=True))
     message = str(caught.value)
-    assert message.startswith("timm model test_vit: the pretrained weights are not in the Hugging Face cache")
+    assert message.startswith("timm model test_vit: model.safetensors or pytorch_model.bin of "
+                              "https://huggingface.co/timm/test_vit.r160_in1k is not in the Hugging Face cache "
+                              "(/nonexistent/hub)")
     assert "huggingface-cli download timm/test_vit.r160_in1k" in message and "--checkpoint PATH" in message

@@ -22,8 +22,9 @@ EXAMPLES.pop("feature_type")
 
 def required_options(feature_type: str) -> dict:
     """What a feature type cannot run without, at its example value."""
-    return {option.name: option.example for option in declared_options(extractor_class(feature_type)).values()
-            if option.required}
+    family = extractor_class(feature_type)
+    return {**{option.name: option.example for option in declared_options(family).values() if option.required},
+            **family.examples}
 
 
 def test_every_example_differs_from_its_default_and_the_parser_offers_exactly_the_declared_names():

@@ -127,8 +127,9 @@ def test_from_manifest_reproduces_bit_identical_features(weights, tmp_path):
 @pytest.mark.parametrize("name", PRESETS)
 def test_every_preset_resolves_and_explicit_options_override_it(name):
     config = resolve_config({"preset": name})
-    for option, value in PRESETS[name].options.items():
-        assert getattr(config, option) == getattr(resolve_config({option: value, "feature_type": config.feature_type}), option)
+    explicit = resolve_config(dict(PRESETS[name].options))
+    for option in PRESETS[name].options:
+        assert getattr(config, option) == getattr(explicit, option)
     assert resolve_config({"preset": name, "dtype": "float16"}).dtype == "float16"
 
 

@@ -10,6 +10,7 @@ import torch
 from extractors.weights import Weights, WeightsTable
 from io_utils.checkpoints import WEIGHTS_DIR_ENV, cache_dir, resolve_checkpoint, sha256_in_file_name
 from io_utils.errors import UsageError
+from io_utils.hub import check_downloaded
 
 
 def checkpoint_for(tmp_path, payload: bytes = b"weights", sha256: str | None = None) -> Weights:
@@ -78,3 +79,23 @@ def test_a_weights_table_names_its_default_and_refuses_unknown_names_with_the_ch
         table.choose("third", "toy")
     with pytest.raises(ValueError, match="default weights 'third' are not among first, second"):
         WeightsTable([first, second], default="third")
+
+
+def test_a_downloaded_hub_file_is_checked_against_its_published_sha256(tmp_path):
+    """The hub cache names a large file's blob by the SHA-256 the hub publishes: a blob whose content differs is
+    deleted with one line; a small file (named by its git hash) has no published digest to check."""
+    blobs, snapshot = tmp_path / "blobs", tmp_path / "snapshots" / "revision"
+    blobs.mkdir()
+    snapshot.mkdir(parents=True)
+    for name, content, blob_content in [("good.safetensors", b"weights", b"weights"),
+                                        ("bad.safetensors", b"published", b"rewritten"),
+                                        ("config.json", b"{}", b"{}")]:
+        blob_name = hashlib.sha256(content).hexdigest() if name.endswith(".safetensors") else "a" * 40
+        (blobs / blob_name).write_bytes(blob_content)
+        (snapshot / name).symlink_to(blobs / blob_name)
+    check_downloaded(snapshot / "good.safetensors", "org/repo/good.safetensors")
+    check_downloaded(snapshot / "config.json", "org/repo/config.json")
+    with pytest.raises(UsageError, match=r"^org/repo/bad.safetensors: the downloaded file has SHA-256 [0-9a-f]{64}, "
+                                         r"the hub published [0-9a-f]{64}; it was deleted"):
+        check_downloaded(snapshot / "bad.safetensors", "org/repo/bad.safetensors")
+    assert not (snapshot / "bad.safetensors").resolve().exists() and (snapshot / "good.safetensors").resolve().exists()

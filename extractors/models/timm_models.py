@@ -1,47 +1,60 @@
-"""Any timm model as a frame-wise feature extractor (``--feature_type timm --model_name NAME``).
+"""Any timm model as a frame-wise feature extractor (``--feature_type timm --model_name NAME``): DINOv2, DINOv3,
+EVA, SigLIP towers, ConvNeXt, ...
 
-The model is built without its classifier (``num_classes=0``), so the output is timm's pooled feature. Weights
-come from timm's own source (the Hugging Face hub, cached under ``$HF_HOME``), or from ``--checkpoint``.
-Preprocessing follows the pretrained config (input size, ``crop_pct``, interpolation, mean/std), applied with
-torchvision's tensor resize: timm's reference pipeline resizes PIL images, which rounds differently by
-about one grey level.
+The model is built without its classifier (``num_classes=0``). The feature is timm's pooled output by default;
+for vision transformers ``--image_feature`` takes the class token, the mean of the patch tokens (registers and
+other prefix tokens left out) or both concatenated (DINOv2's linear-probe feature), all after the final norm.
+Weights come from timm's own source: the file of the model's Hugging Face hub repository (looked up as
+``io_utils/hub.py`` says), a URL for the few models not on the hub, or ``--checkpoint``; timm's own key
+conversion applies to each. Preprocessing is timm's eval transform of the pretrained config (input size,
+``crop_pct``, crop mode, interpolation, mean/std), resizing a PIL image as timm does (``--fast_resize``: a tensor).
 """
 from __future__ import annotations
 
 import difflib
 import math
+from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 from torchvision.transforms import InterpolationMode
 
-from extractors.base import CHECKPOINT, FrameWiseExtractor
+from extractors.base import CHECKPOINT, MODEL_NAME, FrameWiseExtractor, WeightsFile
 from extractors.options import Option
 from extractors.registry import FeatureType, register
-from extractors.transforms import CROPS, FramePreprocessing
+from extractors.transforms import CROPS, FAST_RESIZE, FramePreprocessing
 from io_utils.errors import UsageError
-
-MODEL_NAME = Option("model_name", None, "the timm model, with its pretrained tag if it has several (e.g. "
-                    "vit_base_patch16_224.augreg2_in21k_ft_in1k)", "resnet50.a1_in1k", metavar="NAME", required=True)
+from io_utils.hub import hub_file, snapshot_folder
 
 
-def timm_preprocessing(config: Mapping[str, Any]) -> FramePreprocessing:
-    """The eval transform of a timm data config (``timm.data.resolve_data_config``) as a
-    :class:`FramePreprocessing`: resize to ``size / crop_pct`` (short side, or both sides for ``squash``),
-    centre crop ``size``."""
+def timm_preprocessing(config: Mapping[str, Any], pil: bool = True) -> FramePreprocessing:
+    """timm's eval transform (``timm.data.create_transform`` of a data config from
+    ``timm.data.resolve_data_config``) as a :class:`FramePreprocessing`: scale to ``size / crop_pct`` (the short
+    side for ``center``, both sides for ``squash``, the long side with a padded border for ``border``), centre
+    crop ``size``. ``pil``: resize a PIL image, as timm does."""
     _, height, width = config["input_size"]
     crop_pct = config.get("crop_pct") or 0.875
     mode = config.get("crop_mode") or "center"
     scaled = (math.floor(height / crop_pct), math.floor(width / crop_pct))
+    common = dict(crop=(height, width), mean=tuple(config["mean"]), std=tuple(config["std"]),
+                  interpolation=InterpolationMode(config["interpolation"]), pil=pil)
     if mode == "squash":
-        resize: int | tuple[int, int] = scaled
-    elif mode == "center" and height == width:
-        resize = scaled[0]
-    else:
-        raise UsageError(f"timm crop_mode {mode!r} with input size {height}x{width} is not supported")
-    return FramePreprocessing(resize, (height, width), tuple(config["mean"]), tuple(config["std"]),
-                              interpolation=InterpolationMode(config["interpolation"]), antialias=True)
+        return FramePreprocessing(scaled, **common)
+    if mode == "border":
+        return FramePreprocessing(scaled, keep_ratio=1.0, fill=tuple(round(255 * value) for value in config["mean"]),
+                                  **common)
+    if mode != "center":
+        raise UsageError(f"timm crop_mode {mode!r} is not supported (center, squash and border are)")
+    if scaled[0] == scaled[1]:
+        return FramePreprocessing(scaled[0], **common)
+    return FramePreprocessing(scaled, keep_ratio=0.0, **common)
+
+
+IMAGE_FEATURE = Option("image_feature", "pooled", "pooled: the model's pooled output (timm's forward_head); cls: the "
+                       "class token; patch_mean: the mean of the patch tokens; cls_patch_mean: both concatenated "
+                       "(DINOv2's linear probe); the token choices need a vision transformer", "cls_patch_mean",
+                       choices=("pooled", "cls", "patch_mean", "cls_patch_mean"))
 
 
 class ExtractTimm(FrameWiseExtractor):
@@ -49,7 +62,7 @@ class ExtractTimm(FrameWiseExtractor):
     own source, so it has no :class:`Weights` entry."""
 
     key = "timm"
-    options = (*FrameWiseExtractor.options, MODEL_NAME, CHECKPOINT, CROPS)
+    options = (*FrameWiseExtractor.options, MODEL_NAME, CHECKPOINT, IMAGE_FEATURE, CROPS, FAST_RESIZE)
 
     @classmethod
     def validate(cls, config, weights) -> None:
@@ -61,32 +74,99 @@ class ExtractTimm(FrameWiseExtractor):
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise UsageError(f"--model_name {config.model_name}: not a timm model{hint}")
 
+    @classmethod
+    def prepare(cls, config) -> None:
+        """Find or download the weights once per run, before workers start."""
+        _weights_file(config.model_name, config.checkpoint, config.weights_dir)
+
+    @classmethod
+    def weights_files(cls, config) -> list[WeightsFile]:
+        path = _weights_file(config.model_name, config.checkpoint, config.weights_dir, progress=False)
+        if path is None:  # left to timm: a URL it caches itself
+            return []
+        repo_id, _ = _hub_files(config.model_name)
+        source = str(path) if config.checkpoint else f"https://huggingface.co/{repo_id}/blob/main/{path.name}"
+        return [WeightsFile(path, source)]
+
+    @classmethod
+    def write_random(cls, config, folder: Path, seed: int = 0) -> list[Path]:
+        """The model's hub repository with random weights (``config.json`` + ``model.safetensors``, timm's hub
+        format), in the hub cache layout under ``folder``, where ``--weights_dir folder`` finds it."""
+        import timm
+        from timm.models._hub import save_for_hf
+
+        repo_id, names = _hub_files(config.model_name)
+        if repo_id is None:
+            raise UsageError(f"timm model {config.model_name}: its weights are not a hub checkpoint that timm loads "
+                             f"as a state dict (timm reads them with the model's own code); random weights are "
+                             f"written only in the hub format")
+        torch.manual_seed(seed)
+        destination = snapshot_folder(folder, repo_id)
+        save_for_hf(timm.create_model(config.model_name, pretrained=False), str(destination), safe_serialization=True)
+        if names[0] != "model.safetensors":
+            (destination / "model.safetensors").rename(destination / names[0])
+        return [destination / names[0], destination / "config.json"]
+
     def load_model(self) -> tuple[nn.Module, FramePreprocessing]:
         import timm
 
-        overlay = {"file": self.config.checkpoint} if self.config.checkpoint else None
+        name = self.config.model_name
+        path = _weights_file(name, self.config.checkpoint, self.config.weights_dir, progress=not self.external_call)
+        overlay = {"file": str(path)} if path is not None else None
         try:
-            model = timm.create_model(self.config.model_name, pretrained=True, num_classes=0,
-                                      pretrained_cfg_overlay=overlay)
+            model = timm.create_model(name, pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay)
         except Exception as error:  # hub, network, file and format errors come in many types
-            raise UsageError(self._unavailable(error)) from error
-        return model, timm_preprocessing(timm.data.resolve_data_config({}, model=model))
-
-    def _unavailable(self, error: Exception) -> str:
-        name, reason = self.config.model_name, f"{type(error).__name__}: {error}"
-        if self.config.checkpoint:
-            return f"--checkpoint {self.config.checkpoint}: not a timm {name} checkpoint ({reason})"
-        import timm
-        from huggingface_hub.constants import HF_HUB_CACHE
-
-        source = timm.models.get_pretrained_cfg(name)
-        hub_id = getattr(source, "hf_hub_id", None) or name
-        return (f"timm model {name}: the pretrained weights are not in the Hugging Face cache ({HF_HUB_CACHE}) and "
-                f"could not be downloaded ({reason}); on a machine with network, run "
-                f"`huggingface-cli download {hub_id}` and copy that cache here, or pass --checkpoint PATH")
+            reason = " ".join(f"{type(error).__name__}: {error}".split())[:500]
+            raise UsageError(f"timm model {name}: cannot load {path or 'its weights'} ({reason}); pass "
+                             f"--checkpoint PATH or put the hub repository in --weights_dir") from error
+        _check_tokens(model, name, self.config.image_feature)
+        config = timm.data.resolve_data_config({}, model=model)
+        return model, timm_preprocessing(config, pil=not self.config.fast_resize)
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.model(batch)
+        choice = self.config.image_feature
+        if choice == "pooled":
+            return self.model(batch)
+        tokens = self.model.forward_features(batch)  # (B, prefix + patches, C), after the final norm
+        parts = {"cls": tokens[:, 0], "patch_mean": tokens[:, self.model.num_prefix_tokens:].mean(dim=1)}
+        return torch.cat([parts["cls"], parts["patch_mean"]], dim=1) if choice == "cls_patch_mean" else parts[choice]
+
+
+def _check_tokens(model: nn.Module, name: str, choice: str) -> None:
+    """Refuse a token choice the model has no tokens for: a class token needs one, patch tokens a transformer."""
+    if choice == "pooled":
+        return
+    if not hasattr(model, "num_prefix_tokens"):
+        raise UsageError(f"--image_feature {choice}: timm model {name} is not a vision transformer (no tokens); "
+                         f"use pooled")
+    if "cls" in choice and getattr(model, "cls_token", None) is None:
+        raise UsageError(f"--image_feature {choice}: timm model {name} has no class token; use patch_mean or pooled")
+
+
+def _hub_files(name: str) -> tuple[str | None, tuple[str, ...]]:
+    """The hub repository of a timm model's pretrained weights and the file names timm tries there, in order
+    (the safetensors file first), or (None, ()) for a model whose weights are not on the hub."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None or not cfg.hf_hub_id or cfg.custom_load:
+        return None, ()
+    file_name = cfg.hf_hub_filename or "pytorch_model.bin"
+    if file_name.endswith(".safetensors"):
+        return cfg.hf_hub_id, (file_name,)
+    safe = "model.safetensors" if file_name == "pytorch_model.bin" else file_name.rsplit(".", 1)[0] + ".safetensors"
+    return cfg.hf_hub_id, (safe, file_name)
+
+
+def _weights_file(name: str, checkpoint: str | None, weights_dir: str | None, progress: bool = True) -> Path | None:
+    """``--checkpoint``, else the model's hub file found locally or downloaded; None: timm downloads it itself
+    (weights published only at a URL, which timm caches under the torch hub folder)."""
+    if checkpoint:
+        if not Path(checkpoint).is_file():
+            raise UsageError(f"--checkpoint {checkpoint}: no such file")
+        return Path(checkpoint)
+    repo_id, names = _hub_files(name)
+    return hub_file(repo_id, names, weights_dir, f"timm model {name}", progress) if repo_id else None
 
 
 register(FeatureType("timm", ExtractTimm))

@@ -1,0 +1,117 @@
+"""Files of Hugging Face hub repositories, where open_clip's and timm's publishers put their weights.
+
+A file is looked up, in order, in ``--weights_dir`` (or ``VIDEO_FEATURES_WEIGHTS_DIR``) and in the user's hub
+cache (``$HF_HUB_CACHE``, by default ``~/.cache/huggingface/hub``), both in the hub cache's own layout
+(``models--ORG--NAME/snapshots/REVISION/FILE``, what ``huggingface-cli download`` writes), so a cache copied
+from a machine with network works as it is. Only if both miss is it downloaded into the user's cache:
+``huggingface_hub`` writes a ``.incomplete`` file and renames it when complete, so an interrupted download never
+leaves a file that looks whole.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Sequence
+
+from tqdm import tqdm
+
+from io_utils.checkpoints import WEIGHTS_DIR_ENV
+from io_utils.errors import UsageError
+from io_utils.files import sha256_of
+
+
+def hub_cache() -> Path:
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    return Path(HF_HUB_CACHE)
+
+
+def hub_file(repo_id: str, file_names: Sequence[str], weights_dir: str | os.PathLike | None, what: str,
+             progress: bool = True) -> Path:
+    """The first of ``file_names`` that ``repo_id`` has, found locally or downloaded (``what`` names the model
+    in the message that ends an offline run)."""
+    from huggingface_hub import hf_hub_download
+
+    for name in file_names:
+        found = _cached(repo_id, name, weights_dir)
+        if found is not None:
+            return found
+    errors = []
+    for name in file_names:
+        try:
+            path = Path(hf_hub_download(repo_id, name, tqdm_class=None if progress else _Silent))
+        except Exception as error:  # network, missing file, permissions: the next name, then one message
+            errors.append(f"{name}: {type(error).__name__}")
+            continue
+        check_downloaded(path, f"{repo_id}/{name}")
+        return path
+    places = " or ".join(str(folder) for folder in _caches(weights_dir))
+    raise UsageError(
+        f"{what}: {' or '.join(file_names)} of https://huggingface.co/{repo_id} is not in the Hugging Face cache "
+        f"({places}) and could not be downloaded ({'; '.join(errors)}); on a machine with network run "
+        f"`huggingface-cli download {repo_id} {file_names[0]}` and copy its cache folder "
+        f"models--{repo_id.replace('/', '--')} into {hub_cache()} or into a folder given by --weights_dir, "
+        f"or pass --checkpoint PATH")
+
+
+def check_downloaded(path: Path, what: str) -> None:
+    """Compare a downloaded large file with the SHA-256 the hub published for it: its large-file id, which names
+    its blob in the cache. A mismatch (a corrupt disk, a proxy that rewrote it) deletes the blob."""
+    blob = path.resolve()
+    if not re.fullmatch(r"[0-9a-f]{64}", blob.name):  # a small file, named by its git hash: nothing published
+        return
+    digest = sha256_of(blob)
+    if digest != blob.name:
+        blob.unlink()
+        raise UsageError(f"{what}: the downloaded file has SHA-256 {digest}, the hub published {blob.name}; it "
+                         f"was deleted, run again to download it again")
+
+
+def local_snapshot(repo_id: str, file_name: str, weights_dir: str | os.PathLike | None) -> Path | None:
+    """The local snapshot folder of ``repo_id`` that holds ``file_name`` (None: no local copy has it)."""
+    found = _cached(repo_id, file_name, weights_dir)
+    return found.parent if found is not None else None
+
+
+def _caches(weights_dir: str | os.PathLike | None) -> list[Path]:
+    folders = [Path(folder) for folder in (weights_dir or os.environ.get(WEIGHTS_DIR_ENV),) if folder]
+    return [*folders, hub_cache()]
+
+
+def _cached(repo_id: str, file_name: str, weights_dir: str | os.PathLike | None) -> Path | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    for folder in _caches(weights_dir):
+        found = try_to_load_from_cache(repo_id, file_name, cache_dir=str(folder))
+        if isinstance(found, str):
+            return Path(found)
+    return None
+
+
+class _Silent(tqdm):
+    """A progress bar that never shows (the Python API prints nothing of its own)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **{**kwargs, "disable": True})
+
+
+def snapshot_folder(cache: Path, repo_id: str) -> Path:
+    """A snapshot folder of ``repo_id`` in the hub cache layout under ``cache``, which ``refs/main`` points at
+    (for writing a repository's files where the hub cache lookups find them)."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    revision = hashlib.sha1(repo_id.encode()).hexdigest()
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(revision)
+    folder = repo / "snapshots" / revision
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def record_absent(snapshot: Path, file_name: str) -> None:
+    """Record in the hub cache that the repository of ``snapshot`` has no ``file_name``, as huggingface_hub does
+    when the hub answers that a file does not exist (offline, transformers then knows not to look for it)."""
+    marker = snapshot.parent.parent / ".no_exist" / snapshot.name / file_name
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
