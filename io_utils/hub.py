@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import socket
+import urllib.parse
 from pathlib import Path
 from typing import Sequence
 
@@ -32,14 +34,15 @@ def hub_file(repo_id: str, file_names: Sequence[str], weights_dir: str | os.Path
              progress: bool = True) -> Path:
     """The first of ``file_names`` that ``repo_id`` has, found locally or downloaded (``what`` names the model
     in the message that ends an offline run)."""
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import constants, hf_hub_download
 
     for name in file_names:
         found = _cached(repo_id, name, weights_dir)
         if found is not None:
             return found
-    errors = []
-    for name in file_names:
+    unreachable = hub_unreachable()
+    errors = [unreachable] if unreachable else []
+    for name in file_names if not unreachable else ():
         try:
             path = Path(hf_hub_download(repo_id, name, tqdm_class=None if progress else _Silent))
         except Exception as error:  # network, missing file, permissions: the next name, then one message
@@ -49,11 +52,28 @@ def hub_file(repo_id: str, file_names: Sequence[str], weights_dir: str | os.Path
         return path
     places = " or ".join(str(folder) for folder in _caches(weights_dir))
     raise UsageError(
-        f"{what}: {' or '.join(file_names)} of https://huggingface.co/{repo_id} is not in the Hugging Face cache "
+        f"{what}: {' or '.join(file_names)} of {constants.ENDPOINT}/{repo_id} is not in the Hugging Face cache "
         f"({places}) and could not be downloaded ({'; '.join(errors)}); on a machine with network run "
         f"`huggingface-cli download {repo_id} {file_names[0]}` and copy its cache folder "
         f"models--{repo_id.replace('/', '--')} into {hub_cache()} or into a folder given by --weights_dir, "
         f"or pass --checkpoint PATH")
+
+
+def hub_unreachable() -> str | None:
+    """Why the hub cannot be reached at all, said at once: huggingface_hub would retry each request for about
+    20 s with a warning per try before giving up. None when it may be reachable (a proxy resolves names itself)."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    host = urllib.parse.urlparse(constants.ENDPOINT).hostname or constants.ENDPOINT
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError as error:
+        return f"{host} does not resolve: {error.strerror or error}"
+    return None
 
 
 def check_downloaded(path: Path, what: str) -> None:

@@ -10,7 +10,7 @@ import torch
 from extractors.weights import Weights, WeightsTable
 from io_utils.checkpoints import WEIGHTS_DIR_ENV, cache_dir, resolve_checkpoint, sha256_in_file_name
 from io_utils.errors import UsageError
-from io_utils.hub import check_downloaded
+from io_utils.hub import check_downloaded, hub_file
 
 
 def checkpoint_for(tmp_path, payload: bytes = b"weights", sha256: str | None = None) -> Weights:
@@ -99,3 +99,22 @@ def test_a_downloaded_hub_file_is_checked_against_its_published_sha256(tmp_path)
                                          r"the hub published [0-9a-f]{64}; it was deleted"):
         check_downloaded(snapshot / "bad.safetensors", "org/repo/bad.safetensors")
     assert not (snapshot / "bad.safetensors").resolve().exists() and (snapshot / "good.safetensors").resolve().exists()
+
+
+def test_an_unreachable_hub_is_one_line_at_once(tmp_path, monkeypatch):
+    """Not cached and the hub's name does not resolve: the message comes at once, not after huggingface_hub's
+    retries (about 20 s per file, with a warning per try)."""
+    import time
+
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "https://hub.invalid")
+    for proxy in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(proxy, raising=False)
+    start = time.perf_counter()
+    with pytest.raises(UsageError, match=r"^model x: model.safetensors of https://hub.invalid/org/repo is not in the "
+                                         r"Hugging Face cache \(.*\) and could not be downloaded \(hub.invalid does "
+                                         r"not resolve: "):
+        hub_file("org/repo", ("model.safetensors",), tmp_path, "model x")
+    assert time.perf_counter() - start < 5

@@ -34,7 +34,7 @@ from extractors.registry import FeatureType, register
 from extractors.transforms import CROPS, FAST_RESIZE, FramePreprocessing
 from extractors.weights import Meta, Weights, WeightsTable
 from io_utils.errors import UsageError
-from io_utils.hub import hub_file, local_snapshot, record_absent, snapshot_folder
+from io_utils.hub import hub_file, hub_unreachable, local_snapshot, record_absent, snapshot_folder
 
 _OPENAI = "https://openaipublic.azureedge.net/clip/models"
 # OpenAI's normalisation constants (open_clip.constants.OPENAI_DATASET_MEAN / _STD).
@@ -236,6 +236,12 @@ class ExtractOpenCLIP(ImageTextExtractor):
         repo_id = text_cfg.get("hf_tokenizer_name")
         local = repo_id and local_snapshot(repo_id, "tokenizer_config.json", self.config.weights_dir)
         if not local:
+            unreachable = repo_id and hub_unreachable()
+            if unreachable:
+                raise UsageError(f"open_clip {name}: its tokenizer {repo_id} is not in the Hugging Face cache and "
+                                 f"cannot be downloaded ({unreachable}); on a machine with network run "
+                                 f"`huggingface-cli download {repo_id}` and copy its cache folder here or into "
+                                 f"--weights_dir")
             return open_clip.get_tokenizer(name, cache_dir=self.config.weights_dir)(texts)
         tokenizer = open_clip.tokenizer.HFTokenizer(str(local), context_length=text_cfg.get("context_length"),
                                                     tokenizer_mode=text_cfg.get("tokenizer_mode"),
