@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF  # what torchvision's weight transforms call
+from torchvision.transforms.v2 import functional as TF2  # what transformers' image processors call
 
 from extractors.options import Option, Section, positive_int
 
@@ -48,7 +49,9 @@ class FramePreprocessing:
     open_clip's ``ResizeKeepRatio``. ``crop``: (height, width), or None for the whole resized frame; a crop
     larger than the resized frame pads it, centred, with ``fill`` (0..255, per channel or one value). Values
     become ``(pixel / divisor - mean) / std``. ``pil``: resize a PIL image (the reference pipelines of CLIP,
-    open_clip and timm) instead of a tensor (torchvision's weight transforms).
+    open_clip and timm) instead of a tensor (torchvision's weight transforms). ``v2``: resize the tensor with
+    ``torchvision.transforms.v2``, as transformers' image processors do; on uint8 frames it rounds differently
+    from the v1 function that torchvision's weight transforms call (by a grey level or more).
     """
 
     resize: int | tuple[int, int]
@@ -61,6 +64,7 @@ class FramePreprocessing:
     keep_ratio: float | None = None
     fill: int | tuple[int, ...] = 0
     pil: bool = False
+    v2: bool = False
 
     @classmethod
     def from_torchvision(cls, transforms: Any) -> FramePreprocessing:
@@ -88,8 +92,8 @@ class FramePreprocessing:
             return TF.pil_to_tensor(TF.resize(image, self._size(image.height, image.width),
                                               interpolation=self.interpolation))
         image = torch.from_numpy(rgb).permute(2, 0, 1) if isinstance(rgb, np.ndarray) else rgb
-        return TF.resize(image, self._size(*image.shape[-2:]), interpolation=self.interpolation,
-                         antialias=self.antialias)
+        resize = TF2.resize if self.v2 else TF.resize
+        return resize(image, self._size(*image.shape[-2:]), interpolation=self.interpolation, antialias=self.antialias)
 
     def _size(self, height: int, width: int) -> list[int]:
         """``size`` for torchvision's ``resize``: one length for the short side, or (height, width)."""
