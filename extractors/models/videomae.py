@@ -212,7 +212,7 @@ def write_random_videomae(weights: Weights, cache: Path, seed: int = 0) -> list[
 
     torch.manual_seed(seed)
     configuration = weights.build()
-    classifier = configuration.use_mean_pooling
+    classifier = weights.meta.labels is not None  # the Kinetics fine-tuned repositories
     network = (VideoMAEForVideoClassification if classifier else VideoMAEForPreTraining)(configuration)
     published_names = {ours: published for published, ours in _BIAS_NAMES.items()}
     tensors = {}
