@@ -59,10 +59,10 @@ def main() -> None:
     parser.add_argument("--timm", nargs="+", default=[], metavar="NAME", help="timm models to add")
     parser.add_argument("--open_clip", nargs="+", default=[], metavar="NAME:TAG", help="open_clip pairs to add")
     args = parser.parse_args()
-    runs = [(name, {"feature_type": name}) for name in args.only]
-    runs += [(f"timm {name}", {"feature_type": "timm", "model_name": name}) for name in args.timm]
-    runs += [(f"open_clip {pair}", dict(feature_type="open_clip", **dict(zip(("model_name", "pretrained"),
-                                                                          pair.split(":")))))
+    # (row label, feature type, its model options)
+    runs = [(name, name, {}) for name in args.only]
+    runs += [(f"timm {name}", "timm", {"model_name": name}) for name in args.timm]
+    runs += [(f"open_clip {pair}", "open_clip", dict(zip(("model_name", "pretrained"), pair.split(":"))))
              for pair in args.open_clip]
     device = torch.device(args.device)
     device_options = {"cpu": True} if device.type == "cpu" else {"device_ids": [device.index or 0]}
@@ -71,12 +71,12 @@ def main() -> None:
     print("| model | model-only ms per input | inputs (batch) | end-to-end s | inputs | inputs/s |")
     print("| --- | ---: | --- | ---: | ---: | ---: |")
     with tempfile.TemporaryDirectory() as folder:
-        for label, options in runs:
-            feature_type, *_ = options.values()
-            write_random_weights(feature_type, Path(folder), **{k: v for k, v in options.items() if k != "feature_type"})
+        for label, feature_type, options in runs:
+            write_random_weights(feature_type, Path(folder), **options)
             family = extractor_class(feature_type)
             per_input = {"pool": "none"} if issubclass(family, MMActionExtractor) else {}
-            extractor = family(dict(**options, weights_dir=folder, **device_options, **per_input))  # a row per clip
+            extractor = family(dict(feature_type=feature_type, **options, weights_dir=folder, **device_options,
+                                    **per_input))  # a row per clip
             batch, shape = batch_size(extractor), input_shape(extractor)
             inputs = torch.randn(batch, *shape, device=device)
             with torch.inference_mode():

@@ -58,11 +58,14 @@ def checkpoint_path(weights: PublishedFile, local: str | os.PathLike | None, opt
                     weights_dir: str | os.PathLike | None, progress: bool = True) -> Path:
     """The local file given by ``--<option>`` (used instead of the published one), else ``weights`` looked up
     locally or downloaded."""
-    if local:
-        if not Path(local).is_file():
-            raise UsageError(f"--{option} {local}: no such file")
-        return Path(local)
-    return resolve_checkpoint(weights, weights_dir, progress)
+    return local_file(local, option) if local else resolve_checkpoint(weights, weights_dir, progress)
+
+
+def local_file(local: str | os.PathLike, option: str) -> Path:
+    """The file ``--<option>`` gives instead of a published one, refused in one line if it is not there."""
+    if not Path(local).is_file():
+        raise UsageError(f"--{option} {local}: no such file")
+    return Path(local)
 
 
 def load_state_dict_strictly(module: torch.nn.Module, path: Path, what: str,

@@ -34,7 +34,7 @@ def hub_file(repo_id: str, file_names: Sequence[str], weights_dir: str | os.Path
              progress: bool = True) -> Path:
     """The first of ``file_names`` that ``repo_id`` has, found locally or downloaded (``what`` names the model
     in the message that ends an offline run)."""
-    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub import hf_hub_download
 
     for name in file_names:
         found = _cached(repo_id, name, weights_dir)
@@ -52,11 +52,18 @@ def hub_file(repo_id: str, file_names: Sequence[str], weights_dir: str | os.Path
         return path
     places = " or ".join(str(folder) for folder in _caches(weights_dir))
     raise UsageError(
-        f"{what}: {' or '.join(file_names)} of {constants.ENDPOINT}/{repo_id} is not in the Hugging Face cache "
+        f"{what}: {' or '.join(file_names)} of {hub_url(repo_id)} is not in the Hugging Face cache "
         f"({places}) and could not be downloaded ({'; '.join(errors)}); on a machine with network run "
         f"`huggingface-cli download {repo_id} {file_names[0]}` and copy its cache folder "
         f"models--{repo_id.replace('/', '--')} into {hub_cache()} or into a folder given by --weights_dir, "
         f"or pass --checkpoint PATH")
+
+
+def hub_url(repo_id: str, file_name: str | None = None) -> str:
+    """Where the hub publishes a repository (or one of its files): what a manifest records as its source."""
+    from huggingface_hub import constants
+
+    return f"{constants.ENDPOINT}/{repo_id}" + (f"/blob/main/{file_name}" if file_name else "")
 
 
 def hub_unreachable() -> str | None:

@@ -33,8 +33,9 @@ from extractors.predictions import SHOW_PRED, kinetics400_labels, print_top_clas
 from extractors.registry import FeatureType, register
 from extractors.transforms import CROPS, FAST_RESIZE, FramePreprocessing
 from extractors.weights import Meta, Weights, WeightsTable
+from io_utils.checkpoints import local_file
 from io_utils.errors import UsageError
-from io_utils.hub import hub_file, hub_unreachable, local_snapshot, record_absent, snapshot_folder
+from io_utils.hub import hub_file, hub_unreachable, hub_url, local_snapshot, record_absent, snapshot_folder
 
 _OPENAI = "https://openaipublic.azureedge.net/clip/models"
 # OpenAI's normalisation constants (open_clip.constants.OPENAI_DATASET_MEAN / _STD).
@@ -181,7 +182,7 @@ class ExtractOpenCLIP(ImageTextExtractor):
 
         cfg = open_clip.get_pretrained_cfg(config.model_name, config.pretrained)
         repo_id, _ = hub_location(cfg)
-        source = str(path) if config.checkpoint else f"https://huggingface.co/{repo_id}/blob/main/{path.name}"
+        source = str(path) if config.checkpoint else hub_url(repo_id, path.name)
         size = open_clip.get_model_config(config.model_name)["vision_cfg"].get("image_size", 224)
         preprocessing = open_clip_preprocessing({**cfg, "size": size, "fill_color": 0}, pil=not config.fast_resize)
         return [WeightsFile(path, source, repr(preprocessing))]
@@ -286,9 +287,7 @@ def _tag_weights(name: str, tag: str | None, checkpoint: str | None, weights_dir
     if tag is None:
         return None
     if checkpoint:
-        if not Path(checkpoint).is_file():
-            raise UsageError(f"--checkpoint {checkpoint}: no such file")
-        return Path(checkpoint)
+        return local_file(checkpoint, "checkpoint")
     import open_clip
 
     repo_id, file_name = hub_location(open_clip.get_pretrained_cfg(name, tag))

@@ -24,8 +24,9 @@ from extractors.base import CHECKPOINT, MODEL_NAME, FrameWiseExtractor, WeightsF
 from extractors.options import Option
 from extractors.registry import FeatureType, register
 from extractors.transforms import CROPS, FAST_RESIZE, FramePreprocessing
+from io_utils.checkpoints import local_file
 from io_utils.errors import UsageError
-from io_utils.hub import hub_file, snapshot_folder
+from io_utils.hub import hub_file, hub_url, snapshot_folder
 
 
 def timm_preprocessing(config: Mapping[str, Any], pil: bool = True) -> FramePreprocessing:
@@ -85,7 +86,7 @@ class ExtractTimm(FrameWiseExtractor):
         if path is None:  # left to timm: a URL it caches itself
             return []
         repo_id, _ = _hub_files(config.model_name)
-        source = str(path) if config.checkpoint else f"https://huggingface.co/{repo_id}/blob/main/{path.name}"
+        source = str(path) if config.checkpoint else hub_url(repo_id, path.name)
         return [WeightsFile(path, source)]
 
     @classmethod
@@ -162,9 +163,7 @@ def _weights_file(name: str, checkpoint: str | None, weights_dir: str | None, pr
     """``--checkpoint``, else the model's hub file found locally or downloaded; None: timm downloads it itself
     (weights published only at a URL, which timm caches under the torch hub folder)."""
     if checkpoint:
-        if not Path(checkpoint).is_file():
-            raise UsageError(f"--checkpoint {checkpoint}: no such file")
-        return Path(checkpoint)
+        return local_file(checkpoint, "checkpoint")
     repo_id, names = _hub_files(name)
     return hub_file(repo_id, names, weights_dir, f"timm model {name}", progress) if repo_id else None
 

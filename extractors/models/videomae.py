@@ -34,7 +34,7 @@ from extractors.transforms import FramePreprocessing
 from extractors.video_classifier import VideoClassifierExtractor
 from extractors.weights import Meta, Weights, WeightsTable
 from io_utils.errors import UsageError
-from io_utils.hub import hub_file, snapshot_folder
+from io_utils.hub import hub_file, hub_url, snapshot_folder
 
 _HUB = "https://huggingface.co"
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -106,7 +106,7 @@ class ExtractVideoMAE(VideoClassifierExtractor):
     def weights_files(cls, config) -> list[WeightsFile]:
         weights = cls._weights(config)
         files = _files(weights, config.checkpoint, config.weights_dir, progress=False)
-        return [WeightsFile(path, str(path) if config.checkpoint else f"{weights.url}/blob/main/{path.name}")
+        return [WeightsFile(path, str(path) if config.checkpoint else hub_url(_repo_id(weights), path.name))
                 for path in files.values()]
 
     @classmethod
@@ -144,11 +144,16 @@ def _files(weights: Weights, checkpoint: str | None, weights_dir: str | None, pr
             raise UsageError(f"--checkpoint {checkpoint}: not a VideoMAE folder in the hub's format (it needs "
                              f"config.json, {_PROCESSOR_FILE} and {' or '.join(_WEIGHT_FILES)})")
         return found
-    repo_id = weights.url.removeprefix(f"{_HUB}/")
+    repo_id = _repo_id(weights)
     what = f"videomae {weights.name}"
     return {"config": hub_file(repo_id, ("config.json",), weights_dir, what, progress),
             "weights": hub_file(repo_id, _WEIGHT_FILES, weights_dir, what, progress),
             "processor": hub_file(repo_id, (_PROCESSOR_FILE,), weights_dir, what, progress)}
+
+
+def _repo_id(weights: Weights) -> str:
+    """The hub repository (``ORG/NAME``) of an entry, whose URL is the repository's page."""
+    return weights.url.removeprefix(f"{_HUB}/")
 
 
 def published_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -221,7 +226,7 @@ def write_random_videomae(weights: Weights, cache: Path, seed: int = 0) -> list[
         if suffix is not None:  # zeros at initialisation: random, so that dropping them would show
             key, tensor = key.removesuffix(suffix) + published_names[suffix], 0.02 * torch.randn_like(tensor)
         tensors[key] = tensor.contiguous()
-    folder = snapshot_folder(cache, weights.url.removeprefix(f"{_HUB}/"))
+    folder = snapshot_folder(cache, _repo_id(weights))
     save_file(tensors, folder / _WEIGHT_FILES[0])
     configuration.to_json_file(folder / "config.json")
     processor = dict(do_resize=True, size={"shortest_edge": 224}, resample=2, do_center_crop=True,
