@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -12,6 +14,7 @@ sys.path.insert(0, str(REPO))
 
 # No test reads or writes the user's Hugging Face cache (read when huggingface_hub is imported, so set first).
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="video_features_hf_")
+atexit.register(shutil.rmtree, os.environ["HF_HOME"], ignore_errors=True)
 
 SAMPLE_19FPS = REPO / "sample" / "v_GGSY1Qvo990.mp4"  # 320x240, 19.62 fps, 355 frames
 SAMPLE_30FPS = REPO / "sample" / "v_ZNVhz7ctTq0.mp4"  # 480x360, 30 fps, 420 frames

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,28 @@ def _offline_hub(monkeypatch):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
+class HubCache:
+    """One hub cache folder into which each pair's random weights are written once."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._written: dict[tuple[str, str], list[Path]] = {}
+
+    def files(self, name: str, tag: str) -> list[Path]:
+        if (name, tag) not in self._written:
+            self._written[name, tag] = write_random_weights("open_clip", self.folder, model_name=name, pretrained=tag)
+        return self._written[name, tag]
+
+
+@pytest.fixture(scope="module")
+def hub_cache(tmp_path_factory):
+    """Shared by the module's tests and deleted after them: a SigLIP 2 is 1.4 GB on disk, and one per test filled
+    a small CI disk."""
+    folder = tmp_path_factory.mktemp("hub_cache")
+    yield HubCache(folder)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def sampled_frames(path: Path, method: str = "uni_4") -> list[np.ndarray]:
@@ -69,13 +92,14 @@ def open_clip_reference(name: str, tag: str, cache: Path):
 
 
 @pytest.mark.parametrize("name, tag", PAIRS)
-def test_open_clip_equals_open_clips_own_pipeline(tmp_path, name, tag):
-    write_random_weights("open_clip", tmp_path, model_name=name, pretrained=tag)
+def test_open_clip_equals_open_clips_own_pipeline(hub_cache, name, tag):
+    hub_cache.files(name, tag)
+    cache = hub_cache.folder
     extractor = ExtractOpenCLIP(dict(feature_type="open_clip", model_name=name, pretrained=tag, cpu=True,
-                                     weights_dir=str(tmp_path), extract_method="uni_4"), external_call=True)
+                                     weights_dir=str(cache), extract_method="uni_4"), external_call=True)
     features = extractor.extract(SAMPLE_30FPS)["open_clip"]
     assert not any(getattr(extractor.model, tower, None) for tower in ("text", "transformer"))  # image tower only
-    model, preprocess = open_clip_reference(name, tag, tmp_path)
+    model, preprocess = open_clip_reference(name, tag, cache)
     frames = sampled_frames(SAMPLE_30FPS)
     theirs = torch.stack([preprocess(Image.fromarray(frame)) for frame in frames])
     ours = torch.stack([extractor.preprocess(frame) for frame in frames])
@@ -85,13 +109,13 @@ def test_open_clip_equals_open_clips_own_pipeline(tmp_path, name, tag):
     assert_same_features(features, expected)
 
 
-def test_the_command_line_writes_the_api_features_and_records_the_hub_file(tmp_path):
+def test_the_command_line_writes_the_api_features_and_records_the_hub_file(hub_cache, tmp_path):
     """``main.py`` on the same pair saves what ``extract()`` returns, and its manifest names the hub file it
     loaded, with that file's SHA-256 and the tag's preprocessing."""
     import main
 
-    weights = write_random_weights("open_clip", tmp_path / "weights", model_name="ViT-B-32", pretrained="openai")[0]
-    options = dict(model_name="ViT-B-32", pretrained="openai", weights_dir=str(tmp_path / "weights"), views=3)
+    weights = hub_cache.files("ViT-B-32", "openai")[0]
+    options = dict(model_name="ViT-B-32", pretrained="openai", weights_dir=str(hub_cache.folder), views=3)
     assert main.main(["--feature_type", "open_clip", "--cpu", "--video_paths", str(SAMPLE_30FPS), "--on_extraction",
                       "save_numpy", "--output_path", str(tmp_path / "out"),
                       *[f"--{name}={value}" for name, value in options.items()]]) == 0
@@ -106,15 +130,16 @@ def test_the_command_line_writes_the_api_features_and_records_the_hub_file(tmp_p
     assert recorded["configuration"]["pretrained"] == "openai" and recorded["configuration"]["fast_resize"] is False
 
 
-def test_a_checkpoint_file_keeps_the_preprocessing_of_its_tag(tmp_path):
+def test_a_checkpoint_file_keeps_the_preprocessing_of_its_tag(hub_cache):
     """open_clip, handed the file, would preprocess a SigLIP 2 as OpenAI's CLIP; --pretrained webli keeps
     SigLIP's squash resize and mean/std, and the features equal those of the same weights found by tag."""
     import open_clip
 
-    safetensors_file = write_random_weights("open_clip", tmp_path, model_name="ViT-B-16-SigLIP2", pretrained="webli")[0]
+    safetensors_file = hub_cache.files("ViT-B-16-SigLIP2", "webli")[0]
+    cache = hub_cache.folder
     common = dict(feature_type="open_clip", model_name="ViT-B-16-SigLIP2", pretrained="webli", cpu=True, views=2)
     by_file = ExtractOpenCLIP({**common, "checkpoint": str(safetensors_file)})
-    by_tag = ExtractOpenCLIP({**common, "weights_dir": str(tmp_path)})
+    by_tag = ExtractOpenCLIP({**common, "weights_dir": str(cache)})
     assert by_file.transform == by_tag.transform
     assert by_file.transform.mean == (0.5, 0.5, 0.5) and by_file.transform.resize == (224, 224)
     _, _, trap = open_clip.create_model_and_transforms("ViT-B-16-SigLIP2", pretrained=str(safetensors_file))
@@ -122,17 +147,18 @@ def test_a_checkpoint_file_keeps_the_preprocessing_of_its_tag(tmp_path):
     np.testing.assert_array_equal(by_file.extract(SAMPLE_30FPS)["open_clip"], by_tag.extract(SAMPLE_30FPS)["open_clip"])
 
 
-def test_show_pred_on_siglip2_gives_open_clips_zero_shot_scores(tmp_path, capsys):
+def test_show_pred_on_siglip2_gives_open_clips_zero_shot_scores(hub_cache, capsys):
     import open_clip
 
     texts = ["a photo of dancing", "a photo of abseiling", "a photo of surfing water", "a dog", "a cat", "a car"]
-    write_random_weights("open_clip", tmp_path, model_name="ViT-B-16-SigLIP2", pretrained="webli")
+    hub_cache.files("ViT-B-16-SigLIP2", "webli")
+    cache = hub_cache.folder
     extractor = ExtractOpenCLIP(dict(feature_type="open_clip", model_name="ViT-B-16-SigLIP2", pretrained="webli",
-                                     cpu=True, weights_dir=str(tmp_path), extract_method="uni_3", show_pred=True,
+                                     cpu=True, weights_dir=str(cache), extract_method="uni_3", show_pred=True,
                                      pred_texts=texts))
     features = extractor.extract(SAMPLE_30FPS)["open_clip"]
-    model, _ = open_clip_reference("ViT-B-16-SigLIP2", "webli", tmp_path)
-    tokenizer = open_clip.get_tokenizer("ViT-B-16-SigLIP2", cache_dir=str(tmp_path))
+    model, _ = open_clip_reference("ViT-B-16-SigLIP2", "webli", cache)
+    tokenizer = open_clip.get_tokenizer("ViT-B-16-SigLIP2", cache_dir=str(cache))
     with torch.inference_mode():  # open_clip's README: sigmoid(image @ text.T * logit_scale.exp() + logit_bias)
         text = torch.nn.functional.normalize(model.encode_text(tokenizer(texts)), dim=-1)
         image = torch.nn.functional.normalize(torch.from_numpy(features), dim=-1)
@@ -198,14 +224,14 @@ def test_open_clip_names_tags_and_sources_are_checked():
     assert "huggingface-cli download timm/ViT-B-16-SigLIP2" in message and "--checkpoint PATH" in message
 
 
-def test_a_local_dir_folder_is_read_with_its_own_preprocessing(tmp_path):
+def test_a_local_dir_folder_is_read_with_its_own_preprocessing(hub_cache):
     """A hub-format folder (``local-dir:``) gives the same model and preprocessing as the tag it was saved from."""
-    written = write_random_weights("open_clip", tmp_path, model_name="ViT-B-16-SigLIP2", pretrained="webli")
-    folder = written[0].parent
+    folder = hub_cache.files("ViT-B-16-SigLIP2", "webli")[0].parent
+    cache = hub_cache.folder
     common = dict(feature_type="open_clip", cpu=True, views=2)
     by_folder = ExtractOpenCLIP({**common, "model_name": f"local-dir:{folder}"})
     by_tag = ExtractOpenCLIP({**common, "model_name": "ViT-B-16-SigLIP2", "pretrained": "webli",
-                              "weights_dir": str(tmp_path)})
+                              "weights_dir": str(cache)})
     assert by_folder.transform == by_tag.transform
     np.testing.assert_allclose(by_folder.extract(SAMPLE_30FPS)["open_clip"], by_tag.extract(SAMPLE_30FPS)["open_clip"],
                                rtol=1e-5, atol=1e-6)
