@@ -39,16 +39,25 @@ def with_separate_head(network: nn.Module, head_name: str) -> nn.ModuleDict:
 
 
 class HeadPredictions:
-    """``--show_pred`` for extractors whose model is :func:`with_separate_head`'s and whose weights' meta names
-    the head's classes; refused up front for weights whose class names were never published."""
+    """``--show_pred`` for extractors whose model is :func:`with_separate_head`'s and whose weights name the
+    head's classes (by default in their meta; a family whose repositories carry them overrides the two hooks);
+    refused up front for weights whose class names were never published."""
 
     @classmethod
     def validate(cls, config, weights) -> None:
         super().validate(config, weights)
-        if config.show_pred and weights.meta.labels is None:
+        if config.show_pred and not cls.names_classes(weights):
             raise UsageError(f"--show_pred: the classes of {config.feature_type} {weights.name} have no published names")
+
+    @classmethod
+    def names_classes(cls, weights) -> bool:
+        return weights.meta.labels is not None
+
+    @property
+    def class_names(self) -> Sequence[str]:
+        return self.weights.meta.labels
 
     def show_predictions(self, outputs: Mapping[str, np.ndarray], timestamps_ms: Sequence[float]) -> None:
         with torch.inference_mode():
             logits = self.model["head"](torch.from_numpy(outputs[self.main_key]).to(self.device))
-        print_top_classes(self.weights.meta.labels, logits.float().softmax(-1), timestamps_ms)
+        print_top_classes(self.class_names, logits.float().softmax(-1), timestamps_ms)

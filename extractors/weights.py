@@ -120,6 +120,16 @@ def lively(network: torch.nn.Module) -> torch.nn.Module:
     return network
 
 
+def random_constants(network: torch.nn.Module) -> torch.nn.Module:
+    """Parameters that a library initialises to one value (biases, norms, learnt queries) made random: in a
+    random checkpoint, a loader that left one out would then change the features."""
+    with torch.no_grad():
+        for parameter in network.parameters():
+            if parameter.numel() > 1 and bool((parameter == parameter.flatten()[0]).all()):
+                parameter.add_(0.02 * torch.randn_like(parameter))
+    return network
+
+
 def torchvision_weights(member: Any, build: Callable[[], torch.nn.Module], preprocessing: Callable | None = None,
                         name: str | None = None, **meta: Any) -> Weights:
     """A torchvision weight enum member as a :class:`Weights` entry named ``name`` (default: the member's name);

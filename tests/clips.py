@@ -103,6 +103,21 @@ def sequential_decode(path: Path) -> tuple[list[int], list[np.ndarray]]:
     return pts, frames
 
 
+def frames_on_screen(path: Path, fps: float) -> list[np.ndarray]:
+    """The frame on screen at each k / fps s, from a plain sequential decode (the last frame shown by then)."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        time_base, start = stream.time_base, stream.start_time or 0
+    pts, frames = sequential_decode(path)
+    times = [(value - start) * time_base for value in pts]
+    chosen, k = [], 0
+    while Fraction(k) / Fraction(fps).limit_denominator(1000) <= times[-1]:
+        target = Fraction(k) / Fraction(fps).limit_denominator(1000)
+        chosen.append(frames[max(index for index, time in enumerate(times) if time <= target)])
+        k += 1
+    return chosen
+
+
 def write_with_audio(path: Path, seconds: float = 3.0, audio_codec: str = "aac", sample_rate: int = 44100,
                      layout: str = "stereo", video_codec: str | None = "libx264", audio_start_s: float = 0.0,
                      samples: np.ndarray | None = None) -> Path:

@@ -5,9 +5,6 @@ Random weights are written as the authors' hub repositories are published (``con
 """
 from __future__ import annotations
 
-from fractions import Fraction
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -16,7 +13,7 @@ from safetensors.torch import load_file
 from extractors.catalog import write_random_weights
 from extractors.models.videomae import ExtractVideoMAE
 from io_utils.errors import UsageError
-from tests.clips import sequential_decode
+from tests.clips import frames_on_screen
 from tests.conftest import SAMPLE_19FPS
 
 
@@ -25,23 +22,6 @@ def _offline_hub(monkeypatch):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-
-
-def frames_on_screen(path: Path, fps: float) -> list[np.ndarray]:
-    """The frame on screen at each k / fps s, from a plain sequential decode (the last frame shown by then)."""
-    import av
-
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        time_base, start = stream.time_base, stream.start_time or 0
-    pts, frames = sequential_decode(path)
-    times = [(value - start) * time_base for value in pts]
-    chosen, k = [], 0
-    while Fraction(k) / Fraction(fps).limit_denominator(1000) <= times[-1]:
-        target = Fraction(k) / Fraction(fps).limit_denominator(1000)
-        chosen.append(frames[max(index for index, time in enumerate(times) if time <= target)])
-        k += 1
-    return chosen
 
 
 def test_kinetics_videomae_equals_transformers_processor_and_model(tmp_path):

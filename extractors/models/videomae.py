@@ -25,33 +25,27 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision.transforms import InterpolationMode
 
-from extractors.base import WEIGHTS, WeightsFile
+from extractors.models.hub_video import (HUB, WEIGHT_FILES, HubVideoExtractor, load_strictly,
+                                         processor_preprocessing, read_tensors, repo_id)
 from extractors.predictions import kinetics400_labels
-from extractors.registry import FeatureType, feature_type, register
+from extractors.registry import FeatureType, register
 from extractors.transforms import FramePreprocessing
-from extractors.video_classifier import VideoClassifierExtractor
 from extractors.weights import Meta, Weights, WeightsTable
-from io_utils.errors import UsageError
-from io_utils.hub import hub_file, hub_url, snapshot_folder
+from io_utils.hub import snapshot_folder
 
-_HUB = "https://huggingface.co"
-_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _PROCESSOR_FILE = "preprocessor_config.json"
 # transformers v5's names for what the published files call q_bias / v_bias.
 _BIAS_NAMES = {".attention.attention.q_bias": ".attention.attention.query.bias",
                ".attention.attention.v_bias": ".attention.attention.value.bias"}
-# PIL's resampling codes, as processor configurations store them.
-_RESAMPLE = {0: InterpolationMode.NEAREST, 2: InterpolationMode.BILINEAR, 3: InterpolationMode.BICUBIC}
 # Keys of a pre-training checkpoint that are not the encoder (the pixel decoder).
 _DECODER_PREFIXES = ("decoder.", "encoder_to_decoder.", "mask_token")
 
 
-def _repository(name: str, repo_id: str, width: int, classifier: bool) -> Weights:
+def _repository(name: str, repository: str, width: int, classifier: bool) -> Weights:
     """A hub repository of VideoMAE weights; ``build`` makes the configuration of its size (for random weights)."""
     labels = kinetics400_labels() if classifier else None
-    return Weights(name, f"{_HUB}/{repo_id}", None, lambda: _configuration(width, classifier), None,
+    return Weights(name, f"{HUB}/{repository}", None, lambda: _configuration(width, classifier), None,
                    Meta(embed_dim=width, labels=labels, stack_size=16, fps=7.5,
                         input_range="(RGB / 255 - mean) / std, ImageNet mean and std"))
 
@@ -88,42 +82,24 @@ class MeanPooled(nn.Module):
         return self.norm(self.encoder(pixel_values=pixel_values).last_hidden_state.mean(dim=1))
 
 
-class ExtractVideoMAE(VideoClassifierExtractor):
+class ExtractVideoMAE(HubVideoExtractor):
     """One feature per 16-frame window; key ``videomae``."""
 
     key = "videomae"
-    options = (*VideoClassifierExtractor.options, WEIGHTS)
+    display_name = "VideoMAE"
+    processor_files = (_PROCESSOR_FILE,)
 
     @classmethod
-    def checkpoints(cls, config) -> list:
-        return []  # hub repositories, found by ``_files``
-
-    @classmethod
-    def prepare(cls, config) -> None:
-        _files(cls._weights(config), config.checkpoint, config.weights_dir)
-
-    @classmethod
-    def weights_files(cls, config) -> list[WeightsFile]:
-        weights = cls._weights(config)
-        files = _files(weights, config.checkpoint, config.weights_dir, progress=False)
-        return [WeightsFile(path, str(path) if config.checkpoint else hub_url(_repo_id(weights), path.name))
-                for path in files.values()]
-
-    @classmethod
-    def write_random(cls, config, folder: Path, seed: int = 0) -> list[Path]:
-        return write_random_videomae(cls._weights(config), folder, seed)
-
-    @staticmethod
-    def _weights(config) -> Weights:
-        return feature_type(config.feature_type).weights_for(config)
+    def write_random_repository(cls, weights: Weights, cache: Path, seed: int) -> list[Path]:
+        return write_random_videomae(weights, cache, seed)
 
     def load_model(self) -> tuple[nn.ModuleDict, FramePreprocessing]:
         from transformers import VideoMAEConfig
 
-        files = _files(self.weights, self.config.checkpoint, self.config.weights_dir, progress=not self.external_call)
+        files = self.repository_files(self.weights, self.config.checkpoint, self.config.weights_dir,
+                                      progress=not self.external_call)
         configuration = VideoMAEConfig.from_json_file(files["config"])
-        state_dict = published_state_dict(files["weights"])
-        model = _strictly_loaded(configuration, state_dict, files["weights"])
+        model = _strictly_loaded(configuration, published_state_dict(files["weights"]), files["weights"])
         return model, processor_preprocessing(json.loads(files["processor"].read_text()))
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
@@ -131,48 +107,14 @@ class ExtractVideoMAE(VideoClassifierExtractor):
         return self.model["backbone"](batch)
 
 
-def _files(weights: Weights, checkpoint: str | None, weights_dir: str | None, progress: bool = True
-           ) -> dict[str, Path]:
-    """The configuration, weights and processor configuration: from the ``--checkpoint`` folder (the hub's
-    format), else the repository's files found locally or downloaded."""
-    if checkpoint:
-        folder = Path(checkpoint)
-        found = {"config": folder / "config.json", "processor": folder / _PROCESSOR_FILE,
-                 "weights": next((folder / name for name in _WEIGHT_FILES if (folder / name).is_file()), None)}
-        missing = [role for role, path in found.items() if path is None or not path.is_file()]
-        if missing:
-            raise UsageError(f"--checkpoint {checkpoint}: not a VideoMAE folder in the hub's format (it needs "
-                             f"config.json, {_PROCESSOR_FILE} and {' or '.join(_WEIGHT_FILES)})")
-        return found
-    repo_id = _repo_id(weights)
-    what = f"videomae {weights.name}"
-    return {"config": hub_file(repo_id, ("config.json",), weights_dir, what, progress),
-            "weights": hub_file(repo_id, _WEIGHT_FILES, weights_dir, what, progress),
-            "processor": hub_file(repo_id, (_PROCESSOR_FILE,), weights_dir, what, progress)}
-
-
-def _repo_id(weights: Weights) -> str:
-    """The hub repository (``ORG/NAME``) of an entry, whose URL is the repository's page."""
-    return weights.url.removeprefix(f"{_HUB}/")
-
-
 def published_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a published file (safetensors or a pickled state dict), under transformers v5's names."""
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            tensors = load_file(str(path))
-        else:
-            tensors = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # safetensors and torch raise several unrelated types for unreadable files
-        raise UsageError(f"{path}: cannot be read as weights ({type(error).__name__}: {error})") from error
-    renamed = {}
-    for key, tensor in tensors.items():
+    """The tensors of a published file under transformers v5's names (``q_bias`` -> ``query.bias``)."""
+    def renamed(key: str) -> str:
         for old, new in _BIAS_NAMES.items():
             key = key.replace(old, new)
-        renamed[key] = tensor
-    return renamed
+        return key
+
+    return read_tensors(path, renamed)
 
 
 def _strictly_loaded(configuration: Any, state_dict: dict[str, torch.Tensor], path: Path) -> nn.ModuleDict:
@@ -181,31 +123,16 @@ def _strictly_loaded(configuration: Any, state_dict: dict[str, torch.Tensor], pa
     left out)."""
     from transformers import VideoMAEForVideoClassification, VideoMAEModel
 
-    try:
-        if "classifier.weight" in state_dict:
-            network = VideoMAEForVideoClassification(configuration)
-            network.load_state_dict(state_dict, strict=True)
-            norm = network.fc_norm if network.fc_norm is not None else nn.Identity()
-            return nn.ModuleDict({"backbone": MeanPooled(network.videomae, norm), "head": network.classifier})
-        encoder = {key.removeprefix("videomae."): value for key, value in state_dict.items()
-                   if not key.startswith(_DECODER_PREFIXES)}
-        network = VideoMAEModel(configuration)
-        network.load_state_dict(encoder, strict=True)
-        return nn.ModuleDict({"backbone": MeanPooled(network, nn.Identity())})
-    except RuntimeError as error:
-        reason = " ".join(str(error).split())[:500]
-        raise UsageError(f"{path}: not the VideoMAE its config.json describes ({reason})") from error
-
-
-def processor_preprocessing(processor: dict[str, Any]) -> FramePreprocessing:
-    """A VideoMAE processor configuration as a :class:`FramePreprocessing`: transformers' default (torchvision)
-    image processor resizes uint8 tensors with ``torchvision.transforms.v2``, antialiased."""
-    size, crop = processor["size"], processor["crop_size"]
-    shortest = size["shortest_edge"] if isinstance(size, dict) else size
-    crop_size = (crop["height"], crop["width"]) if isinstance(crop, dict) else (crop, crop)
-    return FramePreprocessing(shortest, crop_size, tuple(processor["image_mean"]), tuple(processor["image_std"]),
-                              divisor=1 / processor.get("rescale_factor", 1 / 255),
-                              interpolation=_RESAMPLE[processor.get("resample", 2)], v2=True)
+    if "classifier.weight" in state_dict:
+        network = VideoMAEForVideoClassification(configuration)
+        load_strictly(network, state_dict, path, "VideoMAE")
+        norm = network.fc_norm if network.fc_norm is not None else nn.Identity()
+        return nn.ModuleDict({"backbone": MeanPooled(network.videomae, norm), "head": network.classifier})
+    encoder = {key.removeprefix("videomae."): value for key, value in state_dict.items()
+               if not key.startswith(_DECODER_PREFIXES)}
+    network = VideoMAEModel(configuration)
+    load_strictly(network, encoder, path, "VideoMAE")
+    return nn.ModuleDict({"backbone": MeanPooled(network, nn.Identity())})
 
 
 def write_random_videomae(weights: Weights, cache: Path, seed: int = 0) -> list[Path]:
@@ -226,15 +153,15 @@ def write_random_videomae(weights: Weights, cache: Path, seed: int = 0) -> list[
         if suffix is not None:  # zeros at initialisation: random, so that dropping them would show
             key, tensor = key.removesuffix(suffix) + published_names[suffix], 0.02 * torch.randn_like(tensor)
         tensors[key] = tensor.contiguous()
-    folder = snapshot_folder(cache, _repo_id(weights))
-    save_file(tensors, folder / _WEIGHT_FILES[0])
+    folder = snapshot_folder(cache, repo_id(weights))
+    save_file(tensors, folder / WEIGHT_FILES[0])
     configuration.to_json_file(folder / "config.json")
     processor = dict(do_resize=True, size={"shortest_edge": 224}, resample=2, do_center_crop=True,
                      crop_size={"height": 224, "width": 224}, do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
                      image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
                      image_processor_type="VideoMAEImageProcessor")
     (folder / _PROCESSOR_FILE).write_text(json.dumps(processor, indent=2))
-    return [folder / _WEIGHT_FILES[0], folder / "config.json", folder / _PROCESSOR_FILE]
+    return [folder / WEIGHT_FILES[0], folder / "config.json", folder / _PROCESSOR_FILE]
 
 
 register(FeatureType("videomae", ExtractVideoMAE, VIDEOMAE_WEIGHTS))

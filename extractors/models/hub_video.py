@@ -1,0 +1,131 @@
+"""What the video families whose weights are transformers hub repositories share (videomae, vjepa2).
+
+A published repository holds ``config.json`` (the network), the weights (safetensors, or a pickled state dict in
+older ones) and the processor configuration (the preprocessing). The three are found together: in the
+``--checkpoint`` folder (the hub's format), else in ``--weights_dir`` or the hub cache, else downloaded
+(:mod:`io_utils.hub`). The network is built from ``config.json`` by the family and the weights load with
+``strict=True``, so a file whose tensors do not fit is refused instead of silently left at initial values.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+from torchvision.transforms import InterpolationMode
+
+from extractors.base import WEIGHTS, WeightsFile
+from extractors.registry import feature_type
+from extractors.transforms import FramePreprocessing
+from extractors.video_classifier import VideoClassifierExtractor
+from extractors.weights import Weights
+from io_utils.errors import UsageError
+from io_utils.hub import hub_file, hub_url
+
+HUB = "https://huggingface.co"
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# PIL's resampling codes, as processor configurations store them.
+_RESAMPLE = {0: InterpolationMode.NEAREST, 2: InterpolationMode.BILINEAR, 3: InterpolationMode.BICUBIC}
+
+
+def repo_id(weights: Weights) -> str:
+    """The hub repository (``ORG/NAME``) of an entry, whose URL is the repository's page."""
+    return weights.url.removeprefix(f"{HUB}/")
+
+
+class HubVideoExtractor(VideoClassifierExtractor):
+    """A window model whose weights are a transformers hub repository. A family names its processor file(s)
+    and says how to build its network from the repository's files (:meth:`build`) and how to write a random
+    one (:meth:`write_random_repository`)."""
+
+    options = (*VideoClassifierExtractor.options, WEIGHTS)
+    display_name = ""  # the model's name in messages: "VideoMAE"
+    processor_files: tuple[str, ...] = ("preprocessor_config.json",)
+
+    @classmethod
+    def checkpoints(cls, config) -> list:
+        return []  # hub repositories, found by ``repository_files``
+
+    @classmethod
+    def prepare(cls, config) -> None:
+        cls.repository_files(cls._weights(config), config.checkpoint, config.weights_dir)
+
+    @classmethod
+    def weights_files(cls, config) -> list[WeightsFile]:
+        weights = cls._weights(config)
+        files = cls.repository_files(weights, config.checkpoint, config.weights_dir, progress=False)
+        return [WeightsFile(path, str(path) if config.checkpoint else hub_url(repo_id(weights), path.name))
+                for path in files.values()]
+
+    @classmethod
+    def write_random(cls, config, folder: Path, seed: int = 0) -> list[Path]:
+        return cls.write_random_repository(cls._weights(config), folder, seed)
+
+    @classmethod
+    def write_random_repository(cls, weights: Weights, cache: Path, seed: int) -> list[Path]:
+        raise NotImplementedError
+
+    @staticmethod
+    def _weights(config) -> Weights:
+        return feature_type(config.feature_type).weights_for(config)
+
+    @classmethod
+    def repository_files(cls, weights: Weights, checkpoint: str | None, weights_dir: str | None,
+                         progress: bool = True) -> dict[str, Path]:
+        """The configuration, weights and processor configuration: from the ``--checkpoint`` folder (the hub's
+        format), else the repository's files found locally or downloaded."""
+        if checkpoint:
+            folder = Path(checkpoint)
+            found = {"config": folder / "config.json",
+                     "processor": _first_file(folder, cls.processor_files),
+                     "weights": _first_file(folder, WEIGHT_FILES)}
+            if not found["config"].is_file() or None in found.values():
+                raise UsageError(f"--checkpoint {checkpoint}: not a {cls.display_name} folder in the hub's format (it needs "
+                                 f"config.json, {' or '.join(cls.processor_files)} and {' or '.join(WEIGHT_FILES)})")
+            return found
+        repository, what = repo_id(weights), f"{cls.key} {weights.name}"
+        return {"config": hub_file(repository, ("config.json",), weights_dir, what, progress),
+                "weights": hub_file(repository, WEIGHT_FILES, weights_dir, what, progress),
+                "processor": hub_file(repository, cls.processor_files, weights_dir, what, progress)}
+
+
+def _first_file(folder: Path, names: tuple[str, ...]) -> Path | None:
+    return next((folder / name for name in names if (folder / name).is_file()), None)
+
+
+def read_tensors(path: Path, renamed: Callable[[str], str] = lambda key: key) -> dict[str, torch.Tensor]:
+    """The tensors of a published file (safetensors or a pickled state dict), each key passed through
+    ``renamed`` (a family's mapping from the published names to those of today's transformers)."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            tensors = load_file(str(path))
+        else:
+            tensors = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # safetensors and torch raise several unrelated types for unreadable files
+        raise UsageError(f"{path}: cannot be read as weights ({type(error).__name__}: {error})") from error
+    return {renamed(key): tensor for key, tensor in tensors.items()}
+
+
+def load_strictly(network: nn.Module, state_dict: Mapping[str, torch.Tensor], path: Path, family: str) -> None:
+    """``network.load_state_dict(state_dict, strict=True)``, a mismatch said in one line naming the file."""
+    try:
+        network.load_state_dict(state_dict, strict=True)
+    except RuntimeError as error:
+        reason = " ".join(str(error).split())[:500]
+        raise UsageError(f"{path}: not the {family} its config.json describes ({reason})") from error
+
+
+def processor_preprocessing(processor: dict[str, Any], shortest_edge: int | None = None) -> FramePreprocessing:
+    """A processor configuration as a :class:`FramePreprocessing`: transformers' default (torchvision) image and
+    video processors resize uint8 tensors with ``torchvision.transforms.v2``, antialiased. ``shortest_edge``
+    replaces the stored size for processors that derive it from the crop."""
+    size, crop = processor.get("size"), processor["crop_size"]
+    if shortest_edge is None:
+        shortest_edge = size["shortest_edge"] if isinstance(size, dict) else size
+    crop_size = (crop["height"], crop["width"]) if isinstance(crop, dict) else (crop, crop)
+    return FramePreprocessing(shortest_edge, crop_size, tuple(processor["image_mean"]), tuple(processor["image_std"]),
+                              divisor=1 / processor.get("rescale_factor", 1 / 255),
+                              interpolation=_RESAMPLE[processor.get("resample", 2)], v2=True)
