@@ -61,6 +61,15 @@ PRESETS: dict[str, Preset] = {
         "frames are taken on screen at k s (presentation time); pipelines that sample with FFmpeg's fps filter "
         "or by frame index can take a neighbouring frame",
     ),
+    "qvhighlights_slowfast": Preset(
+        dict(feature_type="slowfast", pad_last=True, dtype="float16"),
+        "QVHighlights / Moment-DETR SlowFast features (Lei et al., NeurIPS 2021; linjieli222/"
+        "HERO_Video_Feature_Extractor with --clip_len 2): PySlowFast's Kinetics-400 SLOWFAST_8x8_R50 (Caffe2 "
+        "checkpoint), 30 fps, one 2304-d feature per 2 s clip from 32 of its frames, short side 224 and centre "
+        "crop, float16, the last clip padded with its last frame",
+        "frames are taken on screen at k/30 s and resized with a bicubic filter on tensors, where the original "
+        "uses FFmpeg's fps and bicubic scale filters; its crop offset rounds down where torchvision's rounds",
+    ),
     "siglip2_b16_1fps": Preset(
         dict(feature_type="open_clip", model_name="ViT-B-16-SigLIP2", pretrained="webli", extract_method="fix_1"),
         "SigLIP 2 ViT-B/16 (WebLI) image embeddings at 1 frame per second, open_clip's release of Google's "
