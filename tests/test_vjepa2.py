@@ -103,6 +103,10 @@ def test_loading_is_strict_and_refusals_are_one_line(tmp_path):
         ExtractVJEPA2(dict(feature_type="vjepa2", cpu=True, checkpoint=str(folder)))
     with pytest.raises(UsageError, match="not a V-JEPA 2 folder in the hub's format"):
         ExtractVJEPA2(dict(feature_type="vjepa2", cpu=True, checkpoint=str(tmp_path / "empty")))
+    save_file(tensors, str(folder / "model.safetensors"))
+    with pytest.raises(UsageError, match=r"--show_pred: .*model.safetensors holds no classifier"):
+        ExtractVJEPA2(dict(feature_type="vjepa2", weights="vitl_ssv2", cpu=True, checkpoint=str(folder),
+                           show_pred=True))
     with pytest.raises(UsageError, match="--show_pred: the classes of vjepa2 vitl have no published names"):
         ExtractVJEPA2(dict(feature_type="vjepa2", cpu=True, show_pred=True))
     with pytest.raises(UsageError, match="^vjepa2 vitl: config.json of .*facebook/vjepa2-vitl-fpc64-256 is not in"):

@@ -70,6 +70,13 @@ class HubVideoExtractor(VideoClassifierExtractor):
     def _weights(config) -> Weights:
         return feature_type(config.feature_type).weights_for(config)
 
+    def checked_for_show_pred(self, model: nn.ModuleDict, weights_file: Path) -> nn.ModuleDict:
+        """``model``, refused for ``--show_pred`` when its file holds no classifier (a ``--checkpoint`` folder of a
+        pre-trained model given with the name of a classifier's weights)."""
+        if self.config.show_pred and "head" not in model:
+            raise UsageError(f"--show_pred: {weights_file} holds no classifier")
+        return model
+
     @classmethod
     def repository_files(cls, weights: Weights, checkpoint: str | None, weights_dir: str | None,
                          progress: bool = True) -> dict[str, Path]:

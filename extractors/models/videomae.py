@@ -99,7 +99,8 @@ class ExtractVideoMAE(HubVideoExtractor):
         files = self.repository_files(self.weights, self.config.checkpoint, self.config.weights_dir,
                                       progress=not self.external_call)
         configuration = VideoMAEConfig.from_json_file(files["config"])
-        model = _strictly_loaded(configuration, published_state_dict(files["weights"]), files["weights"])
+        model = self.checked_for_show_pred(
+            _strictly_loaded(configuration, published_state_dict(files["weights"]), files["weights"]), files["weights"])
         return model, processor_preprocessing(json.loads(files["processor"].read_text()))
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:

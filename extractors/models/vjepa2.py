@@ -111,7 +111,8 @@ class ExtractVJEPA2(HubVideoExtractor):
         files = self.repository_files(self.weights, self.config.checkpoint, self.config.weights_dir,
                                       progress=not self.external_call)
         configuration = VJEPA2Config.from_json_file(files["config"])
-        model = _strictly_loaded(configuration, read_tensors(files["weights"]), files["weights"])
+        model = self.checked_for_show_pred(
+            _strictly_loaded(configuration, read_tensors(files["weights"]), files["weights"]), files["weights"])
         if "head" in model:
             self._class_names = [configuration.id2label[index] for index in range(configuration.num_labels)]
         return model, video_processor_preprocessing(json.loads(files["processor"].read_text()))
