@@ -35,12 +35,15 @@ DEFAULT_TYPES = ("resnet50", "resnet152", "r21d", "s3d", "resnext101_3d", "tsn",
 
 
 def input_shape(extractor) -> tuple[int, ...]:
-    """One model input: (3, H, W) for a frame, (T, 3, H, W) for a window, an MMAction2 clip as its extractor
+    """One model input: (3, H, W) for a frame, a window (T, 3, H, W) or an MMAction2 clip as its extractor
     stacks it, at the preprocessing's crop size."""
     frame = (3, *extractor.transform.crop)
     if isinstance(extractor, MMActionExtractor):
         return tuple(extractor.clip_input([torch.empty(frame)] * extractor.weights.meta.stack_size).shape)
-    return (extractor.config.stack_size, *frame) if isinstance(extractor, WindowExtractor) else frame
+    if isinstance(extractor, WindowExtractor):  # what window_input makes of a window (SlowFast keeps 32 of 60)
+        size = extractor.config.stack_size
+        return tuple(extractor.window_input(list(range(size)), [], [torch.empty(frame)] * size).shape)
+    return frame
 
 
 def batch_size(extractor) -> int:

@@ -299,6 +299,7 @@ class ExtractSlowFast(VideoClassifierExtractor):
             raise UsageError(f"{path}: not the SlowFast-R50 ({' '.join(str(error).split())[:500]})") from error
         head = network.head.projection
         network.head = nn.Module()  # the features are taken before the classifier
+        self._fast_indices = hero_frame_indices(self.config.stack_size, 30.0)  # each video sets its own
         return nn.ModuleDict({"backbone": network, "head": head}), self.weights.preprocessing
 
     def model_inputs(self, video: FrameReader, job: VideoJob) -> Iterator[tuple[torch.Tensor, float]]:
