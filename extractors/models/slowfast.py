@@ -290,6 +290,12 @@ class ExtractSlowFast(VideoClassifierExtractor):
     key = "slowfast"
     options = (*VideoClassifierExtractor.options, WEIGHTS)
 
+    @classmethod
+    def sampling_rule(cls, config) -> str:
+        return (f"{super().sampling_rule(config)}; of each window, {FAST_FRAMES} frames at "
+                f"floor(linspace(0, 64 x floor(video fps) / 30 - 1, {FAST_FRAMES})) for the fast pathway (HERO's "
+                f"choice) and {FAST_FRAMES // ALPHA} of those for the slow one")
+
     def load_model(self) -> tuple[nn.ModuleDict, FramePreprocessing]:
         network = SlowFastR50()
         path = Path(self.checkpoint_file())
