@@ -34,6 +34,7 @@ from io_utils.frames import FrameFolderReader
 from io_utils.outputs import FinishingSink, MemorySink, OutputLayout, Sink, open_sink
 from io_utils.readers import FrameReader, Reader
 from io_utils.sampling import SamplingMethod, parse_extract_method
+from io_utils.sources import Source, as_source
 from io_utils.video import VideoReader
 from io_utils.video_list import VIDEO_EXTENSIONS, VideoJob, output_stem
 
@@ -197,7 +198,7 @@ class BaseExtractor:
         """A batch of inputs, on ``self.device`` -> (B, ...) outputs of the main key, or a dict of them."""
         raise NotImplementedError
 
-    def open_reader(self, path: str | os.PathLike) -> Reader:
+    def open_reader(self, path: str | os.PathLike | Source) -> Reader:
         """What ``model_inputs`` reads a file with: its video stream (audio models read its audio); a folder of
         frames with ``--frames_dir``."""
         if self.config.frames_dir:
@@ -218,11 +219,13 @@ class BaseExtractor:
         """``--show_pred``: print what the model recognises in one batch (models that read ``show_pred``)."""
         raise NotImplementedError
 
-    def video_job(self, path: str | os.PathLike) -> VideoJob:
-        """The job of one video given by its path (its outputs named as ``--video_dir`` or a path list name them)."""
-        return VideoJob(Path(path), output_stem(Path(path), self.config.video_dir))
+    def video_job(self, path: str | os.PathLike | Source) -> VideoJob:
+        """The job of one video given by its path or URL (its outputs named as ``--video_dir`` or a path list name
+        them)."""
+        source = as_source(path)
+        return VideoJob(source, output_stem(source, self.config.video_dir))
 
-    def extract(self, video_path: str | os.PathLike) -> dict[str, np.ndarray]:
+    def extract(self, video_path: str | os.PathLike | Source) -> dict[str, np.ndarray]:
         """Features of one video. Raises :class:`VideoError` for a video that cannot be processed."""
         for _, outcome in self.extract_many([self.video_job(video_path)]):
             if isinstance(outcome, Exception):

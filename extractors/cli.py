@@ -24,6 +24,7 @@ from io_utils.errors import UsageError
 from io_utils.files import atomic_write
 from io_utils.manifest import MANIFEST_FILE
 from io_utils.pack import pack
+from io_utils.remote_outputs import local_copy
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,21 +142,22 @@ def pack_command(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="main.py pack", description="Pack a finished output folder (the .npy "
                                      "files of one feature type, and its manifest.json) into one HDF5 file; "
                                      "packing again adds the videos the file does not hold yet.")
-    parser.add_argument("folder", help="the output folder of one feature type (where its manifest.json is)")
+    parser.add_argument("folder", help="the output folder of one feature type (where its manifest.json is); a URL "
+                                       "in object storage is copied to a temporary folder first")
     parser.add_argument("--to", required=True, metavar="FILE", help="the HDF5 file to write or extend")
     parser.add_argument("--feature_type", choices=feature_types(), metavar="FEATURE_TYPE",
                         help="for a folder without manifest.json: which feature type made it (with default options)")
     args = parser.parse_args(argv)
-    folder = Path(args.folder)
-    if (folder / MANIFEST_FILE).exists():
-        config = resolve_config({"from_manifest": str(folder / MANIFEST_FILE)})
-    elif args.feature_type:
-        config = resolve_config({"feature_type": args.feature_type})
-    else:
-        raise UsageError(f"{folder}: no {MANIFEST_FILE}; give --feature_type to say which outputs to pack")
-    layout = output_layout(config.with_options(output_path=str(folder), output_direct=True,
-                                               on_extraction="save_numpy"))
-    added, kept = pack(layout, Path(args.to))
+    with local_copy(args.folder) as folder:  # a folder in object storage is copied here first
+        if (folder / MANIFEST_FILE).exists():
+            config = resolve_config({"from_manifest": str(folder / MANIFEST_FILE)})
+        elif args.feature_type:
+            config = resolve_config({"feature_type": args.feature_type})
+        else:
+            raise UsageError(f"{args.folder}: no {MANIFEST_FILE}; give --feature_type to say which outputs to pack")
+        layout = output_layout(config.with_options(output_path=str(folder), output_direct=True,
+                                                   on_extraction="save_numpy"))
+        added, kept = pack(layout, Path(args.to))
     print(f"{args.to}: {added} videos added, {kept} already there")
     return 0
 

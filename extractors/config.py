@@ -26,7 +26,9 @@ from io_utils.checkpoints import WEIGHTS_DIR_ENV
 from io_utils.errors import UsageError
 from io_utils.manifest import read_manifest
 from io_utils.outputs import FLOW_IMAGE_MODES, ON_EXTRACTION_CHOICES, OutputLayout, output_folder
+from io_utils.remote_outputs import STAGING_ROOT
 from io_utils.sampling import SamplingMethod
+from io_utils.sources import is_url
 
 
 def parse_shard(value: Any) -> tuple[int, int]:
@@ -69,6 +71,10 @@ class RunConfig:
     frames_dir: str | None = run_option(None, "a folder of frame folders: every folder of images under DIR is one "
                                               "video, its images in natural sort order (needs --frames_fps)",
                                         Section.INPUTS, "frames", metavar="DIR", exclusive="inputs")
+    shards: str | None = run_option(
+        None, "WebDataset tar shards, local or remote, with brace expansion (video2dataset's layout): each video "
+              "member is one video, named by its sample's key", Section.INPUTS, "shards/{00000..00009}.tar",
+        metavar="PATTERN", exclusive="inputs")
     recursive: bool = run_option(False, "with --video_dir: also take sub-folders", Section.INPUTS, True)
     frames_fps: float | None = run_option(None, "with --frames_dir: the frames' rate; image k is on screen from k / F "
                                                 "s", Section.INPUTS, 25.0, convert=positive_float, metavar="F")
@@ -234,6 +240,8 @@ def resolve_config(options: RunConfig | Mapping[str, Any]) -> RunConfig:
     config = replace(config, model_options=OptionValues({**defaults, **config.model_options}))
     if bool(config.frames_dir) != bool(config.frames_fps):
         raise UsageError("--frames_dir and --frames_fps go together: the frame rate gives the images their times")
+    if is_url(config.output_path) and config.collect_pickle:
+        raise UsageError("--collect_pickle writes one local file from the outputs: give a local --output_path")
     if config.collect_pickle and config.on_extraction not in ("save_numpy", "save_pickle"):
         raise UsageError("--collect_pickle gathers the saved features: give --on_extraction save_numpy or save_pickle")
     if config.on_extraction in FLOW_IMAGE_MODES and not family.writes_flow:
@@ -251,4 +259,6 @@ def output_layout(config: RunConfig) -> OutputLayout:
     them."""
     keys = feature_type(config.feature_type).extractor.feature_keys(config)
     folder = output_folder(config.output_path, config.feature_type, config.output_direct)
+    if isinstance(folder, str):  # in object storage: each process stages into a folder of its own
+        return OutputLayout(STAGING_ROOT / "unstaged", (*keys, "fps", "timestamps_ms"), config.on_extraction, folder)
     return OutputLayout(folder, (*keys, "fps", "timestamps_ms"), config.on_extraction)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Mapping
 
 from io_utils.errors import UsageError
+from io_utils.sources import is_url
 
 
 class Section:
@@ -127,3 +128,11 @@ def positive_float(value: Any) -> float:
     if not (number > 0 and math.isfinite(number)):
         raise ValueError(f"must be a positive number, got {value}")
     return number
+
+
+def local_folder(value: Any) -> str:
+    """A folder an earlier run wrote, read where this one runs: a URL is refused (its objects would have to be
+    copied for every video)."""
+    if is_url(str(value)):
+        raise ValueError(f"must be a local or shared folder, got the URL {value} (copy the folder there first)")
+    return str(value)

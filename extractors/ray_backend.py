@@ -30,6 +30,7 @@ from extractors.config import RunConfig
 from extractors.scheduling import Assign, Fatal, OnProgress, OnResult, Stop, Worker, WorkerMessage, schedule
 from extractors.worker import Extraction, serve
 from io_utils.errors import UsageError
+from io_utils.remote_outputs import RemoteFolder
 from io_utils.video_list import VideoJob
 
 _REPOSITORY = str(Path(__file__).resolve().parents[1])
@@ -105,6 +106,12 @@ def _unwritable(extraction: Extraction) -> str | None:
     """Why this node cannot write the outputs, if it cannot."""
     config = extraction.config
     if config.on_extraction == "print":
+        return None
+    if extraction.layout.remote:
+        try:
+            RemoteFolder(extraction.layout.remote).check_writable()
+        except UsageError as error:
+            return f"node {socket.gethostname()}: {error}"
         return None
     try:
         extraction.layout.folder.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ videos go on. The exit status is 1 if any video failed, 0 otherwise.
 """
 from __future__ import annotations
 
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,10 +19,14 @@ from extractors.devices import worker_devices
 from extractors.pool import LocalPoolExecutor
 from extractors.scheduling import Executor, Progress, Result
 from extractors.worker import OUTPUTS_EXIST, Extraction
+from io_utils.errors import VideoError
 from io_utils.files import atomic_write
-from io_utils.manifest import Manifest, existing_manifest, file_sha256, refuse_another_configuration, source_facts
+from io_utils.manifest import (JOURNAL_FILE, MANIFEST_FILE, Manifest, existing_manifest, file_sha256,
+                               refuse_another_configuration)
 from io_utils.outputs import OutputLayout, collect_pickle, stored_shapes
-from io_utils.video_list import VideoJob, in_shard, list_jobs, split_jobs
+from io_utils.remote_outputs import ManifestMirror, RemoteFolder
+from io_utils.sources import source_facts
+from io_utils.video_list import VideoJob, in_shard, list_jobs, list_shard_jobs, split_jobs
 
 FAILURES_FILE = "failures.tsv"
 
@@ -30,7 +35,7 @@ FAILURES_FILE = "failures.tsv"
 class Summary:
     done: int = 0
     skipped: int = 0
-    failures: dict[Path, str] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)  # input (path, URL, shard member) -> reason
 
     def line(self) -> str:
         return f"done: {self.done}, skipped: {self.skipped}, failed: {len(self.failures)}"
@@ -43,22 +48,36 @@ def run(options: RunConfig | Mapping[str, Any], executor: Executor | None = None
     extractor, layout = extraction.extractor, extraction.layout
     if executor is None and config.backend == "local":
         worker_devices(config)  # a wrong device list stops here, before any checkpoint or worker
-    listed = list_jobs(config.video_paths, config.video_dir, config.file_with_video_paths, config.recursive,
-                       extractor.input_extensions, config.frames_dir)
+    listed, damaged_shards = _listed_jobs(config, extractor.input_extensions)
     jobs, missing = split_jobs(listed)  # output names must not collide across shards either
     listed = [job for job in listed if in_shard(job.path, config.shard)]
     jobs = [job for job in jobs if in_shard(job.path, config.shard)]
     missing = [path for path in missing if in_shard(path, config.shard)]
-    summary = Summary(failures={path: "no such file" for path in missing})
+    summary = Summary(failures={**{str(path): "no such file" for path in missing}, **damaged_shards})
     if missing:
         print(f"{len(missing)} input path(s) do not exist: {', '.join(map(str, missing))}", file=sys.stderr)
+    for shard, problem in damaged_shards.items():
+        print(f"FAILED {shard}: {problem}", file=sys.stderr)
     if jobs:
-        saving = config.on_extraction != "print"
+        _extract(extraction, jobs, summary, executor)
+    if config.collect_pickle:
+        _collect(config, layout, listed)
+    print(summary.line())
+    return 1 if summary.failures else 0
+
+
+def _extract(extraction: Extraction, jobs: list[VideoJob], summary: Summary, executor: Executor | None) -> None:
+    """Run the executor on ``jobs``, with the output folder's manifest and failures file kept up to date."""
+    config, extractor = extraction.config, extraction.extractor
+    saving = config.on_extraction != "print"
+    layout = extraction.layout.staged_here()  # in object storage: this process's staging folder for the manifest
+    try:
+        mirror = _manifest_mirror(layout) if saving else None
         existing = existing_manifest(layout.folder) if saving else None
         if saving:  # refused before any checkpoint is downloaded
-            refuse_another_configuration(layout.folder, existing, config.recorded(), config.overwrite)
+            refuse_another_configuration(layout.remote or layout.folder, existing, config.recorded(), config.overwrite)
         extractor.prepare(config)  # e.g. download weights once, before the workers start
-        manifest = _open_manifest(extraction, existing) if saving else None
+        manifest = _open_manifest(extraction, layout, existing, mirror) if saving else None
         progress = _Progress(jobs, layout, config.verbose, summary, manifest)
         try:
             (executor or _executor(config)).run(extraction, jobs, progress.on_result, progress.on_progress)
@@ -67,14 +86,34 @@ def run(options: RunConfig | Mapping[str, Any], executor: Executor | None = None
             if manifest is not None:
                 manifest.save()
             if saving:
-                _write_failures(layout.folder, summary)
-    if config.collect_pickle:
-        _collect(config, layout, listed)
-    print(summary.line())
-    return 1 if summary.failures else 0
+                _write_failures(layout.folder, summary, mirror)
+    finally:
+        if layout.remote:
+            shutil.rmtree(layout.folder, ignore_errors=True)
 
 
-def _open_manifest(extraction: Extraction, existing: Mapping[str, Any] | None) -> Manifest:
+def _manifest_mirror(layout: OutputLayout) -> ManifestMirror | None:
+    """For an output folder in object storage: its manifest and journal pulled into staging (the run stops here,
+    in one line, if the store cannot be reached or written)."""
+    if not layout.remote:
+        return None
+    folder = RemoteFolder(layout.remote)
+    folder.check_writable()
+    mirror = ManifestMirror(folder, layout.folder)
+    mirror.pull(MANIFEST_FILE, layout.folder / JOURNAL_FILE)
+    return mirror
+
+
+def _listed_jobs(config: RunConfig, extensions: frozenset[str]) -> tuple[list[VideoJob], dict[str, str]]:
+    """The videos of the run's inputs, and the shards whose listing stopped at damage (with the reason)."""
+    if config.shards:
+        return list_shard_jobs(config.shards, extensions)
+    return list_jobs(config.video_paths, config.video_dir, config.file_with_video_paths, config.recursive,
+                     extensions, config.frames_dir), {}
+
+
+def _open_manifest(extraction: Extraction, layout: OutputLayout, existing: Mapping[str, Any] | None,
+                   mirror: ManifestMirror | None) -> Manifest:
     """The output folder's manifest (``existing``: as read from the folder), refusing a folder of features made
     with another configuration."""
     config = extraction.config
@@ -84,7 +123,7 @@ def _open_manifest(extraction: Extraction, existing: Mapping[str, Any] | None) -
     configuration = {**config.recorded(), "checkpoint_sha256": {name: entry["sha256"] for name, entry in checkpoints.items()}}
     recipe = {"checkpoints": checkpoints, "sampling": extraction.extractor.sampling_rule(config),
               "device": _device(config)}
-    return Manifest.open(extraction.layout.folder, existing, configuration, recipe, config.overwrite)
+    return Manifest.open(layout.folder, existing, configuration, recipe, config.overwrite, mirror)
 
 
 def _device(config: RunConfig) -> dict[str, Any]:
@@ -124,7 +163,7 @@ class _Progress:
             if record is not None:
                 self._manifest.add_video(name, record)
         if result.status == "failed":
-            self._summary.failures[job.path] = result.reason
+            self._summary.failures[str(job.path)] = result.reason
             tqdm.write(f"FAILED {job.path}: {result.reason}", file=sys.stderr)
         elif result.status == "skipped":
             self._summary.skipped += 1
@@ -141,9 +180,9 @@ class _Progress:
         of it (a worker stopped after writing them but before reporting, or they predate manifests): its source
         and output shapes, and that nothing else is known. None if the files went away meanwhile."""
         try:
-            return {**source_facts(job.path), "outputs": stored_shapes(self._layout.paths(job)),
-                    "found_complete": True}
-        except (OSError, ValueError):
+            outputs = {} if self._layout.remote else {"outputs": stored_shapes(self._layout.paths(job))}
+            return {**source_facts(job.path), **outputs, "found_complete": True}
+        except (OSError, ValueError, VideoError):
             return None
 
     def on_progress(self, progress: Progress) -> None:
@@ -168,11 +207,21 @@ def _collect(config: RunConfig, layout: OutputLayout, jobs: list[VideoJob]) -> N
     print(f"collected {len(paths) - len(missing)} videos into {config.collect_pickle}{note}", file=sys.stderr)
 
 
-def _write_failures(folder: Path, summary: Summary) -> None:
-    """``<output folder>/failures.tsv`` lists path and reason; it is removed when a run has no failures."""
+def _write_failures(folder: Path, summary: Summary, mirror: ManifestMirror | None = None) -> None:
+    """``<output folder>/failures.tsv`` lists path and reason; it is removed when a run has no failures (``mirror``:
+    the same in the store)."""
     path = folder / FAILURES_FILE
     if not summary.failures:
         path.unlink(missing_ok=True)
+        if mirror is not None:
+            mirror.delete(FAILURES_FILE)
         return
-    lines = "".join(f"{video}\t{reason}\n" for video, reason in summary.failures.items())
+    lines = "".join(f"{_one_field(video)}\t{_one_field(reason)}\n" for video, reason in summary.failures.items())
     atomic_write(path, lambda handle: handle.write(("path\treason\n" + lines).encode()))
+    if mirror is not None:
+        mirror.upload(path)
+
+
+def _one_field(text: str) -> str:
+    """``text`` as one TSV field: tabs and line breaks (in a file name, in a library's message) escaped."""
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")

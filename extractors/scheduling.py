@@ -15,8 +15,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Union
 
-from io_utils.claims import Claim, remove_leftover_temporaries
 from io_utils.errors import UsageError
+from io_utils.output_stores import output_store
 from io_utils.outputs import OutputLayout
 from io_utils.video_list import VideoJob
 
@@ -158,16 +158,11 @@ def schedule(transport: Transport, slots: list[str], jobs: list[VideoJob], layou
 def clean_up_after(worker: Worker, jobs: list[VideoJob], layout: OutputLayout) -> None:
     """Remove what a worker that is gone left of the videos it held: their temporary files and claims (only the
     claims that are its own: the temporaries of a video another run holds are that run's)."""
-    if worker.where is None:
-        return  # it never said where it runs: it held nothing
+    if worker.where is None or layout.on_extraction == "print":
+        return  # it never said where it runs (it held nothing), or it writes no file
+    outputs = output_store(layout)
     for index in worker.jobs:
-        paths = layout.paths(jobs[index])
-        if not paths:
-            continue
-        lock = layout.claim(jobs[index])
-        if Claim.held_by(lock, worker.where.pid, worker.where.host):
-            remove_leftover_temporaries(paths.values())
-            lock.unlink(missing_ok=True)
+        outputs.clean_up_after(jobs[index], worker.where.pid, worker.where.host)
 
 
 class JobBook:

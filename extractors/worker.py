@@ -7,6 +7,7 @@ the model.
 """
 from __future__ import annotations
 
+import shutil
 import signal
 import sys
 import threading
@@ -22,10 +23,11 @@ from extractors.base import BaseExtractor
 from extractors.config import RunConfig, output_layout
 from extractors.registry import extractor_class
 from extractors.scheduling import Assign, Fatal, Progress, Ready, Result, this_host
-from io_utils.claims import HEARTBEAT_S, Claim, outputs_complete, remove_leftover_temporaries
+from io_utils.claims import HEARTBEAT_S, Claim
 from io_utils.errors import UsageError, VideoError
-from io_utils.manifest import source_facts
+from io_utils.output_stores import output_store
 from io_utils.outputs import OutputLayout, print_features, stored_shapes
+from io_utils.sources import source_facts
 from io_utils.video_list import VideoJob
 
 PROGRESS_EVERY_S = 2.0
@@ -64,7 +66,7 @@ def serve(extraction: Extraction, device: str, threads: int, connection: Any) ->
     if threads:
         torch.set_num_threads(threads)
     try:
-        extractor = extraction.extractor(extraction.config, device=device, layout=extraction.layout)
+        extractor = extraction.extractor(extraction.config, device=device, layout=extraction.layout.staged_here())
     except UsageError as error:
         connection.send(Fatal(str(error)))
         return
@@ -79,6 +81,7 @@ class _Worker:
         self.extractor = extractor
         self.config = extractor.config
         self.layout = extractor.layout
+        self.outputs = output_store(self.layout)
         self.connection = connection
         self._last_progress = 0.0
         self._send_lock = threading.Lock()
@@ -106,6 +109,8 @@ class _Worker:
             with self._claims_lock:
                 for claim in self._claims.values():
                     claim.release()
+            if self.layout.remote:
+                shutil.rmtree(self.layout.folder, ignore_errors=True)  # this worker's private staging folder
 
     def _jobs(self) -> Iterator[Assign]:
         """Videos from the scheduler, minus those already done or claimed by another run."""
@@ -128,16 +133,16 @@ class _Worker:
     def _claim(self, assigned: Assign) -> str | None:
         if self.config.on_extraction == "print":
             return None
-        paths = list(self.layout.paths(assigned.job).values())
-        if not self.config.overwrite and outputs_complete(paths):
+        job = assigned.job
+        if not self.config.overwrite and self.outputs.complete(job):
             return OUTPUTS_EXIST
-        claim = Claim.acquire(self.layout.claim(assigned.job))
+        claim = self.outputs.claim(job)
         if claim is None:
             return "being extracted by another run"
-        if not self.config.overwrite and outputs_complete(paths):  # finished by another run meanwhile
+        if not self.config.overwrite and self.outputs.complete(job):  # finished by another run meanwhile
             claim.release()
             return OUTPUTS_EXIST
-        remove_leftover_temporaries(paths)
+        self.outputs.prepare(job)
         with self._claims_lock:
             self._claims[assigned.job_id] = claim
         return None
@@ -150,7 +155,10 @@ class _Worker:
             if self.config.on_extraction == "print":
                 print_features(job.path, outcome)
                 sys.stdout.flush()
-            result = Result(job_id, "done", record=self._record(job_id, job, outcome))
+            record = self._record(job_id, job, outcome)
+            if self.config.on_extraction != "print":
+                self.outputs.publish(job)
+            result = Result(job_id, "done", record=record)
         except VideoError as error:
             result = Result(job_id, "failed", str(error))
         except Exception as error:

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from typing import Iterator
 
 import av
 import numpy as np
 
 from io_utils.errors import VideoError
-from io_utils.video import VideoReader, open_container
+from io_utils.sources import Source, as_source
+from io_utils.video import VideoReader, close_container, open_container
 
 AUDIO_EXTENSIONS = frozenset(".wav .mp3 .flac .m4a .aac .ogg .opus .oga .wma .aif .aiff .mka".split())
 _GAP_S = 0.002  # a jump in the packets' times larger than this (a damaged packet skipped) is filled with silence
@@ -34,9 +34,9 @@ class AudioReader:
     declares it (None if it declares none).
     """
 
-    def __init__(self, path: str | os.PathLike, rate: int = 16000, verbose: bool = False):
-        self.path, self.rate, self._verbose = Path(path), rate, verbose
-        self._container = open_container(self.path, "media")
+    def __init__(self, path: str | os.PathLike | Source, rate: int = 16000, verbose: bool = False):
+        self.path, self.rate, self._verbose = as_source(path), rate, verbose
+        self._container, self._handle = open_container(self.path, "media")
         try:
             if not self._container.streams.audio:
                 kinds = sorted({stream.type for stream in self._container.streams})
@@ -46,7 +46,7 @@ class AudioReader:
                       if not stream.disposition & av.stream.Disposition.attached_pic]  # not an album cover
             self.video = VideoReader(self.path) if moving else None
         except BaseException:
-            self._container.close()
+            self.close()
             raise
         self.fps = self.video.fps if self.video else 0.0
         self.origin_s = float(self.video.start_pts * self.video.time_base) if self.video else None
@@ -67,9 +67,9 @@ class AudioReader:
         self.close()
 
     def close(self) -> None:
-        if self.video is not None:
+        if getattr(self, "video", None) is not None:
             self.video.close()
-        self._container.close()
+        close_container(self._container, self._handle)
 
     def chunks(self) -> Iterator[np.ndarray]:
         """The samples in order, one decoded packet's worth at a time. ``audio_start_s`` is set before the first

@@ -20,6 +20,7 @@ from typing import Iterable
 
 import numpy as np
 
+
 STALE_AFTER_S = 600.0
 HEARTBEAT_S = 30.0
 _HOST = socket.gethostname()
@@ -119,7 +120,7 @@ def _take_over_if_stale(path: Path) -> bool:
         age = time.time() - path.stat().st_mtime
     except FileNotFoundError:
         return True
-    if not _is_stale(content, age):
+    if not is_stale(content, age):
         return False
     aside = path.with_name(f"{path.name}.stale-{uuid.uuid4().hex}")
     try:
@@ -137,17 +138,18 @@ def _take_over_if_stale(path: Path) -> bool:
     return True
 
 
-def _is_stale(content: str, age_s: float) -> bool:
+def is_stale(content: str, age_s: float) -> bool:
+    """Whether a lock with ``content``, last touched ``age_s`` ago, may be taken over."""
     if age_s > STALE_AFTER_S:
         return True
     try:
         owner = json.loads(content)
     except json.JSONDecodeError:
         return age_s > HEARTBEAT_S  # a holder killed between creating and writing the file
-    return owner.get("host") == _HOST and not _process_alive(int(owner.get("pid", -1)))
+    return owner.get("host") == _HOST and not process_alive(int(owner.get("pid", -1)))
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     if pid <= 0:
         return False
     try:
@@ -157,3 +159,4 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+

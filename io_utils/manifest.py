@@ -10,7 +10,6 @@ in between, each video's record is appended to a journal beside it (see :class:`
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
 from importlib import metadata
@@ -19,6 +18,7 @@ from typing import Any, Mapping
 
 from io_utils.errors import UsageError
 from io_utils.files import atomic_write, sha256_of
+from io_utils.remote_outputs import ManifestMirror
 
 MANIFEST_FILE = "manifest.json"
 JOURNAL_FILE = "manifest.videos.jsonl"
@@ -77,14 +77,14 @@ class Manifest:
     journal left by a crashed one folds it in first.
     """
 
-    def __init__(self, path: Path, content: dict[str, Any]):
-        self.path, self.content = path, content
+    def __init__(self, path: Path, content: dict[str, Any], mirror: ManifestMirror | None = None):
+        self.path, self.content, self._mirror = path, content, mirror
         self.journal = path.with_name(JOURNAL_FILE)
         self._handle = None
 
     @classmethod
     def open(cls, folder: Path, existing: Mapping[str, Any] | None, configuration: dict[str, Any],
-             recipe: dict[str, Any], overwrite: bool) -> Manifest:
+             recipe: dict[str, Any], overwrite: bool, mirror: ManifestMirror | None = None) -> Manifest:
         """The folder's manifest for a run of ``configuration``, from ``existing`` (:func:`existing_manifest`):
         one with the same configuration keeps its videos; one with another is refused, unless ``overwrite``
         (then it starts afresh)."""
@@ -94,7 +94,7 @@ class Manifest:
         videos = {**kept, **_journal_records(path.with_name(JOURNAL_FILE))} if same else {}
         content = {"tool": tool_version(), "configuration": configuration, **recipe, "libraries": library_versions(),
                    "machine": platform.node(), "videos": videos}
-        manifest = cls(path, content)
+        manifest = cls(path, content, mirror)
         manifest.save()
         return manifest
 
@@ -105,8 +105,11 @@ class Manifest:
         self.content["videos"][key] = dict(facts)
         if self._handle is None:
             self._handle = open(self.journal, "a", encoding="utf-8")
-        self._handle.write(json.dumps({"video": key, **facts}) + "\n")
+        line = json.dumps({"video": key, **facts}) + "\n"
+        self._handle.write(line)
         self._handle.flush()
+        if self._mirror is not None:
+            self._mirror.record(line)
 
     def save(self) -> None:
         """Rewrite ``manifest.json`` whole (atomically) with every record so far; the journal is then redundant."""
@@ -117,6 +120,8 @@ class Manifest:
             self._handle.close()
             self._handle = None
         self.journal.unlink(missing_ok=True)
+        if self._mirror is not None:
+            self._mirror.saved(self.path)
 
 
 def _journal_records(journal: Path) -> dict[str, Any]:
@@ -179,8 +184,3 @@ def file_sha256(path: Path) -> str:
     except OSError:
         pass
     return digest
-
-
-def source_facts(path: Path) -> dict[str, Any]:
-    stat = os.stat(path)
-    return {"source": str(Path(path).resolve()), "size": stat.st_size, "mtime": stat.st_mtime}

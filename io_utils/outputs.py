@@ -21,6 +21,8 @@ import numpy as np
 from io_utils.errors import VideoError
 from io_utils.files import atomic_write, temporary_beside, temporary_folder_beside
 from io_utils.flow_images import DEFAULT_BOUND, write_flow_jpegs, write_flow_png
+from io_utils.remote_outputs import join, staging_folder
+from io_utils.sources import is_url
 from io_utils.video_list import VideoJob
 
 FLOW_IMAGE_MODES = ("save_flow_images", "save_flow_viz")
@@ -29,9 +31,13 @@ _EXTENSIONS = {"save_numpy": ".npy", "save_pickle": ".pkl"}
 _NO_FRAMES = "no frames were sampled"
 
 
-def output_folder(output_path: str | os.PathLike, feature_type: str, output_direct: bool) -> Path:
-    """``OUT/<feature_type with / replaced by _>`` by default, or ``OUT`` itself with ``--output_direct``."""
-    return Path(output_path) if output_direct else Path(output_path) / feature_type.replace("/", "_")
+def output_folder(output_path: str | os.PathLike, feature_type: str, output_direct: bool) -> Path | str:
+    """``OUT/<feature_type with / replaced by _>`` by default, or ``OUT`` itself with ``--output_direct``; a URL
+    for an output path in object storage."""
+    name = feature_type.replace("/", "_")
+    if is_url(output_path):
+        return str(output_path).rstrip("/") if output_direct else join(str(output_path), name)
+    return Path(output_path) if output_direct else Path(output_path) / name
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,12 @@ class OutputLayout:
     folder: Path
     keys: tuple[str, ...]
     on_extraction: str
+    remote: str | None = None  # the folder's URL when it is in object storage; ``folder`` then stages outputs
+
+    def staged_here(self) -> OutputLayout:
+        """The layout this process writes with: for an output folder in object storage, a private local staging
+        folder of its own (``io_utils.remote_outputs``); the layout itself otherwise."""
+        return replace(self, folder=staging_folder()) if self.remote else self
 
     @property
     def main_key(self) -> str:

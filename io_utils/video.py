@@ -30,12 +30,13 @@ from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import BinaryIO, Iterator, Sequence
 
 import av
 import numpy as np
 
 from io_utils.errors import VideoError
+from io_utils.sources import Source, as_source, byte_size, open_binary
 
 # Decoders that drop exactly the frames no other frame refers to (skip_frame NONREF): H.264 and HEVC by the NAL
 # units' reference flags, MPEG-1/2/4 part 2 their B-frames. VP9, AV1 and the rest decode every frame.
@@ -79,18 +80,18 @@ class VideoReader:
     Use as a context manager; ``read_at`` yields one :class:`Frame` per target, in target order.
     """
 
-    def __init__(self, path: str | os.PathLike, threads: bool = True, skip_unshown: bool = True,
+    def __init__(self, path: str | os.PathLike | Source, threads: bool = True, skip_unshown: bool = True,
                  decoders: int | None = None, index: StreamIndex | None = None, thread_count: int = 0):
         """``threads``: FFmpeg's frame and slice threads (``thread_count`` of them, 0: FFmpeg's choice), and
         keyframe intervals decoded at once (else one thread); ``skip_unshown``: let the decoder drop the
         non-reference frames between the frames taken (see ``_ForwardDecoder``); ``decoders``: how many intervals
         at most are decoded at once (default: one per core, up to ``MAX_DECODERS``; 1 without ``threads``);
         ``index``: the file's :class:`StreamIndex` when it is already known (see :meth:`reopened`)."""
-        self.path = Path(path)
+        self.path = as_source(path)
         self._skip_unshown = skip_unshown
         self._decoders = (decoders or min(MAX_DECODERS, _usable_cores())) if threads else 1
         self._decoder: _ForwardDecoder | None = None  # for read_interval, made on first use
-        self._container = open_container(self.path)
+        self._container, self._handle = open_container(self.path)
         try:
             if not self._container.streams.video:
                 kinds = sorted({stream.type for stream in self._container.streams})
@@ -103,13 +104,13 @@ class VideoReader:
             else:
                 self._stream.codec_context.thread_count = 1
             self.time_base: Fraction = self._stream.time_base
-            self.index = index or _index_from_container(self._container, self._stream, self.path) or \
+            self.index = index or _index_from_container(self._container, self._stream, byte_size(self.path)) or \
                 _index_by_demuxing(self._container, self._stream)
         except av.error.FFmpegError as error:
-            self._container.close()
+            self.close()
             raise VideoError(f"truncated or corrupt ({_reason(error)})") from error
         except BaseException:
-            self._container.close()
+            self.close()
             raise
         self.fps = float(self._stream.average_rate or self._stream.guessed_rate or 0.0)
         self.start_pts = self.index.start_pts
@@ -124,7 +125,7 @@ class VideoReader:
         self.close()
 
     def close(self) -> None:
-        self._container.close()
+        close_container(self._container, self._handle)
 
     def facts(self) -> dict[str, object]:
         """What a manifest records of the stream (nothing here needs decoding but the rotation)."""
@@ -450,29 +451,43 @@ def _usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def open_container(path: Path, what: str = "video") -> av.container.InputContainer:
-    """The file opened for reading; a missing, empty or unreadable one is a :class:`VideoError` saying so."""
-    if not path.exists():
-        raise VideoError("no such file")
-    if path.is_dir():
-        raise VideoError(f"is a directory, not a {what} file")
-    if path.stat().st_size == 0:
+def open_container(source: Source, what: str = "video") -> tuple[av.container.InputContainer, BinaryIO | None]:
+    """The source opened for reading, and the file object PyAV reads it through (None for a local file, which
+    FFmpeg opens itself); a missing, empty or unreadable one is a :class:`VideoError` saying so."""
+    if isinstance(source, Path):
+        if not source.exists():
+            raise VideoError("no such file")
+        if source.is_dir():
+            raise VideoError(f"is a directory, not a {what} file")
+    if byte_size(source) == 0:
         raise VideoError("empty file (0 bytes)")
+    handle = None if isinstance(source, Path) else open_binary(source)
     try:
-        return av.open(str(path), mode="r")
-    except av.error.FFmpegError as error:
-        with path.open("rb") as handle:
-            is_mp4 = handle.read(12)[4:8] == b"ftyp"
+        container = av.open(str(source) if handle is None else handle, mode="r")
+    except BaseException as error:
+        if handle is not None:
+            handle.close()
+        if not isinstance(error, av.error.FFmpegError):
+            raise
+        with open_binary(source) as start:
+            is_mp4 = start.read(12)[4:8] == b"ftyp"
         problem = "a truncated or corrupt MP4/MOV file" if is_mp4 else f"not a readable {what}"
         raise VideoError(f"{problem} ({_reason(error)})") from error
+    return container, handle
 
 
-def _index_from_container(container, stream, path: Path) -> StreamIndex | None:
+def close_container(container: av.container.InputContainer, handle: BinaryIO | None) -> None:
+    container.close()
+    if handle is not None:
+        handle.close()
+
+
+def _index_from_container(container, stream, file_size: int) -> StreamIndex | None:
     """Use the index the demuxer read on opening, if it lists every frame (MP4/MOV/AVI); else None."""
     entries = stream.index_entries
     if not stream.frames or entries is None or len(entries) < stream.frames:
         return None
-    keyframe_dts, frames, file_size, present = [], 0, path.stat().st_size, 0
+    keyframe_dts, frames, present = [], 0, 0
     for entry in entries:
         if entry.is_discard:
             continue

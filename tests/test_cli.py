@@ -39,7 +39,7 @@ def run_main(*argv: str) -> int:
     "argv, message",
     [
         (["--video_paths", "a.mp4", "--video_dir", "d"], "not allowed with argument"),
-        ([], "one of the arguments --video_paths --video_dir --file_with_video_paths --frames_dir is required"),
+        ([], "one of the arguments --video_paths --video_dir --file_with_video_paths --frames_dir --shards is required"),
         (["--video_paths", "a.mp4", "--extract_method", "uni_0"], "must be positive; accepted forms: uni_N"),
         (["--video_paths", "a.mp4", "--extract_method", "fix_0"], "must be positive"),
         (["--video_paths", "a.mp4", "--extract_method", "fix_-2"], "must be positive"),

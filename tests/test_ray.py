@@ -32,15 +32,20 @@ def cluster_runs(tmp_path_factory) -> tuple[Path, dict, list[str]]:
               for i in range(4)]
     poison = str(write_clip(folder / "poison" / "poison.mp4", num_frames=10))
     common = ["--feature_type", "CLIP-ViT-B/32", "--cpu", "--num_workers", "2", "--checkpoint", str(checkpoint),
-              "--extract_method", "fix_10", "--on_extraction", "save_numpy"]
+              "--extract_method", "fix_10", "--on_extraction", "save_numpy", "--verbose"]
     runs = {"plain": [*common, "--output_path", str(folder / "ray"), "--video_paths", *videos],
             "node_lost": [*common, "--output_path", str(folder / "lost"), "--video_paths", *videos],
             "poison": [*common, "--output_path", str(folder / "poisoned"), "--video_paths", videos[0], poison,
-                       videos[1]]}
-    (folder / "runs.json").write_text(json.dumps({"runs": runs}))
+                       videos[1]],
+            "store_node_lost": [*common, "--video_dir", "s3://videos/in/", "--output_path", "s3://videos/out"]}
+    store = {"folder": str(folder / "weed"), "uploads": {video: f"videos/in/{Path(video).name}" for video in videos},
+             "download": "videos/out", "download_to": str(folder / "from_store")}
+    (folder / "weed").mkdir()
+    (folder / "runs.json").write_text(json.dumps({"runs": runs, "store": store}))
     command = f"ip link set lo up && {sys.executable} -m tests.ray_cluster {folder / 'runs.json'}"
     result = subprocess.run(["unshare", "-n", "sh", "-c", command], cwd=REPO, capture_output=True, text=True,
                             timeout=600)
+    (folder / "cluster.log").write_text(result.stderr)  # the runs' lines (FAILED, skipped with --verbose)
     assert result.returncode == 0, result.stderr[-3000:]
     return folder, json.loads(result.stdout.strip().splitlines()[-1]), [*common, "--video_paths", *videos]
 
@@ -76,6 +81,27 @@ def test_a_node_lost_mid_run_loses_no_video(cluster_runs):
     records = json.loads((folder / "lost" / FOLDER / "manifest.json").read_text())["videos"]
     skipped = int(summary.split("skipped: ")[1].split(",")[0])
     assert len(records) == 4 and sum("found_complete" in record for record in records.values()) == skipped
+
+
+@needs_namespaces
+def test_a_cluster_without_a_shared_folder_reads_and_writes_object_storage_and_loses_no_video(cluster_runs,
+                                                                                               tmp_path):
+    """Inputs listed from a prefix, outputs and claims in the store, each actor staging in a private folder; one
+    node is removed after its first video."""
+    folder, results, local_argv = cluster_runs
+    code, summary, actors_lost = results["store_node_lost"]
+    assert code == 0 and actors_lost == 1
+    assert summary in ("done: 4, skipped: 0, failed: 0", "done: 3, skipped: 1, failed: 0"), summary
+    assert main.main([*local_argv, "--output_path", str(tmp_path)]) == 0
+    stored = folder / "from_store" / FOLDER
+    names = sorted(path.name for path in stored.iterdir())
+    local_names = sorted(path.name for path in (tmp_path / FOLDER).iterdir())
+    assert names == local_names  # manifest.json and the outputs: no claim, journal segment or failures file left
+    assert all((stored / name).read_bytes() == (tmp_path / FOLDER / name).read_bytes()
+               for name in names if name.endswith(".npy"))
+    records = json.loads((stored / "manifest.json").read_text())["videos"]
+    assert sorted(records) == [f"clip{i}" for i in range(4)]
+    assert all(record["source"] == f"s3://videos/in/{name}.mp4" for name, record in records.items())
 
 
 @needs_namespaces

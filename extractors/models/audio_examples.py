@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from extractors.base import BATCH_SIZE, CHECKPOINT, EXTRACT_METHOD, FEATURE_OPTIONS, WEIGHTS, BaseExtractor, sampling
-from extractors.options import Option
+from extractors.options import Option, local_folder
 from io_utils.audio import AUDIO_EXTENSIONS, AudioReader
 from io_utils.errors import UsageError, VideoError
 from io_utils.outputs import OutputLayout
@@ -33,7 +33,7 @@ from io_utils.video_list import VIDEO_EXTENSIONS, VideoJob
 SECTION = "audio"
 TIMESTAMPS_FROM = Option("timestamps_from", None, "centre one example on each row of the timestamps_ms outputs of an "
                          "earlier run of any feature type (DIR: its output folder)", "stamps", metavar="DIR",
-                         section=SECTION)
+                         convert=local_folder, section=SECTION)
 
 
 class SampleWindow:

@@ -24,7 +24,7 @@ from torch import nn
 
 from extractors.models.optical_flow import (FLOW_BATCH_SIZE, FLOW_BOUND, RAFT_ITERS, RAFT_MODEL, SECTION, flow_weights,
                                             resize_short_side)
-from extractors.options import Option
+from extractors.options import Option, local_folder
 from extractors.predictions import SHOW_PRED, kinetics400_labels, print_top_classes
 from extractors.registry import FeatureType, register
 from extractors.transforms import CROPS, crop_views, mirrored_views
@@ -153,7 +153,8 @@ I3D_WEIGHTS = WeightsTable([  # one checkpoint per stream, both loaded (so not c
 STREAMS = Option("streams", ("rgb", "flow"), "the I3D streams to extract (the first is the main output)", ("rgb",),
                  many=True, choices=("rgb", "flow"), section=SECTION)
 FLOW_DIR = Option("flow_dir", None, "with --flow_type precomputed: the output folder of a save_flow_images run "
-                  "(DIR/<video>/flow_x_00001.jpg, ...)", "flow", metavar="DIR", section=SECTION)
+                  "(DIR/<video>/flow_x_00001.jpg, ...)", "flow", metavar="DIR", convert=local_folder,
+                  section=SECTION)
 RAFT_WEIGHTS = Option("raft_weights", None, "the RAFT weights of I3D's flow stream", "things", metavar="NAME",
                       section=SECTION)
 FLOW_CHECKPOINT = Option("flow_checkpoint", None, "a local checkpoint of I3D's flow network (RAFT or PWC-Net), "

@@ -1,0 +1,75 @@
+"""How a run's outputs are checked, claimed, published and cleaned up after a dead worker: in a folder on a disk
+(``io_utils.claims``: lock files, atomic renames) or in object storage (``io_utils.remote_outputs``: staging,
+uploads, lock objects). Workers and the scheduler see one interface, chosen by :func:`output_store`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from io_utils.claims import Claim, outputs_complete, remove_leftover_temporaries
+from io_utils.errors import VideoError
+from io_utils.outputs import OutputLayout
+from io_utils.remote_outputs import RemoteClaim, RemoteFolder, complete, publish, relative_to
+from io_utils.video_list import VideoJob
+
+
+class LocalOutputs:
+    """Done, claims and clean-up for an output folder on a disk (the rules above)."""
+
+    def __init__(self, layout: OutputLayout):
+        self.layout = layout
+
+    def complete(self, job: VideoJob) -> bool:
+        return outputs_complete(self.layout.paths(job).values())
+
+    def claim(self, job: VideoJob) -> Claim | None:
+        return Claim.acquire(self.layout.claim(job))
+
+    def prepare(self, job: VideoJob) -> None:
+        """Before extracting a claimed video: remove what a killed writer left of it."""
+        remove_leftover_temporaries(self.layout.paths(job).values())
+
+    def publish(self, job: VideoJob) -> None:
+        """The outputs are in place once written."""
+
+    def clean_up_after(self, job: VideoJob, pid: int, host: str) -> None:
+        """Remove the temporaries and the claim of a video that process ``pid`` of ``host`` held when it died."""
+        lock = self.layout.claim(job)
+        if Claim.held_by(lock, pid, host):
+            remove_leftover_temporaries(self.layout.paths(job).values())
+            lock.unlink(missing_ok=True)
+
+
+class ObjectStoreOutputs(LocalOutputs):
+    """The same for an output folder in object storage (``io_utils.remote_outputs``): the layout's folder is this
+    process's staging folder, the store holds the outputs and the claims."""
+
+    def __init__(self, layout: OutputLayout):
+        super().__init__(layout)
+        self.folder = RemoteFolder(layout.remote)
+
+    def _relative(self, path: Path) -> str:
+        return relative_to(self.layout.folder, path)
+
+    def complete(self, job: VideoJob) -> bool:
+        return complete(self.folder, self.layout.folder, self.layout.paths(job).values())
+
+    def claim(self, job: VideoJob) -> RemoteClaim | None:
+        return RemoteClaim.acquire(self.folder, self._relative(self.layout.claim(job)))
+
+    def publish(self, job: VideoJob) -> None:
+        publish(self.folder, self.layout.folder, self.layout.paths(job), self.layout.main_key)
+
+    def clean_up_after(self, job: VideoJob, pid: int, host: str) -> None:
+        lock = self._relative(self.layout.claim(job))
+        try:
+            owner = json.loads(self.folder.read_text(lock) or "{}")
+        except (json.JSONDecodeError, VideoError):
+            return
+        if owner.get("host") == host and owner.get("pid") == pid:
+            self.folder.delete(lock)
+
+
+def output_store(layout: OutputLayout) -> LocalOutputs:
+    """How a run's outputs are checked, claimed and published: on a disk, or in object storage."""
+    return ObjectStoreOutputs(layout) if layout.remote else LocalOutputs(layout)

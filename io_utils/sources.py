@@ -1,0 +1,380 @@
+"""Where a video is read from: a local file, an object in storage or behind a URL, or a member of a tar shard.
+
+Remote inputs (``s3://``, ``gs://``, ``az://``, ``http(s)://``...) go through fsspec and the back-end it names
+for the scheme (s3fs, gcsfs, adlfs, aiohttp), which take credentials and endpoints from their usual places
+(``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``~/.aws/config``, ``GOOGLE_APPLICATION_CREDENTIALS``...), so
+there is nothing new to configure. PyAV reads them through a file object: every read the demuxer makes is a
+ranged request of at least ``READ_BLOCK`` bytes (fsspec's read-ahead cache), so a sparse read (``uni_12`` on a
+long video) fetches the index and the keyframe intervals it decodes, not the whole object, and a dense read
+streams it in blocks.
+
+A WebDataset shard (a tar file, local or remote) is listed by reading its headers only (a seek past each
+member's data); each video member is then a :class:`ShardMember`: a window of the shard's bytes that PyAV reads
+like a file, so nothing is unpacked to disk and one damaged member fails alone.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import tarfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO, Iterator, Union
+from urllib.parse import urlsplit
+
+from io_utils.errors import VideoError
+
+READ_BLOCK = 1 << 20  # bytes a ranged request asks for at least: about 1 ms of transfer at 1 GB/s
+RETRY_DELAYS_S = (0.5, 2.0, 8.0)  # pauses before the retries of a failed ranged read
+HEADER_BLOCK = 64 << 10  # a shard's listing reads this much around each tar header
+NO_SUCH_OBJECT = "no such object"
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_url(text: str | os.PathLike) -> bool:
+    """Whether ``text`` names a remote object (``scheme://...``) rather than a local path."""
+    return isinstance(text, str) and bool(_URL.match(text)) and not text.startswith("file://")
+
+
+class _Named:
+    """``stem`` and ``suffix`` of a ``name``, as a path has them."""
+
+    name: str
+
+    @property
+    def stem(self) -> str:
+        return PurePosixPath(self.name).stem
+
+    @property
+    def suffix(self) -> str:
+        return PurePosixPath(self.name).suffix
+
+
+@dataclass(frozen=True)
+class RemoteFile(_Named):
+    """An object in storage or behind a URL, read through fsspec."""
+
+    url: str
+
+    def __str__(self) -> str:
+        return self.url
+
+    @property
+    def name(self) -> str:
+        return PurePosixPath(urlsplit(self.url).path).name
+
+    def exists(self) -> bool:
+        with remote_errors(self.url):
+            filesystem, path = _filesystem(self.url)
+            return filesystem.isfile(path)
+
+    def is_dir(self) -> bool:
+        return False
+
+    def size(self) -> int:
+        with remote_errors(self.url):
+            filesystem, path = _filesystem(self.url)
+            return int(filesystem.size(path))
+
+    def open(self, block_size: int | None = None) -> BinaryIO:
+        """For reading, with ranged requests of at least ``block_size`` bytes (default ``READ_BLOCK``, read ahead);
+        a failed read is retried with back-off, then is a :class:`VideoError` with the reason."""
+        with remote_errors(self.url):
+            filesystem, path = _filesystem(self.url)
+            handle = filesystem.open(path, "rb", block_size=block_size or READ_BLOCK, cache_type="readahead")
+            return _Retrying(handle, self.url)
+
+    def facts(self) -> dict[str, object]:
+        """What a manifest records of the object: its URL, size and version tag (ETag or modification time)."""
+        with remote_errors(self.url):
+            filesystem, path = _filesystem(self.url)
+            info = filesystem.info(path)
+        version = info.get("ETag") or info.get("etag") or info.get("LastModified") or info.get("mtime")
+        return {"source": self.url, "size": info.get("size"), "version": str(version) if version else None}
+
+
+@dataclass(frozen=True)
+class ShardMember(_Named):
+    """A video inside a tar shard: ``length`` bytes from ``offset`` of the shard file; ``metadata`` is the
+    sample's ``.json`` member as text ("" if it has none)."""
+
+    shard: Union[Path, RemoteFile]
+    member: str
+    offset: int
+    length: int
+    metadata: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.shard}#{self.member}"
+
+    @property
+    def name(self) -> str:
+        return PurePosixPath(self.member).name
+
+    def exists(self) -> bool:
+        return True  # listed from the shard itself
+
+    def is_dir(self) -> bool:
+        return False
+
+    def size(self) -> int:
+        return self.length
+
+    def open(self) -> BinaryIO:
+        return _Window(open_binary(self.shard), self.offset, self.length)
+
+    def facts(self) -> dict[str, object]:
+        shard = self.shard.facts() if isinstance(self.shard, RemoteFile) else local_facts(self.shard)
+        return {**shard, "member": self.member, "member_size": self.length,
+                "metadata": json.loads(self.metadata) if self.metadata else None}
+
+
+Source = Union[Path, RemoteFile, ShardMember]
+
+
+def as_source(text: str | os.PathLike | Source) -> Source:
+    """A path as given on the command line or in a list: a URL, else a local path (sources are kept)."""
+    if isinstance(text, (RemoteFile, ShardMember)):
+        return text
+    return RemoteFile(text) if is_url(text) else Path(text)
+
+
+def byte_size(source: Source) -> int:
+    if isinstance(source, Path):
+        return source.stat().st_size
+    return source.size()
+
+
+def open_binary(source: Source) -> BinaryIO:
+    """The source's bytes, for reading (seekable)."""
+    if isinstance(source, Path):
+        return source.open("rb")
+    return source.open()
+
+
+def local_facts(path: Path) -> dict[str, object]:
+    stat = os.stat(path)
+    return {"source": str(Path(path).resolve()), "size": stat.st_size, "mtime": stat.st_mtime}
+
+
+def source_facts(source: Source) -> dict[str, object]:
+    """What a manifest records of where a video came from."""
+    return local_facts(source) if isinstance(source, Path) else source.facts()
+
+
+def list_remote(url: str, recursive: bool, extensions: frozenset[str]) -> list[RemoteFile]:
+    """The objects under the prefix ``url`` with one of ``extensions`` (``recursive``: also below
+    sub-prefixes), sorted."""
+    with remote_errors(url):
+        filesystem, prefix = _filesystem(url)
+        prefix = prefix.rstrip("/")
+        found = filesystem.find(prefix) if recursive else filesystem.ls(prefix, detail=False)
+    scheme = urlsplit(url).scheme
+    return [RemoteFile(f"{scheme}://{path}") for path in sorted(found)
+            if PurePosixPath(path).suffix.lower() in extensions and path != prefix]
+
+
+def relative_stem(source: RemoteFile, prefix_url: str) -> PurePosixPath:
+    """The object's name below ``prefix_url``, without its extension (how ``--video_dir`` names outputs)."""
+    relative = source.url[len(prefix_url.rstrip("/")) + 1:]
+    return PurePosixPath(relative).with_suffix("")
+
+
+@dataclass(frozen=True)
+class ShardListing:
+    """A shard's video members, and why its listing stopped early (None if it was read to the end)."""
+
+    members: list[ShardMember]
+    problem: str | None
+
+
+def list_shard(shard: Path | RemoteFile, extensions: frozenset[str]) -> ShardListing:
+    """The video members of a tar shard (by extension), from its headers only; each gets the ``.json`` member of
+    its sample (same key: the name up to the first dot of the file name), as WebDataset groups them.
+
+    A damaged header ends the listing: the members before it are still listed and ``problem`` says where."""
+    videos: list[tuple[str, tarfile.TarInfo]] = []
+    metadata: dict[str, str] = {}
+    problem = None
+    try:
+        with _open_shard(shard) as handle, tarfile.open(fileobj=handle, mode="r:") as archive:
+            for info in _members(archive):
+                key, extension = sample_key(info.name)
+                if extension.lower() == ".json" and info.size <= (16 << 20):
+                    metadata[key] = _member_text(archive, info)
+                elif info.isfile() and PurePosixPath(info.name).suffix.lower() in extensions:
+                    videos.append((key, info))
+    except (tarfile.TarError, EOFError, OSError, VideoError) as error:
+        problem = f"damaged shard, listing stopped after {len(videos)} video(s): {error or type(error).__name__}"
+    members = [ShardMember(shard, info.name, info.offset_data, info.size, metadata.get(key, ""))
+               for key, info in videos]
+    return ShardListing(members, problem)
+
+
+def sample_key(member: str) -> tuple[str, str]:
+    """WebDataset's split of a member name into the sample's key and the field: at the first dot of the file
+    name (``dir/000012.mp4`` -> ``dir/000012``, ``.mp4``)."""
+    folder, _, name = member.rpartition("/")
+    base, dot, rest = name.partition(".")
+    return (f"{folder}/{base}" if folder else base), (dot + rest)
+
+
+def _members(archive: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
+    while (info := archive.next()) is not None:
+        yield info
+
+
+def _member_text(archive: tarfile.TarFile, info: tarfile.TarInfo) -> str:
+    handle = archive.extractfile(info)
+    text = handle.read().decode("utf-8", errors="replace") if handle else ""
+    try:
+        json.loads(text)
+    except ValueError:
+        return json.dumps({"unparsed": text})
+    return text
+
+
+@contextmanager
+def _open_shard(shard: Path | RemoteFile) -> Iterator[BinaryIO]:
+    if isinstance(shard, Path):
+        if not shard.is_file():
+            raise VideoError("no such file")
+        with shard.open("rb") as handle:
+            yield handle
+    else:
+        with shard.open(block_size=HEADER_BLOCK) as handle:
+            yield handle
+
+
+class _Window(io.RawIOBase):
+    """Bytes ``[offset, offset + size)`` of a seekable file, as a file of its own."""
+
+    def __init__(self, inner: BinaryIO, offset: int, size: int):
+        super().__init__()
+        self._inner, self._offset, self._size, self._position = inner, offset, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        wanted = min(len(buffer), self._size - self._position)
+        if wanted <= 0:
+            return 0
+        self._inner.seek(self._offset + self._position)
+        data = self._inner.read(wanted)
+        buffer[: len(data)] = data
+        self._position += len(data)
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def close(self) -> None:
+        if not self.closed:
+            self._inner.close()
+        super().close()
+
+
+class _Retrying(io.RawIOBase):
+    """A remote file whose reads are retried ``len(RETRY_DELAYS_S)`` times after a transient failure (a cut-off
+    transfer, a throttled or refused request), with growing pauses, before failing as a :class:`VideoError`.
+    ``fetched_bytes`` counts what the ranged requests brought."""
+
+    def __init__(self, inner, url: str):
+        super().__init__()
+        self._inner, self._url = inner, url
+
+    @property
+    def fetched_bytes(self) -> int:
+        return int(getattr(self._inner.cache, "total_requested_bytes", 0))
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        position = self._inner.tell()
+        for attempt, delay in enumerate((*RETRY_DELAYS_S, None)):
+            try:
+                data = self._inner.read(len(buffer))
+                break
+            except (FileNotFoundError, PermissionError) as error:
+                with remote_errors(self._url):
+                    raise error
+            except Exception as error:
+                if delay is None:
+                    with remote_errors(self._url):
+                        raise error
+                time.sleep(delay)
+                self._inner.seek(position)
+        buffer[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._inner.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._inner.tell()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._inner.close()
+        super().close()
+
+
+def _filesystem(url: str):
+    """The fsspec file system for ``url``'s scheme (fsspec keeps one per process and settings) and the path in it."""
+    import fsspec
+
+    try:
+        return fsspec.core.url_to_fs(url)
+    except (ImportError, ValueError) as error:
+        raise VideoError(f"cannot read {urlsplit(url).scheme}:// URLs: {error}") from error
+
+
+@contextmanager
+def remote_errors(url: str) -> Iterator[None]:
+    """Failures of the storage back-end as :class:`VideoError` with the reason in words."""
+    try:
+        yield
+    except VideoError:
+        raise
+    except FileNotFoundError as error:  # fsspec's HTTP back-end reports any failed lookup so: its cause says why
+        raise VideoError(_remote_reason(url, error, otherwise=NO_SUCH_OBJECT)) from error
+    except PermissionError as error:
+        raise VideoError(f"access denied ({error})") from error
+    except Exception as error:  # back-ends raise their own types (botocore, aiohttp, azure)
+        raise VideoError(_remote_reason(url, error)) from error
+
+
+def _remote_reason(url: str, error: BaseException, otherwise: str | None = None) -> str:
+    """The reason in words, from the HTTP status or the kind of failure anywhere in the chain of causes;
+    ``otherwise`` if none is recognised (default: "reading failed" with the last cause)."""
+    chain = []
+    while error is not None and len(chain) < 16:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    statuses = [status for status in (getattr(item, "status", None) for item in chain) if isinstance(status, int)]
+    texts = " ".join(f"{type(item).__name__} {item}" for item in chain).lower()
+    last = " ".join(f"{type(chain[-1]).__name__}: {chain[-1]}".split()) if chain else ""  # one line
+    if any(isinstance(item, ConnectionError) for item in chain) or "connect" in texts or "resolve" in texts:
+        return f"cannot reach the storage for {urlsplit(url).scheme}:// ({last})"
+    if any(status in (401, 403) for status in statuses) or "accessdenied" in texts or "forbidden" in texts:
+        return f"access denied ({last})"
+    if 404 in statuses or "nosuchkey" in texts or "nosuchbucket" in texts or "not found" in texts:
+        return NO_SUCH_OBJECT
+    return otherwise or f"reading failed ({last})"
