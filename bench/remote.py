@@ -6,7 +6,8 @@ The large object is the 3-minute typical 720p clip (``bench/inputs.py``) repeate
 counts the body bytes it sends (``tests/storage.py``), and by a SeaweedFS S3 gateway on loopback. Each row reads
 the frames a sampling method takes, through the reader alone (demuxing, decoding, RGB conversion). ``fix_1`` and
 ``all`` run on the 3-minute clip itself: with keyframes 8 s apart both decode nearly every frame, which on the
-4.6-hour object would take hours here.
+4.6-hour object would take hours here. The clip is read twice: "whole" as the tool reads an object of its size
+(fetched in one request, ``WHOLE_OBJECT_BYTES``), "ranged" as it reads a larger one (ranged requests in place).
 
     python bench/remote.py
 """
@@ -25,11 +26,13 @@ sys.path.insert(0, str(ROOT))
 
 from bench.inputs import DATA, make_typical_clip  # noqa: E402
 from io_utils.sampling import parse_extract_method  # noqa: E402
+from io_utils import sources  # noqa: E402
 from io_utils.sources import RemoteFile  # noqa: E402
 from io_utils.video import VideoReader  # noqa: E402
 from tests.storage import http_server, s3_environment, seaweedfs  # noqa: E402
 
 LARGE_OBJECT = DATA / "typical_720p_1gib.mp4"
+DEFAULT_WHOLE_OBJECT_BYTES = sources.WHOLE_OBJECT_BYTES
 
 
 def make_large_object(target_bytes: int = 1 << 30, path: Path = LARGE_OBJECT) -> Path:
@@ -72,7 +75,7 @@ def main() -> None:
     large, small = make_large_object(), make_typical_clip()
     print(f"large object: {large.stat().st_size / 2**30:.2f} GiB; clip: {small.name} "
           f"({small.stat().st_size / 2**20:.1f} MiB)")
-    print("| method | object | frames | disk s | HTTP s | HTTP bytes fetched | fetched / size | S3 s |")
+    print("| method | object, read | frames | disk s | HTTP s | HTTP bytes fetched | fetched / size | S3 s |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     with http_server(DATA) as http, tempfile.TemporaryDirectory() as folder, seaweedfs(Path(folder)) as endpoint:
         import os
@@ -84,14 +87,17 @@ def main() -> None:
         store.mkdir("bench")
         for path in (large, small):
             store.put(str(path), f"bench/{path.name}")
-        for method, path in [*((method, large) for method in args.large), *((method, small) for method in args.small)]:
+        runs = [*((method, large, "ranged") for method in args.large),
+                *((method, small, how) for how in ("whole", "ranged") for method in args.small)]
+        for method, path, how in runs:
+            sources.WHOLE_OBJECT_BYTES = DEFAULT_WHOLE_OBJECT_BYTES if how == "whole" else 0
             frames, disk_s = read_frames(path, method)
             http.sent_bytes = 0
             _, http_s = read_frames(RemoteFile(f"{http.url}/{path.name}"), method)
             fetched = http.sent_bytes
             _, s3_s = read_frames(RemoteFile(f"s3://bench/{path.name}"), method)
             size = path.stat().st_size
-            print(f"| {method} | {size / 2**20:.1f} MiB | {frames} | {disk_s:.2f} | {http_s:.2f} | "
+            print(f"| {method} | {size / 2**20:.1f} MiB, {how} | {frames} | {disk_s:.2f} | {http_s:.2f} | "
                   f"{fetched / 2**20:.1f} MiB | {fetched / size:.2%} | {s3_s:.2f} |", flush=True)
 
 

@@ -19,7 +19,7 @@ import av
 import numpy as np
 
 from io_utils.errors import VideoError
-from io_utils.sources import Source, as_source
+from io_utils.sources import Source, as_source, for_reading
 from io_utils.video import VideoReader, close_container, open_container
 
 AUDIO_EXTENSIONS = frozenset(".wav .mp3 .flac .m4a .aac .ogg .opus .oga .wma .aif .aiff .mka".split())
@@ -35,7 +35,7 @@ class AudioReader:
     """
 
     def __init__(self, path: str | os.PathLike | Source, rate: int = 16000, verbose: bool = False):
-        self.path, self.rate, self._verbose = as_source(path), rate, verbose
+        self.path, self.rate, self._verbose = for_reading(as_source(path)), rate, verbose
         self._container, self._handle = open_container(self.path, "media")
         try:
             if not self._container.streams.audio:

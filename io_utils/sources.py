@@ -3,10 +3,11 @@
 Remote inputs (``s3://``, ``gs://``, ``az://``, ``http(s)://``...) go through fsspec and the back-end it names
 for the scheme (s3fs, gcsfs, adlfs, aiohttp), which take credentials and endpoints from their usual places
 (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``~/.aws/config``, ``GOOGLE_APPLICATION_CREDENTIALS``...), so
-there is nothing new to configure. PyAV reads them through a file object: every read the demuxer makes is a
-ranged request of at least ``READ_BLOCK`` bytes (fsspec's read-ahead cache), so a sparse read (``uni_12`` on a
-long video) fetches the index and the keyframe intervals it decodes, not the whole object, and a dense read
-streams it in blocks.
+there is nothing new to configure. An object of at most ``WHOLE_OBJECT_BYTES`` (a typical web clip) is fetched
+whole in one request and read from memory. A larger one is read through a file object: every read the demuxer
+makes is a ranged request of at least ``READ_BLOCK`` bytes (fsspec's read-ahead cache), so a sparse read
+(``uni_12`` on a long video) fetches the index and the keyframe intervals it decodes, not the whole object, and a
+dense read streams it in blocks.
 
 A WebDataset shard (a tar file, local or remote) is listed by reading its headers only (a seek past each
 member's data); each video member is then a :class:`ShardMember`: a window of the shard's bytes that PyAV reads
@@ -19,7 +20,9 @@ import json
 import os
 import re
 import tarfile
+import threading
 import time
+from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -29,6 +32,8 @@ from urllib.parse import urlsplit
 from io_utils.errors import VideoError
 
 READ_BLOCK = 1 << 20  # bytes a ranged request asks for at least: about 1 ms of transfer at 1 GB/s
+WHOLE_OBJECT_BYTES = 32 << 20  # remote objects up to this size are fetched whole (see Fetched)
+CACHED_BLOCKS = 32  # blocks of an object read in place that its readers share
 RETRY_DELAYS_S = (0.5, 2.0, 8.0)  # pauses before the retries of a failed ranged read
 HEADER_BLOCK = 64 << 10  # a shard's listing reads this much around each tar header
 NO_SUCH_OBJECT = "no such object"
@@ -81,12 +86,8 @@ class RemoteFile(_Named):
             return int(filesystem.size(path))
 
     def open(self, block_size: int | None = None) -> BinaryIO:
-        """For reading, with ranged requests of at least ``block_size`` bytes (default ``READ_BLOCK``, read ahead);
-        a failed read is retried with back-off, then is a :class:`VideoError` with the reason."""
-        with remote_errors(self.url):
-            filesystem, path = _filesystem(self.url)
-            handle = filesystem.open(path, "rb", block_size=block_size or READ_BLOCK, cache_type="readahead")
-            return _Retrying(handle, self.url)
+        """For reading, in ranged requests of ``block_size`` bytes (default ``READ_BLOCK``): see :class:`Ranges`."""
+        return Ranges(self.url, 0, self.size(), block_size).reader()
 
     def facts(self) -> dict[str, object]:
         """What a manifest records of the object: its URL, size and version tag (ETag or modification time)."""
@@ -125,7 +126,9 @@ class ShardMember(_Named):
         return self.length
 
     def open(self) -> BinaryIO:
-        return _Window(open_binary(self.shard), self.offset, self.length)
+        if isinstance(self.shard, RemoteFile):
+            return Ranges(self.shard.url, self.offset, self.length).reader()
+        return _Window(self.shard.open("rb"), self.offset, self.length)
 
     def facts(self) -> dict[str, object]:
         shard = self.shard.facts() if isinstance(self.shard, RemoteFile) else local_facts(self.shard)
@@ -133,12 +136,77 @@ class ShardMember(_Named):
                 "metadata": json.loads(self.metadata) if self.metadata else None}
 
 
-Source = Union[Path, RemoteFile, ShardMember]
+class _ReadingOf(_Named):
+    """A remote ``source`` prepared for a reader: it says what the source says (its name, its URL)."""
+
+    source: Union[RemoteFile, ShardMember]
+
+    def __str__(self) -> str:
+        return str(self.source)
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    def exists(self) -> bool:
+        return True
+
+    def is_dir(self) -> bool:
+        return False
+
+
+@dataclass(frozen=True, eq=False)
+class Fetched(_ReadingOf):
+    """A remote object or shard member small enough to fetch whole (``WHOLE_OBJECT_BYTES``), in one request: every
+    reader of it (the index, each keyframe interval decoded at once) reads these bytes from memory, instead of a
+    request per seek and per decoder."""
+
+    source: Union[RemoteFile, ShardMember]
+    data: bytes
+
+    def size(self) -> int:
+        return len(self.data)
+
+    def open(self) -> BinaryIO:
+        return io.BytesIO(self.data)
+
+
+@dataclass(frozen=True, eq=False)
+class InPlace(_ReadingOf):
+    """A remote object or shard member too large to fetch whole, read in place: every reader of it (the index, each
+    keyframe interval decoded at once) reads through the same :class:`Ranges`, so no block is fetched twice."""
+
+    source: Union[RemoteFile, ShardMember]
+    ranges: Ranges
+
+    def size(self) -> int:
+        return self.ranges.size
+
+    def open(self) -> BinaryIO:
+        return self.ranges.reader()
+
+
+Source = Union[Path, RemoteFile, ShardMember, Fetched, InPlace]
+
+
+def for_reading(source: Source) -> Source:
+    """How a reader reads ``source``: a local file as it is; a remote one of at most ``WHOLE_OBJECT_BYTES`` fetched
+    whole in one request (:class:`Fetched`), a larger one in place (:class:`InPlace`)."""
+    shard = source.shard if isinstance(source, ShardMember) else None
+    if not (isinstance(source, RemoteFile) or isinstance(shard, RemoteFile)):
+        return source
+    url, offset, size = (shard.url, source.offset, source.length) if shard else (source.url, 0, source.size())
+    if size == 0:
+        return source  # opening it says "empty file"
+    if size <= WHOLE_OBJECT_BYTES:
+        with Ranges(url, offset, size, block_size=size).reader() as handle:
+            return Fetched(source, handle.read())
+    return InPlace(source, Ranges(url, offset, size))
 
 
 def as_source(text: str | os.PathLike | Source) -> Source:
     """A path as given on the command line or in a list: a URL, else a local path (sources are kept)."""
-    if isinstance(text, (RemoteFile, ShardMember)):
+    if isinstance(text, (RemoteFile, ShardMember, Fetched, InPlace)):
         return text
     return RemoteFile(text) if is_url(text) else Path(text)
 
@@ -287,18 +355,74 @@ class _Window(io.RawIOBase):
         super().close()
 
 
-class _Retrying(io.RawIOBase):
-    """A remote file whose reads are retried ``len(RETRY_DELAYS_S)`` times after a transient failure (a cut-off
-    transfer, a throttled or refused request), with growing pauses, before failing as a :class:`VideoError`.
-    ``fetched_bytes`` counts what the ranged requests brought."""
+class Ranges:
+    """Bytes ``[offset, offset + size)`` of a remote object, fetched in aligned blocks of ``block_size`` (default
+    ``READ_BLOCK``) by ranged requests, kept in a small cache that all its :meth:`reader` views share (thread-safe:
+    each keyframe interval decoded at once has its own view). A failed request is retried ``len(RETRY_DELAYS_S)``
+    times (a cut-off transfer, a throttled or refused request), with growing pauses, then fails as a
+    :class:`VideoError` with the reason. ``fetched_bytes`` counts what the requests brought."""
 
-    def __init__(self, inner, url: str):
+    def __init__(self, url: str, offset: int, size: int, block_size: int | None = None):
+        self.url, self.offset, self.size = url, offset, size
+        self.block_size = max(1, block_size or READ_BLOCK)
+        self.fetched_bytes = 0
+        self._blocks: OrderedDict[int, bytes] = OrderedDict()
+        self._in_flight: dict[int, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def reader(self) -> BinaryIO:
+        return io.BufferedReader(_RangesView(self), buffer_size=64 << 10)
+
+    def block(self, index: int) -> bytes:
+        """Block ``index``, fetched once: a reader that wants a block another is fetching waits for it."""
+        while True:
+            with self._lock:
+                if index in self._blocks:
+                    self._blocks.move_to_end(index)
+                    return self._blocks[index]
+                waiting = self._in_flight.get(index)
+                if waiting is None:
+                    self._in_flight[index] = threading.Event()
+                    break
+            waiting.wait()
+        try:
+            start = index * self.block_size
+            data = self._fetch(self.offset + start, self.offset + min(start + self.block_size, self.size))
+            with self._lock:
+                self._blocks[index] = data
+                self.fetched_bytes += len(data)
+                while len(self._blocks) > CACHED_BLOCKS:
+                    self._blocks.popitem(last=False)
+            return data
+        finally:
+            with self._lock:
+                self._in_flight.pop(index).set()
+
+    def _fetch(self, start: int, end: int) -> bytes:
+        filesystem, path = _filesystem(self.url)
+        for delay in (*RETRY_DELAYS_S, None):
+            try:
+                with remote_errors(self.url):
+                    data = filesystem.cat_file(path, start=start, end=end)
+                if len(data) == end - start:
+                    return data
+                error = VideoError(f"reading failed (a ranged request for {end - start} bytes brought {len(data)})")
+            except VideoError as failure:
+                if str(failure) == NO_SUCH_OBJECT or str(failure).startswith("access denied"):
+                    raise
+                error = failure
+            if delay is None:
+                raise error
+            time.sleep(delay)
+        raise AssertionError("unreachable")
+
+
+class _RangesView(io.RawIOBase):
+    """One reader's position in a :class:`Ranges`."""
+
+    def __init__(self, ranges: Ranges):
         super().__init__()
-        self._inner, self._url = inner, url
-
-    @property
-    def fetched_bytes(self) -> int:
-        return int(getattr(self._inner.cache, "total_requested_bytes", 0))
+        self._ranges, self._position = ranges, 0
 
     def readable(self) -> bool:
         return True
@@ -307,33 +431,21 @@ class _Retrying(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:
-        position = self._inner.tell()
-        for attempt, delay in enumerate((*RETRY_DELAYS_S, None)):
-            try:
-                data = self._inner.read(len(buffer))
-                break
-            except (FileNotFoundError, PermissionError) as error:
-                with remote_errors(self._url):
-                    raise error
-            except Exception as error:
-                if delay is None:
-                    with remote_errors(self._url):
-                        raise error
-                time.sleep(delay)
-                self._inner.seek(position)
+        if self._position >= self._ranges.size:
+            return 0
+        index, within = divmod(self._position, self._ranges.block_size)
+        data = self._ranges.block(index)[within: within + len(buffer)]
         buffer[: len(data)] = data
+        self._position += len(data)
         return len(data)
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        return self._inner.seek(offset, whence)
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._ranges.size}[whence]
+        self._position = max(0, base + offset)
+        return self._position
 
     def tell(self) -> int:
-        return self._inner.tell()
-
-    def close(self) -> None:
-        if not self.closed:
-            self._inner.close()
-        super().close()
+        return self._position
 
 
 def _filesystem(url: str):

@@ -36,7 +36,7 @@ import av
 import numpy as np
 
 from io_utils.errors import VideoError
-from io_utils.sources import Source, as_source, byte_size, open_binary
+from io_utils.sources import Source, as_source, byte_size, for_reading, open_binary
 
 # Decoders that drop exactly the frames no other frame refers to (skip_frame NONREF): H.264 and HEVC by the NAL
 # units' reference flags, MPEG-1/2/4 part 2 their B-frames. VP9, AV1 and the rest decode every frame.
@@ -87,7 +87,7 @@ class VideoReader:
         non-reference frames between the frames taken (see ``_ForwardDecoder``); ``decoders``: how many intervals
         at most are decoded at once (default: one per core, up to ``MAX_DECODERS``; 1 without ``threads``);
         ``index``: the file's :class:`StreamIndex` when it is already known (see :meth:`reopened`)."""
-        self.path = as_source(path)
+        self.path = for_reading(as_source(path))
         self._skip_unshown = skip_unshown
         self._decoders = (decoders or min(MAX_DECODERS, _usable_cores())) if threads else 1
         self._decoder: _ForwardDecoder | None = None  # for read_interval, made on first use
@@ -463,7 +463,9 @@ def open_container(source: Source, what: str = "video") -> tuple[av.container.In
         raise VideoError("empty file (0 bytes)")
     handle = None if isinstance(source, Path) else open_binary(source)
     try:
-        container = av.open(str(source) if handle is None else handle, mode="r")
+        # Tags (title, encoder...) are not ours to judge: a GBK or Shift-JIS title must not make a good video
+        # unreadable, so bytes that are not UTF-8 are replaced (U+FFFD) instead of failing the open.
+        container = av.open(str(source) if handle is None else handle, mode="r", metadata_errors="replace")
     except BaseException as error:
         if handle is not None:
             handle.close()

@@ -80,13 +80,13 @@ def s3_environment(endpoint: str) -> dict[str, str]:
 class RangeHTTPServer(ThreadingHTTPServer):
     """Serves ``root`` over HTTP with single ranged GETs (``Range: bytes=a-b``), as object stores and CDNs do.
 
-    ``sent_bytes``: the body bytes sent so far; ``cut_off``: how many coming GETs to cut off after 1 KiB of their
+    ``sent_bytes``: the body bytes sent so far; ``gets``: the GET requests answered; ``cut_off``: how many coming GETs to cut off after 1 KiB of their
     body (a transfer that breaks mid-way); ``forbidden``: a path prefix answered with 403."""
 
     daemon_threads = True
 
     def __init__(self, root: Path):
-        self.root, self.sent_bytes, self.cut_off, self.forbidden = root, 0, 0, None
+        self.root, self.sent_bytes, self.gets, self.cut_off, self.forbidden = root, 0, 0, 0, None
         self._lock = threading.Lock()
         super().__init__(("127.0.0.1", 0), _RangeHandler)
 
@@ -97,6 +97,7 @@ class RangeHTTPServer(ThreadingHTTPServer):
     def count(self, sent: int) -> None:
         with self._lock:
             self.sent_bytes += sent
+            self.gets += 1
 
     def take_cut_off(self) -> bool:
         with self._lock:

@@ -178,12 +178,14 @@ def test_a_damaged_member_fails_alone_and_a_damaged_shard_keeps_the_members_befo
 
 
 def test_a_sparse_read_fetches_a_fraction_of_the_object_and_a_cut_off_transfer_is_retried(tmp_path, monkeypatch):
-    """40 keyframe intervals of 0.27 MB, 4 targets: what is fetched is what is decoded (with 64 KiB blocks here,
+    """40 keyframe intervals of 0.27 MB, 4 targets: what is fetched is what is decoded; 100 targets in every
+    interval: about each byte once, though 4 decoders read at once (with 64 KiB blocks here,
     so that the 1 MiB blocks of the default do not dominate an 11 MB file; bench/remote.py measures the default on
     a 1 GiB object)."""
     from io_utils import sources
 
     monkeypatch.setattr(sources, "READ_BLOCK", 64 << 10)
+    monkeypatch.setattr(sources, "WHOLE_OBJECT_BYTES", 0)  # read in place, as an object of gigabytes is
     video = write_clip(tmp_path / "long.mp4", num_frames=1000, size=(240, 136), gop=25, noise=True)
     size = video.stat().st_size
     with VideoReader(video) as reader:
@@ -197,9 +199,17 @@ def test_a_sparse_read_fetches_a_fraction_of_the_object_and_a_cut_off_transfer_i
         with VideoReader(RemoteFile(f"{http.url}/long.mp4")) as reader:
             retried = [frame.rgb for frame in reader.read_at(targets)]
         assert http.cut_off == 0  # both cut-off transfers happened
+        http.sent_bytes = 0
+        with VideoReader(RemoteFile(f"{http.url}/long.mp4")) as reader:
+            every = np.linspace(reader.start_pts, reader.end_pts - 1, 100).astype(int).tolist()
+            assert len(list(reader.read_at(every))) == 100  # every interval, 4 decoded at once, 4 views
+        dense = http.sent_bytes
     assert all(np.array_equal(a, b) for a, b in zip(frames, expected)) and len(frames) == 4
     assert all(np.array_equal(a, b) for a, b in zip(retried, expected))
     assert sparse < 0.25 * size, (sparse, size)
+    # The decoders share their blocks: each byte is fetched once, but for the header and index blocks, which each
+    # decoder's demuxer reads again after the cache has moved on (2% here).
+    assert size <= dense < 1.05 * size, (dense, size)
     print(f"uni_4 on a {size / 1e6:.1f} MB object fetched {sparse / 1e6:.2f} MB ({sparse / size:.0%})")
 
 
@@ -314,10 +324,23 @@ def test_a_worker_killed_while_uploading_leaves_no_video_that_a_later_run_takes_
     assert "a_clip.npy.lock" not in objects  # the dead holder's claim was taken over, then released
 
 
+def test_a_small_object_is_fetched_in_one_request_and_read_from_memory(tmp_path):
+    (tmp_path / "v.mp4").write_bytes(SAMPLE_19FPS.read_bytes())
+    with VideoReader(SAMPLE_19FPS) as reader:
+        targets = np.linspace(reader.start_pts, reader.end_pts - 1, 12).astype(int).tolist()
+        expected = [frame.rgb for frame in reader.read_at(targets)]
+    with http_server(tmp_path) as http:
+        with VideoReader(RemoteFile(f"{http.url}/v.mp4")) as reader:  # 12 targets in several keyframe intervals
+            frames = [frame.rgb for frame in reader.read_at(targets)]
+    assert all(np.array_equal(a, b) for a, b in zip(frames, expected)) and len(frames) == 12
+    assert (http.gets, http.sent_bytes) == (1, SAMPLE_19FPS.stat().st_size)
+
+
 def test_a_transfer_that_keeps_failing_fails_its_video_with_the_reason(tmp_path, monkeypatch):
     from io_utils import sources
 
     monkeypatch.setattr(sources, "RETRY_DELAYS_S", (0.01, 0.01, 0.01))
+    monkeypatch.setattr(sources, "WHOLE_OBJECT_BYTES", 0)
     (tmp_path / "v.mp4").write_bytes(SAMPLE_19FPS.read_bytes())
     with http_server(tmp_path) as http:
         http.cut_off = 1000
