@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import shutil
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from tqdm import tqdm
 
@@ -19,8 +20,8 @@ from extractors.devices import worker_devices
 from extractors.pool import LocalPoolExecutor
 from extractors.scheduling import Executor, Progress, Result
 from extractors.worker import OUTPUTS_EXIST, Extraction
-from io_utils.errors import VideoError
-from io_utils.files import atomic_write
+from io_utils.errors import UsageError, VideoError
+from io_utils.files import atomic_write, unwritable_reason
 from io_utils.manifest import (JOURNAL_FILE, MANIFEST_FILE, Manifest, existing_manifest, file_sha256,
                                refuse_another_configuration)
 from io_utils.outputs import OutputLayout, collect_pickle, stored_shapes
@@ -83,13 +84,27 @@ def _extract(extraction: Extraction, jobs: list[VideoJob], summary: Summary, exe
             (executor or _executor(config)).run(extraction, jobs, progress.on_result, progress.on_progress)
         finally:
             progress.close()
-            if manifest is not None:
-                manifest.save()
-            if saving:
-                _write_failures(layout.folder, summary, mirror)
+            with _stopping_when_unwritable(layout):
+                if manifest is not None:
+                    manifest.save()
+                if saving:
+                    _write_failures(layout.folder, summary, mirror)
     finally:
         if layout.remote:
             shutil.rmtree(layout.folder, ignore_errors=True)
+
+
+@contextmanager
+def _stopping_when_unwritable(layout: OutputLayout) -> Iterator[None]:
+    """A write into the output folder that fails because it takes no more (full, read-only) stops the run with one
+    line naming the folder and its free space, as a worker's does."""
+    try:
+        yield
+    except OSError as error:
+        reason = unwritable_reason(error, layout.folder)
+        if reason is None:
+            raise
+        raise UsageError(reason) from error
 
 
 def _manifest_mirror(layout: OutputLayout) -> ManifestMirror | None:
@@ -161,7 +176,8 @@ class _Progress:
             if record is None and result.reason == OUTPUTS_EXIST and not self._manifest.has_video(name):
                 record = self._found_record(job)
             if record is not None:
-                self._manifest.add_video(name, record)
+                with _stopping_when_unwritable(self._layout):
+                    self._manifest.add_video(name, record)
         if result.status == "failed":
             self._summary.failures[str(job.path)] = result.reason
             tqdm.write(f"FAILED {job.path}: {result.reason}", file=sys.stderr)

@@ -25,6 +25,7 @@ from extractors.registry import extractor_class
 from extractors.scheduling import Assign, Fatal, Progress, Ready, Result, this_host
 from io_utils.claims import HEARTBEAT_S, Claim
 from io_utils.errors import UsageError, VideoError
+from io_utils.files import unwritable_reason
 from io_utils.output_stores import output_store
 from io_utils.outputs import OutputLayout, print_features, stored_shapes
 from io_utils.sources import source_facts
@@ -103,6 +104,8 @@ class _Worker:
                 self._finish(assigned, outcome)
         except (EOFError, BrokenPipeError, ConnectionResetError):
             pass  # the main process is gone: nothing left to report to
+        except _OutputsUnwritable as stop:
+            self._send(Fatal(str(stop)))  # the whole run stops: the video in hand is neither done nor failed
         finally:
             self._stopped.set()
             heartbeat.join()  # a thread still alive at exit makes torch abort the process (SIGABRT)
@@ -119,7 +122,12 @@ class _Worker:
             message = self.connection.recv()
             if not isinstance(message, Assign):
                 return  # Stop
-            skip_reason = self._claim(message)
+            try:
+                skip_reason = self._claim(message)
+            except OSError as error:
+                _stop_if_unwritable(error, self.layout.folder)
+                self._send(Result(message.job_id, "failed", f"its outputs could not be claimed ({error})"))
+                continue
             if skip_reason:
                 self._send(Result(message.job_id, "skipped", skip_reason))
                 continue
@@ -149,6 +157,8 @@ class _Worker:
 
     def _finish(self, assigned: Assign, outcome: dict | Exception) -> None:
         job_id, job = assigned.job_id, assigned.job
+        if isinstance(outcome, Exception):
+            _stop_if_unwritable(outcome, self.layout.folder)  # before anything is said of this video
         try:
             if isinstance(outcome, Exception):
                 raise outcome
@@ -206,3 +216,13 @@ class _Worker:
 
 def _exit_on_sigterm(signum, frame) -> None:
     raise SystemExit(128 + signum)  # unwinds through the finally blocks: temporary files and claims go
+
+
+class _OutputsUnwritable(Exception):
+    """The output folder takes no more writes (full, read-only): the run must stop, not fail video after video."""
+
+
+def _stop_if_unwritable(error: BaseException, folder) -> None:
+    reason = unwritable_reason(error, folder)
+    if reason is not None:
+        raise _OutputsUnwritable(reason) from error

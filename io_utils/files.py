@@ -6,8 +6,10 @@ would give: ``tempfile`` makes them private, which other users of a shared disk 
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -59,3 +61,26 @@ def sha256_of(path: Path) -> str:
         while chunk := handle.read(1 << 20):
             sha256.update(chunk)
     return sha256.hexdigest()
+
+
+# A folder that takes no more writes: full, over quota, mounted read-only, or not ours to write.
+_UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES}
+
+
+def unwritable_reason(error: BaseException, folder: Path) -> str | None:
+    """The one line that stops a run whose output ``folder`` takes no more writes (``error``: what a write raised),
+    naming the folder and its free space; None for any other error (which concerns one video)."""
+    if not isinstance(error, OSError) or error.errno not in _UNWRITABLE:
+        return None
+    existing = next((p for p in (Path(folder), *Path(folder).parents) if p.exists()), Path("/"))
+    free = f"{_in_units(shutil.disk_usage(existing).free)} free"
+    return (f"{folder}: {os.strerror(error.errno)} ({free}); the run stops here. Make room (or make the folder "
+            "writable) and run it again: the videos done are kept and the others are extracted")
+
+
+def _in_units(size: float) -> str:
+    for unit in ("bytes", "KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"

@@ -272,8 +272,14 @@ class _NpyStream:
             raise
 
     def discard(self) -> None:
-        self._file.close()
-        Path(self._file.name).unlink(missing_ok=True)
+        """Remove the temporary file, whatever state its writing is in (closing flushes, which fails on a full
+        disk: the file goes all the same)."""
+        try:
+            self._file.close()
+        except OSError:
+            pass
+        finally:
+            Path(self._file.name).unlink(missing_ok=True)
 
     def _write_header(self) -> int:
         header = {"descr": np.lib.format.dtype_to_descr(self._dtype), "fortran_order": False,

@@ -100,16 +100,19 @@ def test_formats(tmp_path, name, options):
     assert sampled[0].rgb.shape == (height, width, 3) and sampled[0].rgb.dtype == np.uint8
 
 
-def test_tags_that_are_not_utf8_do_not_fail_a_good_video(tmp_path):
-    """A GBK encoder tag (as older tools write in other locales): every frame decodes, equal to the same file's
-    frames with a UTF-8 tag."""
+@pytest.mark.parametrize("encoding, text", [("gbk", "中文"), ("shift_jis", "日本")])
+def test_tags_that_are_not_utf8_do_not_fail_a_good_video(tmp_path, encoding, text):
+    """A GBK or Shift-JIS encoder tag (as older tools write in other locales): every frame decodes, equal to the
+    same file's frames with a UTF-8 tag."""
     path = write_clip(tmp_path / "tagged.mp4", num_frames=12)
     _, expected = sequential_decode(path)
     data = path.read_bytes()
-    assert data.count(b"Lavf") == 1  # the muxer's encoder tag
-    gbk = tmp_path / "gbk.mp4"
-    gbk.write_bytes(data.replace(b"Lavf", "中文".encode("gbk")))
-    with VideoReader(gbk) as video:
+    assert data.count(b"Lavf") == 1 and len(text.encode(encoding)) == 4  # the muxer's encoder tag
+    tagged = tmp_path / f"{encoding}.mp4"
+    tagged.write_bytes(data.replace(b"Lavf", text.encode(encoding)))
+    with pytest.raises(UnicodeDecodeError):
+        b"Lavf".replace(b"Lavf", text.encode(encoding)).decode("utf-8")  # the tag is not UTF-8
+    with VideoReader(tagged) as video:
         frames = [frame.rgb for frame in video.read_all()]
     assert len(frames) == 12 and all(np.array_equal(a, b) for a, b in zip(frames, expected))
 

@@ -42,6 +42,13 @@ def test_video_dir_by_extension_and_recursive_mirrors_folders(tmp_path):
     assert sorted(map(str, (job.output_stem for job in deep))) == ["a/clip", "b/clip", "top"]
 
 
+def test_recursive_listing_does_not_follow_a_symlink_loop(tmp_path):
+    touch(tmp_path / "a" / "b" / "clip.mp4")
+    (tmp_path / "a" / "b" / "back").symlink_to(tmp_path / "a", target_is_directory=True)  # a/b/back -> a
+    deep, _ = split_jobs(list_jobs(video_dir=str(tmp_path), recursive=True))
+    assert [str(job.output_stem) for job in deep] == ["a/b/clip"]
+
+
 def test_same_stem_from_different_folders_is_refused_listing_collisions(tmp_path):
     a, b = touch(tmp_path / "a" / "clip.mp4"), touch(tmp_path / "b" / "clip.mp4")
     with pytest.raises(UsageError, match=r"1 output name\(s\).*a/clip.mp4 and .*b/clip.mp4 -> clip"):
