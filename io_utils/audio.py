@@ -20,7 +20,7 @@ import numpy as np
 
 from io_utils.errors import VideoError
 from io_utils.sources import Source, as_source, for_reading
-from io_utils.video import VideoReader, close_container, open_container
+from io_utils.video import VideoReader, close_container, decodable, open_container
 
 AUDIO_EXTENSIONS = frozenset(".wav .mp3 .flac .m4a .aac .ogg .opus .oga .wma .aif .aiff .mka".split())
 _GAP_S = 0.002  # a jump in the packets' times larger than this (a damaged packet skipped) is filled with silence
@@ -41,7 +41,7 @@ class AudioReader:
             if not self._container.streams.audio:
                 kinds = sorted({stream.type for stream in self._container.streams})
                 raise VideoError(f"no audio stream (only {', '.join(kinds)})" if kinds else "no audio stream")
-            self._stream = self._container.streams.audio[0]
+            self._stream = decodable(self._container.streams.audio[0])
             moving = [stream for stream in self._container.streams.video
                       if not stream.disposition & av.stream.Disposition.attached_pic]  # not an album cover
             self.video = VideoReader(self.path) if moving else None

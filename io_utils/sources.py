@@ -3,11 +3,12 @@
 Remote inputs (``s3://``, ``gs://``, ``az://``, ``http(s)://``...) go through fsspec and the back-end it names
 for the scheme (s3fs, gcsfs, adlfs, aiohttp), which take credentials and endpoints from their usual places
 (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``~/.aws/config``, ``GOOGLE_APPLICATION_CREDENTIALS``...), so
-there is nothing new to configure. An object of at most ``WHOLE_OBJECT_BYTES`` (a typical web clip) is fetched
-whole in one request and read from memory. A larger one is read through a file object: every read the demuxer
-makes is a ranged request of at least ``READ_BLOCK`` bytes (fsspec's read-ahead cache), so a sparse read
-(``uni_12`` on a long video) fetches the index and the keyframe intervals it decodes, not the whole object, and a
-dense read streams it in blocks.
+there is nothing new to configure. A reader takes a remote source :func:`for_reading`: an object of at most
+``WHOLE_OBJECT_BYTES`` (a typical web clip) is fetched whole in one request and read from memory
+(:class:`Fetched`); a larger one is read in place (:class:`InPlace`), in aligned blocks of ``READ_BLOCK`` fetched
+by ranged requests and shared by every decoder of the video (:class:`Ranges`), so a sparse read (``uni_12`` on a
+long video) fetches the index and the blocks of the keyframe intervals it decodes, and a dense read fetches each
+byte once.
 
 A WebDataset shard (a tar file, local or remote) is listed by reading its headers only (a seek past each
 member's data); each video member is then a :class:`ShardMember`: a window of the shard's bytes that PyAV reads
@@ -31,10 +32,10 @@ from urllib.parse import urlsplit
 
 from io_utils.errors import VideoError
 
-READ_BLOCK = 1 << 20  # bytes a ranged request asks for at least: about 1 ms of transfer at 1 GB/s
+READ_BLOCK = 1 << 20  # bytes of one ranged request of an object read in place: about 1 ms at 1 GB/s
 WHOLE_OBJECT_BYTES = 32 << 20  # remote objects up to this size are fetched whole (see Fetched)
 CACHED_BLOCKS = 32  # blocks of an object read in place that its readers share
-RETRY_DELAYS_S = (0.5, 2.0, 8.0)  # pauses before the retries of a failed ranged read
+RETRY_DELAYS_S = (0.5, 2.0, 8.0)  # pauses before the retries of a failed ranged request
 HEADER_BLOCK = 64 << 10  # a shard's listing reads this much around each tar header
 NO_SUCH_OBJECT = "no such object"
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")

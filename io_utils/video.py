@@ -96,7 +96,7 @@ class VideoReader:
             if not self._container.streams.video:
                 kinds = sorted({stream.type for stream in self._container.streams})
                 raise VideoError(f"no video stream (only {', '.join(kinds)})" if kinds else "no streams (truncated or not a video)")
-            self._stream = self._container.streams.video[0]
+            self._stream = decodable(self._container.streams.video[0])
             if threads:
                 self._stream.thread_type = "AUTO"
                 if thread_count:
@@ -476,6 +476,14 @@ def open_container(source: Source, what: str = "video") -> tuple[av.container.In
         problem = "a truncated or corrupt MP4/MOV file" if is_mp4 else f"not a readable {what}"
         raise VideoError(f"{problem} ({_reason(error)})") from error
     return container, handle
+
+
+def decodable(stream: av.stream.Stream) -> av.stream.Stream:
+    """``stream``, if FFmpeg has a decoder for it: a damaged header can leave a stream whose codec is unknown."""
+    if stream.codec_context is None:
+        raise VideoError(f"the {stream.type} stream's codec is unknown (a damaged header, or a codec FFmpeg does "
+                         "not decode)")
+    return stream
 
 
 def close_container(container: av.container.InputContainer, handle: BinaryIO | None) -> None:

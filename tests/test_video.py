@@ -100,6 +100,17 @@ def test_formats(tmp_path, name, options):
     assert sampled[0].rgb.shape == (height, width, 3) and sampled[0].rgb.dtype == np.uint8
 
 
+def test_a_stream_whose_codec_is_unknown_fails_in_words(tmp_path):
+    """Found by the fuzzing run: a damaged MKV header left a video stream without a codec, and the reader failed
+    with a bare AttributeError."""
+    data = write_clip(tmp_path / "a.mkv", num_frames=10).read_bytes()
+    assert data.count(b"V_MPEG4/ISO/AVC") == 1
+    unknown = tmp_path / "unknown.mkv"
+    unknown.write_bytes(data.replace(b"V_MPEG4/ISO/AVC", b"V_ZZZZZ/ISO/ZZZ"))
+    with pytest.raises(VideoError, match="^the video stream's codec is unknown"):
+        VideoReader(unknown)
+
+
 @pytest.mark.parametrize("encoding, text", [("gbk", "中文"), ("shift_jis", "日本")])
 def test_tags_that_are_not_utf8_do_not_fail_a_good_video(tmp_path, encoding, text):
     """A GBK or Shift-JIS encoder tag (as older tools write in other locales): every frame decodes, equal to the
