@@ -84,8 +84,12 @@ class Claim:
                 if not _take_over_if_stale(path):
                     return None
                 continue
-            with os.fdopen(descriptor, "w") as handle:
-                handle.write(token)
+            try:
+                with os.fdopen(descriptor, "w") as handle:
+                    handle.write(token)
+            except BaseException:  # e.g. no space left for the token: no claim, and no empty lock file either
+                path.unlink(missing_ok=True)
+                raise
             return cls(path, token)
         return None
 

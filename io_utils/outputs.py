@@ -250,7 +250,11 @@ class _NpyStream:
     def __init__(self, path: Path, dtype: np.dtype, row_shape: tuple[int, ...]):
         self._path, self._dtype, self._row_shape, self._rows = path, np.dtype(dtype), tuple(row_shape), 0
         self._file = temporary_beside(path)
-        self._header_length = self._write_header()
+        try:
+            self._header_length = self._write_header()
+        except BaseException:  # no sink knows of this stream yet: it removes its own file
+            self.discard()
+            raise
 
     def append(self, rows: np.ndarray) -> None:
         if rows.shape[1:] != self._row_shape or rows.dtype != self._dtype:
