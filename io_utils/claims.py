@@ -4,7 +4,8 @@ A video is done when all its output files exist and load. A run that is about to
 claims it with a lock file created with ``O_EXCL`` beside its main output, so two runs on the same inputs (two
 terminals, or two machines on a shared disk) do not extract the same video. A claim is stale, and may be taken
 over, when its process is gone (same host) or when it has not been refreshed for ``STALE_AFTER_S`` seconds;
-holders refresh their claims far more often than that.
+holders refresh their claims far more often than that. (In object storage the same rules apply to lock objects:
+``io_utils.remote_outputs.RemoteClaim``; ``io_utils.output_stores`` picks one or the other.)
 """
 from __future__ import annotations
 

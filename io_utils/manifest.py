@@ -5,7 +5,9 @@ checkpoint's file name and SHA-256, the preprocessing and sampling rule, library
 video the source's size and modification time, its stream's facts, the output shapes and the time taken. A run
 into a folder whose manifest records another configuration is refused (features made differently must not mix
 silently); a resumed run adds its videos. The file is replaced atomically at the start and at the end of a run;
-in between, each video's record is appended to a journal beside it (see :class:`Manifest`).
+in between, each video's record is appended to a journal beside it (see :class:`Manifest`). For an output folder
+in object storage, a :class:`~io_utils.remote_outputs.ManifestMirror` keeps the store's copy and journal
+segments in step with the staged one.
 """
 from __future__ import annotations
 
