@@ -21,7 +21,6 @@ from typing import Iterable
 
 import numpy as np
 
-
 STALE_AFTER_S = 600.0
 HEARTBEAT_S = 30.0
 _HOST = socket.gethostname()
@@ -77,7 +76,7 @@ class Claim:
     @classmethod
     def acquire(cls, path: Path) -> Claim | None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        token = json.dumps({"host": _HOST, "pid": os.getpid(), "id": uuid.uuid4().hex})
+        token = new_token()
         for _ in range(2):
             try:
                 descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -98,10 +97,9 @@ class Claim:
     def held_by(path: Path, pid: int, host: str = _HOST) -> bool:
         """Whether process ``pid`` of ``host`` (by default this one) holds the lock file at ``path``."""
         try:
-            owner = json.loads(path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+            return owned_by(path.read_text(), pid, host)
+        except FileNotFoundError:
             return False
-        return owner.get("host") == host and owner.get("pid") == pid
 
     def refresh(self) -> None:
         try:
@@ -143,6 +141,20 @@ def _take_over_if_stale(path: Path) -> bool:
     return True
 
 
+def new_token() -> str:
+    """What a claim (lock file or lock object) holds: who took it, and a nonce that tells two takes apart."""
+    return json.dumps({"host": _HOST, "pid": os.getpid(), "id": uuid.uuid4().hex})
+
+
+def owned_by(content: str, pid: int, host: str) -> bool:
+    """Whether a claim holding ``content`` was taken by process ``pid`` of ``host``."""
+    try:
+        owner = json.loads(content)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(owner, dict) and owner.get("host") == host and owner.get("pid") == pid
+
+
 def is_stale(content: str, age_s: float) -> bool:
     """Whether a lock with ``content``, last touched ``age_s`` ago, may be taken over."""
     if age_s > STALE_AFTER_S:
@@ -164,4 +176,3 @@ def process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-

@@ -3,10 +3,9 @@
 uploads, lock objects). Workers and the scheduler see one interface, chosen by :func:`output_store`."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from io_utils.claims import Claim, outputs_complete, remove_leftover_temporaries
+from io_utils.claims import Claim, outputs_complete, owned_by, remove_leftover_temporaries
 from io_utils.errors import VideoError
 from io_utils.outputs import OutputLayout
 from io_utils.remote_outputs import RemoteClaim, RemoteFolder, complete, publish, relative_to
@@ -63,11 +62,10 @@ class ObjectStoreOutputs(LocalOutputs):
     def clean_up_after(self, job: VideoJob, pid: int, host: str) -> None:
         lock = self._relative(self.layout.claim(job))
         try:
-            owner = json.loads(self.folder.read_text(lock) or "{}")
-        except (json.JSONDecodeError, VideoError):
-            return
-        if owner.get("host") == host and owner.get("pid") == pid:
-            self.folder.delete(lock)
+            if owned_by(self.folder.read_text(lock) or "", pid, host):
+                self.folder.delete(lock)
+        except VideoError:
+            pass  # the store is unreachable: the claim goes stale, and is taken over
 
 
 def output_store(layout: OutputLayout) -> LocalOutputs:

@@ -23,26 +23,22 @@ An object store has no rename and no append, and the machines of a cluster need 
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import socket
 import tempfile
 import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
-from urllib.parse import urlsplit
 
-from io_utils.claims import is_stale, process_alive
+from io_utils.claims import is_stale, new_token, process_alive
 from io_utils.errors import UsageError, VideoError
 from io_utils.sources import NO_SUCH_OBJECT, is_url, remote_errors
 
 STAGING_ROOT = Path(tempfile.gettempdir()) / "video_features-staging"
 JOURNAL_PREFIX = "manifest.journal"
 SEGMENT_EVERY_S = 60.0
-_HOST = socket.gethostname()
 
 
 def join(url: str, relative: str) -> str:
@@ -72,7 +68,6 @@ class RemoteFolder:
             self._fs, self._root = fsspec.core.url_to_fs(self.url, use_listings_cache=False)
         except (ImportError, ValueError) as error:
             raise UsageError(f"--output_path {url}: {error}") from error
-        self._scheme = urlsplit(self.url).scheme
 
     def url_of(self, relative: str) -> str:
         return join(self.url, relative)
@@ -215,7 +210,7 @@ class RemoteClaim:
     @classmethod
     def acquire(cls, folder: RemoteFolder, relative: str) -> RemoteClaim | None:
         """A lock whose holder is gone may be taken over, by the rules of lock files (``claims.is_stale``)."""
-        token = json.dumps({"host": _HOST, "pid": os.getpid(), "id": uuid.uuid4().hex})
+        token = new_token()
         for _ in range(2):
             if folder.create_exclusive(relative, token.encode()):
                 return cls(folder, relative, token)

@@ -73,14 +73,6 @@ class RemoteFile(_Named):
     def name(self) -> str:
         return PurePosixPath(urlsplit(self.url).path).name
 
-    def exists(self) -> bool:
-        with remote_errors(self.url):
-            filesystem, path = _filesystem(self.url)
-            return filesystem.isfile(path)
-
-    def is_dir(self) -> bool:
-        return False
-
     def size(self) -> int:
         with remote_errors(self.url):
             filesystem, path = _filesystem(self.url)
@@ -117,12 +109,6 @@ class ShardMember(_Named):
     def name(self) -> str:
         return PurePosixPath(self.member).name
 
-    def exists(self) -> bool:
-        return True  # listed from the shard itself
-
-    def is_dir(self) -> bool:
-        return False
-
     def size(self) -> int:
         return self.length
 
@@ -148,12 +134,6 @@ class _ReadingOf(_Named):
     @property
     def name(self) -> str:
         return self.source.name
-
-    def exists(self) -> bool:
-        return True
-
-    def is_dir(self) -> bool:
-        return False
 
 
 @dataclass(frozen=True, eq=False)
@@ -319,18 +299,35 @@ def _open_shard(shard: Path | RemoteFile) -> Iterator[BinaryIO]:
             yield handle
 
 
-class _Window(io.RawIOBase):
-    """Bytes ``[offset, offset + size)`` of a seekable file, as a file of its own."""
+class _View(io.RawIOBase):
+    """A read-only, seekable file of ``size`` bytes that keeps its own position; subclasses say how a read at
+    ``position`` is served (``readinto``)."""
 
-    def __init__(self, inner: BinaryIO, offset: int, size: int):
+    def __init__(self, size: int):
         super().__init__()
-        self._inner, self._offset, self._size, self._position = inner, offset, size, 0
+        self._size, self._position = size, 0
 
     def readable(self) -> bool:
         return True
 
     def seekable(self) -> bool:
         return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+
+class _Window(_View):
+    """Bytes ``[offset, offset + size)`` of a seekable file, as a file of its own."""
+
+    def __init__(self, inner: BinaryIO, offset: int, size: int):
+        super().__init__(size)
+        self._inner, self._offset = inner, offset
 
     def readinto(self, buffer) -> int:
         wanted = min(len(buffer), self._size - self._position)
@@ -341,14 +338,6 @@ class _Window(io.RawIOBase):
         buffer[: len(data)] = data
         self._position += len(data)
         return len(data)
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
-        self._position = max(0, base + offset)
-        return self._position
-
-    def tell(self) -> int:
-        return self._position
 
     def close(self) -> None:
         if not self.closed:
@@ -361,12 +350,11 @@ class Ranges:
     ``READ_BLOCK``) by ranged requests, kept in a small cache that all its :meth:`reader` views share (thread-safe:
     each keyframe interval decoded at once has its own view). A failed request is retried ``len(RETRY_DELAYS_S)``
     times (a cut-off transfer, a throttled or refused request), with growing pauses, then fails as a
-    :class:`VideoError` with the reason. ``fetched_bytes`` counts what the requests brought."""
+    :class:`VideoError` with the reason."""
 
     def __init__(self, url: str, offset: int, size: int, block_size: int | None = None):
         self.url, self.offset, self.size = url, offset, size
         self.block_size = max(1, block_size or READ_BLOCK)
-        self.fetched_bytes = 0
         self._blocks: OrderedDict[int, bytes] = OrderedDict()
         self._in_flight: dict[int, threading.Event] = {}
         self._lock = threading.Lock()
@@ -391,7 +379,6 @@ class Ranges:
             data = self._fetch(self.offset + start, self.offset + min(start + self.block_size, self.size))
             with self._lock:
                 self._blocks[index] = data
-                self.fetched_bytes += len(data)
                 while len(self._blocks) > CACHED_BLOCKS:
                     self._blocks.popitem(last=False)
             return data
@@ -418,35 +405,21 @@ class Ranges:
         raise AssertionError("unreachable")
 
 
-class _RangesView(io.RawIOBase):
+class _RangesView(_View):
     """One reader's position in a :class:`Ranges`."""
 
     def __init__(self, ranges: Ranges):
-        super().__init__()
-        self._ranges, self._position = ranges, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
+        super().__init__(ranges.size)
+        self._ranges = ranges
 
     def readinto(self, buffer) -> int:
-        if self._position >= self._ranges.size:
+        if self._position >= self._size:
             return 0
         index, within = divmod(self._position, self._ranges.block_size)
         data = self._ranges.block(index)[within: within + len(buffer)]
         buffer[: len(data)] = data
         self._position += len(data)
         return len(data)
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._ranges.size}[whence]
-        self._position = max(0, base + offset)
-        return self._position
-
-    def tell(self) -> int:
-        return self._position
 
 
 def _filesystem(url: str):

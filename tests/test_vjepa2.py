@@ -6,7 +6,6 @@ read through ``--checkpoint``, the path a downloaded repository's files take aft
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
