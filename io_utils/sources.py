@@ -245,20 +245,26 @@ def list_shard(shard: Path | RemoteFile, extensions: frozenset[str]) -> ShardLis
     """The video members of a tar shard (by extension), from its headers only; each gets the ``.json`` member of
     its sample (same key: the name up to the first dot of the file name), as WebDataset groups them.
 
-    A damaged header ends the listing: the members before it are still listed and ``problem`` says where."""
+    A damaged header ends the listing: the members before it are still listed and ``problem`` says where. A shard
+    that cannot be opened (missing, unreadable) lists nothing, and ``problem`` says why."""
     videos: list[tuple[str, tarfile.TarInfo]] = []
     metadata: dict[str, str] = {}
     problem = None
     try:
-        with _open_shard(shard) as handle, tarfile.open(fileobj=handle, mode="r:") as archive:
-            for info in _members(archive):
-                key, extension = sample_key(info.name)
-                if extension.lower() == ".json" and info.size <= (16 << 20):
-                    metadata[key] = _member_text(archive, info)
-                elif info.isfile() and PurePosixPath(info.name).suffix.lower() in extensions:
-                    videos.append((key, info))
-    except (tarfile.TarError, EOFError, OSError, VideoError) as error:
-        problem = f"damaged shard, listing stopped after {len(videos)} video(s): {error or type(error).__name__}"
+        with _open_shard(shard) as handle:
+            try:
+                with tarfile.open(fileobj=handle, mode="r:") as archive:
+                    for info in _members(archive):
+                        key, extension = sample_key(info.name)
+                        if extension.lower() == ".json" and info.size <= (16 << 20):
+                            metadata[key] = _member_text(archive, info)
+                        elif info.isfile() and PurePosixPath(info.name).suffix.lower() in extensions:
+                            videos.append((key, info))
+            except (tarfile.TarError, EOFError, OSError, VideoError) as error:
+                reason = error or type(error).__name__
+                problem = f"damaged shard, listing stopped after {len(videos)} video(s): {reason}"
+    except (OSError, VideoError) as error:  # raised on opening: the shard itself cannot be read
+        problem = str(error) if isinstance(error, VideoError) else f"cannot be read ({error})"
     members = [ShardMember(shard, info.name, info.offset_data, info.size, metadata.get(key, ""))
                for key, info in videos]
     return ShardListing(members, problem)
@@ -459,6 +465,8 @@ def _remote_reason(url: str, error: BaseException, otherwise: str | None = None)
     last = " ".join(f"{type(chain[-1]).__name__}: {chain[-1]}".split()) if chain else ""  # one line
     if any(isinstance(item, ConnectionError) for item in chain) or "connect" in texts or "resolve" in texts:
         return f"cannot reach the storage for {urlsplit(url).scheme}:// ({last})"
+    if "nocredentials" in texts or "unable to locate credentials" in texts:
+        return f"no credentials for {urlsplit(url).scheme}:// ({last})"
     if any(status in (401, 403) for status in statuses) or "accessdenied" in texts or "forbidden" in texts:
         return f"access denied ({last})"
     if 404 in statuses or "nosuchkey" in texts or "nosuchbucket" in texts or "not found" in texts:

@@ -168,10 +168,11 @@ def test_a_damaged_member_fails_alone_and_a_damaged_shard_keeps_the_members_befo
     assert [member.member for member in listing.members] == ["k3.mp4"]
     assert listing.problem and "damaged shard" in listing.problem
 
-    run = extract(tiny_checkpoint, tmp_path / "out", "--shards", str(tmp_path / "{00000..00001}.tar"))
+    run = extract(tiny_checkpoint, tmp_path / "out", "--shards", str(tmp_path / "{00000..00002}.tar"))
     assert run.returncode == 1
-    assert "done: 3, skipped: 0, failed: 2" in run.stdout, run.stdout + run.stderr
+    assert "done: 3, skipped: 0, failed: 3" in run.stdout, run.stdout + run.stderr
     reasons = failures(tmp_path / "out")
+    assert reasons[str(tmp_path / "00002.tar")] == "no such file"  # a shard that is not there is not "damaged"
     assert reasons[f"{tmp_path / '00000.tar'}#k1.mp4"].startswith("not a readable video")
     assert reasons[str(tmp_path / "00001.tar")].startswith("damaged shard, listing stopped after 1 video(s)")
     assert saved(tmp_path / "out", "k0") == saved(tmp_path / "out", "k2") == saved(tmp_path / "out", "k3")
