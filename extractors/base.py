@@ -28,9 +28,11 @@ from extractors.prefetch import Batch, Prefetcher, to_device
 from extractors.registry import feature_type
 from extractors.transforms import CROPS, FramePreprocessing
 from extractors.weights import Weights
+from io_utils.activity import ACTIVITY, MODEL
 from io_utils.checkpoints import checkpoint_path
 from io_utils.errors import UsageError, VideoError
 from io_utils.frames import FrameFolderReader
+from io_utils.limits import InputLimits
 from io_utils.outputs import FinishingSink, MemorySink, OutputLayout, Sink, open_sink
 from io_utils.readers import FrameReader, Reader
 from io_utils.sampling import SamplingMethod, parse_extract_method
@@ -41,6 +43,7 @@ from io_utils.video_list import VIDEO_EXTENSIONS, VideoJob, output_stem
 V = TypeVar("V")
 OnProgress = Callable[[Any, float, float], None]  # (video, seconds done, seconds in all)
 DEFAULT_SAMPLING = SamplingMethod("fix", Fraction(1))  # of the frame-wise models
+_MILLISECOND = Fraction(1, 1000)  # the time base of the inputs' times
 
 # Options of every model whose outputs are feature vectors.
 VIEWS = Option("views", None, "N inputs spread uniformly over the whole video (N frames, windows or clips), instead "
@@ -114,8 +117,10 @@ class BaseExtractor:
         self.layout = layout or output_layout(self.config)
         self.main_key = self.layout.main_key
         self.device = torch.device(device) if device is not None else default_device(self.config)
+        self.limits = InputLimits.of(self.config.input_limits)
         model, self.transform = self.load_model()
         self.model = model.to(self.device).eval()
+        self._fitting_inputs: int | None = None  # inputs per forward that fit after running out of memory
 
     @classmethod
     def feature_keys(cls, config: RunConfig) -> list[str]:
@@ -203,7 +208,7 @@ class BaseExtractor:
         frames with ``--frames_dir``."""
         if self.config.frames_dir:
             return FrameFolderReader(path, self.config.frames_fps)
-        return VideoReader(path)
+        return VideoReader(path, limits=self.limits)
 
     def model_inputs(self, video: FrameReader, job: VideoJob
                      ) -> Iterator[tuple[torch.Tensor | dict[str, torch.Tensor], float]]:
@@ -255,10 +260,11 @@ class BaseExtractor:
         try:
             for kind, video, payload in prefetch:
                 if kind == "start":
-                    duration_s = payload
+                    duration_s, self._fitting_inputs = payload, None  # each video starts from --batch_size
                     continue
                 if kind == "batch":
                     if failed is None:
+                        ACTIVITY.begin(MODEL, video, "running the model", round(payload[1][0]), _MILLISECOND)
                         try:
                             sink = sink or finish(sink_of(video))
                             sink.add(*self._run_batch(*payload))
@@ -266,16 +272,19 @@ class BaseExtractor:
                                 on_progress(video, payload[1][-1] / 1000, duration_s)
                         except Exception as error:  # out of memory, a full disk...: this video only
                             failed = error
+                        ACTIVITY.waiting(MODEL)
                     continue
                 outcome = payload if kind == "error" else failed
                 if outcome is None:
                     if on_facts is not None:
                         on_facts(video, payload)
+                    ACTIVITY.begin(MODEL, video, "writing the outputs")
                     try:
                         sink = sink or finish(sink_of(video))
                         outcome, sink = sink.close(payload["fps"]), None
                     except Exception as error:
                         outcome = error
+                    ACTIVITY.waiting(MODEL)
                 if sink is not None:
                     sink.abort()
                 sink, failed = None, None
@@ -289,15 +298,48 @@ class BaseExtractor:
         crops = self.config.value(CROPS)
         if crops > 1 and not self.crops_inside_forward:  # (B, crops, ...): the crops are more inputs
             inputs = inputs.flatten(0, 1)
-        outputs = self.forward(to_device(inputs, self.device))
-        if isinstance(outputs, torch.Tensor):
-            outputs = {self.main_key: outputs}
-        arrays = {key: value.float().cpu().numpy() for key, value in outputs.items()}
+        arrays = self._forward_fitting(inputs)
         if self.config.value(SHOW_PRED):
             self.show_predictions(arrays, [time for time in timestamps_ms for _ in range(crops)])
         if crops > 1:
             arrays = {key: value.reshape(len(timestamps_ms), crops, *value.shape[1:]) for key, value in arrays.items()}
         return arrays, timestamps_ms
+
+    def _forward_fitting(self, inputs: Batch) -> dict[str, np.ndarray]:
+        """The batch's outputs as arrays, in parts small enough for the device: on running out of memory the part
+        is halved and the batch run again, down to one input, and the rest of the video keeps the size that fit.
+        Each part is an ordinary batch, so the features equal a run at that ``--batch_size``."""
+        size = self._fitting_inputs or _length(inputs)
+        while True:
+            try:
+                parts = [self._forward_arrays(part) for part in _split(inputs, size)]
+                return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+            except torch.OutOfMemoryError as error:
+                if size == 1:
+                    raise VideoError(f"out of memory on {self.device} even with one input per batch "
+                                     f"({str(error).splitlines()[0]})") from error
+            # out of the except block: the failed attempt's tensors are released before the cache is emptied
+            size = self._fitting_inputs = size // 2
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    def _forward_arrays(self, inputs: Batch) -> dict[str, np.ndarray]:
+        outputs = self.forward(to_device(inputs, self.device))
+        if isinstance(outputs, torch.Tensor):
+            outputs = {self.main_key: outputs}
+        return {key: value.float().cpu().numpy() for key, value in outputs.items()}
+
+
+def _length(inputs: Batch) -> int:
+    return len(next(iter(inputs.values()))) if isinstance(inputs, dict) else len(inputs)
+
+
+def _split(inputs: Batch, size: int) -> list[Batch]:
+    """``inputs`` in consecutive parts of ``size`` inputs (the last one shorter)."""
+    if isinstance(inputs, dict):
+        pieces = {key: value.split(size) for key, value in inputs.items()}
+        return [{key: pieces[key][index] for key in pieces} for index in range(len(next(iter(pieces.values()))))]
+    return list(inputs.split(size))
 
 
 class FrameWiseExtractor(BaseExtractor):

@@ -121,7 +121,7 @@ def _model_help(option: Option, types: list[str]) -> str:
 
 
 def _default(option: Option) -> str:
-    return "" if option.default in (None, False) else f" (default: {shown(option.default)})"
+    return "" if option.default in (None, False, ()) else f" (default: {shown(option.default)})"
 
 
 def _argparse_type(convert: Callable[[Any], Any]) -> Callable[[str], Any]:

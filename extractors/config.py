@@ -19,11 +19,12 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from extractors.options import Option, OptionValues, Section, positive_float, positive_int
+from extractors.options import Option, OptionValues, Section, non_negative_float, positive_float, positive_int
 from extractors.presets import preset
 from extractors.registry import declared_options, feature_type, feature_types, known_options
 from io_utils.checkpoints import WEIGHTS_DIR_ENV
 from io_utils.errors import UsageError
+from io_utils.limits import InputLimits, parse_limit
 from io_utils.manifest import read_manifest
 from io_utils.outputs import FLOW_IMAGE_MODES, ON_EXTRACTION_CHOICES, OutputLayout, output_folder
 from io_utils.remote_outputs import STAGING_ROOT
@@ -94,6 +95,15 @@ class RunConfig:
                                          Section.DEVICES, "127.0.0.1:6379", metavar="ADDRESS")
     cpus_per_worker: int = run_option(1, "with --backend ray --cpu: CPUs each actor reserves (and its torch threads)",
                                       Section.DEVICES, 2, convert=positive_int)
+    stall_timeout: float = run_option(
+        300.0, "seconds a video may make no progress (no byte or packet read, no frame decoded, no step of the model) "
+               "before its worker is replaced and the video fails as stalled; also how long a run waits for a worker "
+               "to be able to run at all (a Ray cluster that lost its nodes); 0: no limit", Section.DEVICES, 60.0,
+        convert=non_negative_float, metavar="SECONDS")
+    input_limits: tuple[tuple[str, float], ...] = run_option(
+        (), "NAME=VALUE ...: raise (or lower) the bounds an input's header is checked against before decoding "
+            f"(defaults: {InputLimits().described()}); a file beyond one fails with the reason", Section.INPUTS,
+        ("frame_pixels=134217728",), convert=parse_limit, many=True, metavar="NAME=VALUE")
     # outputs
     on_extraction: str = run_option("print", "what to do with the features", Section.OUTPUTS, "save_numpy",
                                     choices=ON_EXTRACTION_CHOICES)

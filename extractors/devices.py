@@ -27,3 +27,19 @@ def default_device(config: RunConfig) -> torch.device:
     """The device of an extractor made from Python without one: the CPU with ``--cpu``, else the first of
     ``--device_ids`` (checked as for a run)."""
     return torch.device(worker_devices(config)[0] if not config.cpu else "cpu")
+
+
+def device_problem(device: torch.device) -> str | None:
+    """Why ``device`` cannot be used any more, if it cannot: asked after a video failed on it. After an illegal
+    memory access or a device-side assert, every later CUDA call in the process fails with the same error, so
+    the worker must be replaced rather than fail every video after that one. (Out of memory leaves the device
+    usable: its cache is emptied for the next video.)"""
+    if device.type != "cuda":
+        return None
+    try:
+        torch.cuda.synchronize(device)
+        (torch.ones(1, device=device) + 1).item()
+    except Exception as error:  # torch.AcceleratorError, RuntimeError: whatever the driver said
+        return f"{type(error).__name__}: {error}".splitlines()[0]
+    torch.cuda.empty_cache()
+    return None

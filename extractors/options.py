@@ -130,6 +130,13 @@ def positive_float(value: Any) -> float:
     return number
 
 
+def non_negative_float(value: Any) -> float:
+    number = float(value)
+    if not (number >= 0 and math.isfinite(number)):
+        raise ValueError(f"must be a number >= 0, got {value}")
+    return number
+
+
 def local_folder(value: Any) -> str:
     """A folder an earlier run wrote, read where this one runs: a URL is refused (its objects would have to be
     copied for every video)."""

@@ -32,7 +32,7 @@ class LocalPoolExecutor:
             on_progress: OnProgress | None = None) -> None:
         devices = worker_devices(extraction.config)
         transport = _Pipes(extraction, self.worker_target, devices.count("cpu"))
-        schedule(transport, devices, jobs, extraction.layout, on_result, on_progress)
+        schedule(transport, devices, jobs, extraction.layout, on_result, on_progress, extraction.config.stall_timeout)
 
 
 @dataclass
@@ -58,8 +58,10 @@ class _Pipes:
         theirs.close()
         return Worker(slot, _Process(process, ours))
 
-    def receive(self, workers: list[Worker]) -> tuple[list[tuple[Worker, WorkerMessage]], list[Worker]]:
-        ready = wait([w.channel.connection for w in workers] + [w.channel.process.sentinel for w in workers])
+    def receive(self, workers: list[Worker], timeout_s: float) -> tuple[list[tuple[Worker, WorkerMessage]],
+                                                                         list[Worker]]:
+        ready = wait([w.channel.connection for w in workers] + [w.channel.process.sentinel for w in workers],
+                     timeout_s)
         messages: list[tuple[Worker, WorkerMessage]] = []
         ended = []
         for worker in workers:
@@ -83,6 +85,12 @@ class _Pipes:
 
     def room_for_another(self) -> bool:
         return True  # a replacement takes the device of the worker it replaces
+
+    def no_capacity(self) -> str | None:
+        return None  # this machine's devices stay
+
+    def kill(self, worker: Worker) -> None:
+        worker.channel.process.kill()  # SIGKILL: a read blocked in the kernel ends too
 
     def stop(self, workers: list[Worker]) -> None:
         """SIGTERM lets a worker unwind (temporary files and claims are removed). One still busy after

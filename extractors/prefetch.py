@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterable, Iterator, Union
 
 import torch
 
+from io_utils.activity import ACTIVITY, READER
 from io_utils.errors import VideoError
 from io_utils.readers import Reader
 from io_utils.video import VideoReader
@@ -67,10 +68,12 @@ class Prefetcher:
             self._put("fatal", None, error)
         finally:
             self._put_item(self._DONE)
+            ACTIVITY.waiting(READER)
 
     def _decode(self, video) -> tuple[str, Any, Any]:
         try:
             job = self._job_of(video)
+            ACTIVITY.begin(READER, video, "opening the input")
             with self._open_reader(job.path) as reader:
                 if not self._put("start", video, reader.duration_s):
                     return "error", video, VideoError("stopped")
@@ -85,14 +88,19 @@ class Prefetcher:
         return self._put_item((kind, video, payload))
 
     def _put_item(self, item) -> bool:
-        """Queue an item unless the consumer has gone; False means stop producing."""
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        """Queue an item unless the consumer has gone; False means stop producing. Waiting for room is waiting for
+        the model, not a stall of the reader."""
+        ACTIVITY.waiting(READER)
+        try:
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+        finally:
+            ACTIVITY.resumed(READER)
 
 
 def batches(inputs: Iterator[tuple[Any, float]], batch_size: int) -> Iterator[tuple[Batch, list[float]]]:

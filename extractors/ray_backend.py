@@ -34,7 +34,6 @@ from io_utils.remote_outputs import RemoteFolder
 from io_utils.video_list import VideoJob
 
 _REPOSITORY = str(Path(__file__).resolve().parents[1])
-_POLL_S = 0.5
 
 
 @ray.remote(num_cpus=0)
@@ -144,7 +143,7 @@ class RayExecutor:
         try:
             transport = _Mailboxes(self, extraction)
             slots = ["cpu"] * config.num_workers if config.cpu else ["gpu"] * _cluster_gpus()
-            schedule(transport, slots, jobs, extraction.layout, on_result, on_progress)
+            schedule(transport, slots, jobs, extraction.layout, on_result, on_progress, config.stall_timeout)
         finally:
             if started_ray:
                 ray.shutdown()
@@ -198,8 +197,9 @@ class _Mailboxes:
         finished = handle.run.remote(self._extraction, worker_id, self._mailboxes, threads)
         return Worker(slot, _Actor(worker_id, handle, finished))
 
-    def receive(self, workers: list[Worker]) -> tuple[list[tuple[Worker, WorkerMessage]], list[Worker]]:
-        messages = ray.get(self._mailboxes.take.remote(_POLL_S))
+    def receive(self, workers: list[Worker], timeout_s: float) -> tuple[list[tuple[Worker, WorkerMessage]],
+                                                                         list[Worker]]:
+        messages = ray.get(self._mailboxes.take.remote(timeout_s))
         done, _ = ray.wait([worker.channel.finished for worker in workers], num_returns=len(workers), timeout=0)
         if done:
             messages += ray.get(self._mailboxes.take.remote(0))  # the last words of the actors that ended
@@ -228,6 +228,20 @@ class _Mailboxes:
         config, available = self._extraction.config, ray.available_resources()
         return (available.get("CPU", 0) >= config.cpus_per_worker if config.cpu
                 else available.get("GPU", 0) >= 1)
+
+    def no_capacity(self) -> str | None:
+        """Why no actor can be placed anywhere, if the nodes alive have not the resources of one in all."""
+        config, resources = self._extraction.config, ray.cluster_resources()
+        cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
+        if (cpus >= config.cpus_per_worker) if config.cpu else (gpus >= 1):
+            return None
+        needs = f"{config.cpus_per_worker} CPU" if config.cpu else "1 GPU"
+        nodes = sum(node["Alive"] for node in ray.nodes())
+        return (f"the Ray cluster has {cpus:g} CPU and {gpus:g} GPU on {nodes} node(s) alive, and an actor needs "
+                f"{needs}")
+
+    def kill(self, worker: Worker) -> None:
+        ray.kill(worker.channel.handle, no_restart=True)
 
     def stop(self, workers: list[Worker]) -> None:
         for worker in workers:

@@ -21,8 +21,10 @@ import torch
 
 from extractors.base import BaseExtractor
 from extractors.config import RunConfig, output_layout
+from extractors.devices import device_problem
 from extractors.registry import extractor_class
-from extractors.scheduling import Assign, Fatal, Progress, Ready, Result, this_host
+from extractors.scheduling import Alive, Assign, Fatal, Progress, Ready, Result, report_every_s, this_host
+from io_utils.activity import ACTIVITY, MODEL, READER
 from io_utils.claims import HEARTBEAT_S, Claim
 from io_utils.errors import UsageError, VideoError
 from io_utils.files import unwritable_reason
@@ -94,8 +96,13 @@ class _Worker:
         self._facts: dict[int, dict] = {}  # job id -> what the reader knew of its stream
 
     def run(self) -> None:
-        heartbeat = threading.Thread(target=self._heartbeat, daemon=True)
-        heartbeat.start()
+        threads = [threading.Thread(target=self._heartbeat, daemon=True)]
+        if self.config.stall_timeout:
+            torch.nn.modules.module.register_module_forward_hook(lambda *_: ACTIVITY.progressed())
+            threads.append(threading.Thread(target=self._report, args=(report_every_s(self.config.stall_timeout),),
+                                            daemon=True))
+        for thread in threads:
+            thread.start()
         try:
             outcomes = self.extractor.extract_many(
                 self._jobs(), job_of=lambda assigned: assigned.job, sink_of=self._sink, on_progress=self._progress,
@@ -106,9 +113,12 @@ class _Worker:
             pass  # the main process is gone: nothing left to report to
         except _OutputsUnwritable as stop:
             self._send(Fatal(str(stop)))  # the whole run stops: the video in hand is neither done nor failed
+        except _DeviceUnusable:
+            pass  # this process ends; the scheduler starts another on the device and hands out what it held
         finally:
             self._stopped.set()
-            heartbeat.join()  # a thread still alive at exit makes torch abort the process (SIGABRT)
+            for thread in threads:
+                thread.join()  # a thread still alive at exit makes torch abort the process (SIGABRT)
             with self._claims_lock:
                 for claim in self._claims.values():
                     claim.release()
@@ -118,22 +128,26 @@ class _Worker:
     def _jobs(self) -> Iterator[Assign]:
         """Videos from the scheduler, minus those already done or claimed by another run."""
         while True:
+            ACTIVITY.waiting(READER)
             self._send(Ready())
             message = self.connection.recv()
             if not isinstance(message, Assign):
                 return  # Stop
+            self._started[message.job_id] = time.monotonic()
+            ACTIVITY.begin(READER, message, "claiming the outputs")
             try:
                 skip_reason = self._claim(message)
             except OSError as error:
                 _stop_if_unwritable(error, self.layout.folder)
+                self._started.pop(message.job_id, None)
                 self._send(Result(message.job_id, "failed", f"its outputs could not be claimed ({error})"))
                 continue
             if skip_reason:
+                self._started.pop(message.job_id, None)
                 self._send(Result(message.job_id, "skipped", skip_reason))
                 continue
             finished = threading.Event()
             self._alone = (message.job_id, finished) if message.alone else None
-            self._started[message.job_id] = time.monotonic()
             yield message
             if message.alone:
                 finished.wait()
@@ -157,8 +171,10 @@ class _Worker:
 
     def _finish(self, assigned: Assign, outcome: dict | Exception) -> None:
         job_id, job = assigned.job_id, assigned.job
+        broken = None
         if isinstance(outcome, Exception):
             _stop_if_unwritable(outcome, self.layout.folder)  # before anything is said of this video
+            broken = device_problem(self.extractor.device)
         try:
             if isinstance(outcome, Exception):
                 raise outcome
@@ -167,6 +183,7 @@ class _Worker:
                 sys.stdout.flush()
             record = self._record(job_id, job, outcome)
             if self.config.on_extraction != "print":
+                ACTIVITY.begin(MODEL, assigned, "publishing the outputs")
                 self.outputs.publish(job)
             result = Result(job_id, "done", record=record)
         except VideoError as error:
@@ -174,8 +191,10 @@ class _Worker:
         except Exception as error:
             if self.config.verbose:
                 traceback.print_exception(error)
-            result = Result(job_id, "failed", f"{type(error).__name__}: {error}")
+            replaced = f" (then {self.extractor.device} failed a check: {broken}; its worker was replaced)"
+            result = Result(job_id, "failed", f"{type(error).__name__}: {error}{replaced if broken else ''}")
         finally:
+            ACTIVITY.waiting(MODEL)
             self._started.pop(job_id, None)
             self._facts.pop(job_id, None)
             with self._claims_lock:
@@ -185,6 +204,8 @@ class _Worker:
         self._send(result)
         if self._alone is not None and self._alone[0] == job_id:
             self._alone[1].set()
+        if broken:
+            raise _DeviceUnusable(broken)
 
     def _record(self, job_id: int, job: VideoJob, outputs: dict) -> dict:
         """The manifest's entry of a video: its source, its stream, its outputs' shapes and the time taken."""
@@ -207,6 +228,18 @@ class _Worker:
         with self._send_lock:
             self.connection.send(message)
 
+    def _report(self, every_s: float) -> None:
+        """While this worker holds a video: what holds it up and for how long nothing has progressed, for the
+        scheduler's stall watchdog (``io_utils/activity.py``)."""
+        while not self._stopped.wait(every_s):
+            if not self._started:
+                continue
+            busy = ACTIVITY.busy()
+            try:
+                self._send(Alive(busy.video.job_id, busy.where, busy.idle_s) if busy else Alive(None))
+            except Exception:  # the main process (or the Ray mailbox) is gone: the main thread sees it too
+                return
+
     def _heartbeat(self) -> None:
         while not self._stopped.wait(HEARTBEAT_S):
             with self._claims_lock:
@@ -216,6 +249,10 @@ class _Worker:
 
 def _exit_on_sigterm(signum, frame) -> None:
     raise SystemExit(128 + signum)  # unwinds through the finally blocks: temporary files and claims go
+
+
+class _DeviceUnusable(Exception):
+    """The worker's device fails every call after an error (a CUDA context in a bad state): the worker must go."""
 
 
 class _OutputsUnwritable(Exception):

@@ -18,9 +18,11 @@ from typing import Iterator
 import av
 import numpy as np
 
+from io_utils.activity import ACTIVITY, READER
 from io_utils.errors import VideoError
+from io_utils.limits import InputLimits
 from io_utils.sources import Source, as_source, for_reading
-from io_utils.video import VideoReader, close_container, decodable, open_container
+from io_utils.video import VideoReader, close_container, decodable, error_reason, open_container
 
 AUDIO_EXTENSIONS = frozenset(".wav .mp3 .flac .m4a .aac .ogg .opus .oga .wma .aif .aiff .mka".split())
 _GAP_S = 0.002  # a jump in the packets' times larger than this (a damaged packet skipped) is filled with silence
@@ -34,23 +36,29 @@ class AudioReader:
     declares it (None if it declares none).
     """
 
-    def __init__(self, path: str | os.PathLike | Source, rate: int = 16000, verbose: bool = False):
+    def __init__(self, path: str | os.PathLike | Source, rate: int = 16000, verbose: bool = False,
+                 limits: InputLimits | None = None):
         self.path, self.rate, self._verbose = for_reading(as_source(path)), rate, verbose
+        self._limits = limits or InputLimits()
+        self.video: VideoReader | None = None
         self._container, self._handle = open_container(self.path, "media")
         try:
             if not self._container.streams.audio:
                 kinds = sorted({stream.type for stream in self._container.streams})
                 raise VideoError(f"no audio stream (only {', '.join(kinds)})" if kinds else "no audio stream")
             self._stream = decodable(self._container.streams.audio[0])
+            self._limits.check_audio(self._stream.codec_context.sample_rate, self._stream.codec_context.channels)
             moving = [stream for stream in self._container.streams.video
                       if not stream.disposition & av.stream.Disposition.attached_pic]  # not an album cover
-            self.video = VideoReader(self.path) if moving else None
+            self.video = VideoReader(self.path, limits=self._limits) if moving else None
+            self.duration_s = (self.video.duration_s if self.video
+                               else _declared_duration(self._container, self._stream))
+            self._limits.check_duration(self.duration_s or 0.0)
         except BaseException:
             self.close()
             raise
         self.fps = self.video.fps if self.video else 0.0
         self.origin_s = float(self.video.start_pts * self.video.time_base) if self.video else None
-        self.duration_s = self.video.duration_s if self.video else _declared_duration(self._container, self._stream)
         self.audio_start_s: float | None = None  # known once the first samples are decoded
         self.skipped_packets = 0
 
@@ -67,7 +75,7 @@ class AudioReader:
         self.close()
 
     def close(self) -> None:
-        if getattr(self, "video", None) is not None:
+        if self.video is not None:
             self.video.close()
         close_container(self._container, self._handle)
 
@@ -76,7 +84,9 @@ class AudioReader:
         chunk. A packet that cannot be decoded is skipped and its time filled with silence."""
         resampler = av.AudioResampler(format="fltp", rate=self.rate)
         expected_s: float | None = None
+        time_base = self._stream.time_base
         for packet in self._container.demux(self._stream):
+            ACTIVITY.note(READER, "reading and decoding the audio", packet.pts, time_base)
             try:
                 frames = packet.decode()
             except av.error.FFmpegError as error:
@@ -87,12 +97,28 @@ class AudioReader:
                 if self.audio_start_s is None:  # an audio file's timeline starts with its audio
                     self.audio_start_s = (start_s or 0.0) - self.origin_s if self.origin_s is not None else 0.0
                 elif start_s is not None and expected_s is not None and start_s - expected_s > _GAP_S:
-                    yield np.zeros(round((start_s - expected_s) * self.rate), np.float32)
+                    yield from self._silence(start_s - expected_s)
                 if start_s is not None:
                     expected_s = start_s + frame.samples / frame.sample_rate
                 frame.pts = None  # the resampler's own running time; the gap is handled above
-                yield from (_mono(out) for out in resampler.resample(frame))
-        yield from (_mono(out) for out in resampler.resample(None))
+                yield from self._resampled(resampler, frame)
+        yield from self._resampled(resampler, None)
+
+    def _resampled(self, resampler: av.AudioResampler, frame: av.AudioFrame | None) -> Iterator[np.ndarray]:
+        try:
+            converted = resampler.resample(frame)
+        except av.error.FFmpegError as error:  # e.g. more channels than libswresample takes (64)
+            raise VideoError(f"the audio cannot be converted to {self.rate} Hz ({error_reason(error)})") from error
+        return (_mono(out) for out in converted)
+
+    def _silence(self, gap_s: float) -> Iterator[np.ndarray]:
+        """The samples of a gap in the packets' times, a second at a time (a damaged timestamp can open a gap of
+        years: it fails at the duration limit instead of filling memory)."""
+        self._limits.check_duration(gap_s)
+        samples = round(gap_s * self.rate)
+        while samples > 0:
+            yield np.zeros(min(samples, self.rate), np.float32)
+            samples -= self.rate
 
     def _report_skip(self, packet: av.Packet, error: av.error.FFmpegError) -> None:
         self.skipped_packets += 1

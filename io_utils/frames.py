@@ -15,6 +15,7 @@ from typing import Iterator, Sequence
 import cv2
 import numpy as np
 
+from io_utils.activity import ACTIVITY, READER
 from io_utils.errors import VideoError
 from io_utils.video import Frame
 
@@ -100,6 +101,7 @@ class FrameFolderReader:
 
     def _frame(self, index: int) -> Frame:
         path = self._files[index]
+        ACTIVITY.note(READER, f"reading the image {path.name}")
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             raise VideoError(f"{path.name}: not a readable image")

@@ -20,7 +20,9 @@ import io
 import json
 import os
 import re
+import stat
 import tarfile
+import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -30,6 +32,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Iterator, Union
 from urllib.parse import urlsplit
 
+from io_utils.activity import ACTIVITY, READER
 from io_utils.errors import VideoError
 
 READ_BLOCK = 1 << 20  # bytes of one ranged request of an object read in place: about 1 ms at 1 GB/s
@@ -37,6 +40,7 @@ WHOLE_OBJECT_BYTES = 32 << 20  # remote objects up to this size are fetched whol
 CACHED_BLOCKS = 32  # blocks of an object read in place that its readers share
 RETRY_DELAYS_S = (0.5, 2.0, 8.0)  # pauses before the retries of a failed ranged request
 HEADER_BLOCK = 64 << 10  # a shard's listing reads this much around each tar header
+SPOOL_CHUNK = 1 << 20  # bytes read from a pipe at a time
 NO_SUCH_OBJECT = "no such object"
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
@@ -167,12 +171,54 @@ class InPlace(_ReadingOf):
         return self.ranges.reader()
 
 
-Source = Union[Path, RemoteFile, ShardMember, Fetched, InPlace]
+class Spooled(_Named):
+    """A local input that can be read only once, from start to end (a named pipe, a character device such as
+    ``/dev/stdin``), copied into an anonymous temporary file as it is read: decoding seeks, and several decoders read
+    one video at once. The file has no name (it is gone when closed, also when the process is killed), and memory
+    holds one chunk of it at a time."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._file = tempfile.TemporaryFile()
+        with path.open("rb", buffering=0) as pipe:  # blocks until a writer opens the pipe
+            while chunk := pipe.read(SPOOL_CHUNK):
+                self._file.write(chunk)
+                ACTIVITY.note(READER, f"reading the input ({self._file.tell():,} bytes so far)")
+        self._file.flush()
+        self._size = self._file.tell()
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def size(self) -> int:
+        return self._size
+
+    def open(self) -> BinaryIO:
+        return io.BufferedReader(_SpoolView(self._file.fileno(), self._size), buffer_size=64 << 10)
+
+
+def _read_once(path: Path) -> bool:
+    """Whether a local path is an input that can be read only once (see :class:`Spooled`)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False  # opening it says why
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
+
+
+Source = Union[Path, RemoteFile, ShardMember, Fetched, InPlace, Spooled]
 
 
 def for_reading(source: Source) -> Source:
-    """How a reader reads ``source``: a local file as it is; a remote one of at most ``WHOLE_OBJECT_BYTES`` fetched
-    whole in one request (:class:`Fetched`), a larger one in place (:class:`InPlace`)."""
+    """How a reader reads ``source``: a local file as it is, a pipe copied as it is read (:class:`Spooled`); a
+    remote one of at most ``WHOLE_OBJECT_BYTES`` fetched whole in one request (:class:`Fetched`), a larger one in
+    place (:class:`InPlace`)."""
+    if isinstance(source, Path) and _read_once(source):
+        return Spooled(source)
     shard = source.shard if isinstance(source, ShardMember) else None
     if not (isinstance(source, RemoteFile) or isinstance(shard, RemoteFile)):
         return source
@@ -187,7 +233,7 @@ def for_reading(source: Source) -> Source:
 
 def as_source(text: str | os.PathLike | Source) -> Source:
     """A path as given on the command line or in a list: a URL, else a local path (sources are kept)."""
-    if isinstance(text, (RemoteFile, ShardMember, Fetched, InPlace)):
+    if isinstance(text, (RemoteFile, ShardMember, Fetched, InPlace, Spooled)):
         return text
     return RemoteFile(text) if is_url(text) else Path(text)
 
@@ -395,6 +441,7 @@ class Ranges:
     def _fetch(self, start: int, end: int) -> bytes:
         filesystem, path = _filesystem(self.url)
         for delay in (*RETRY_DELAYS_S, None):
+            ACTIVITY.note(READER, f"fetching bytes {start}-{end} of the input")
             try:
                 with remote_errors(self.url):
                     data = filesystem.cat_file(path, start=start, end=end)
@@ -423,6 +470,20 @@ class _RangesView(_View):
             return 0
         index, within = divmod(self._position, self._ranges.block_size)
         data = self._ranges.block(index)[within: within + len(buffer)]
+        buffer[: len(data)] = data
+        self._position += len(data)
+        return len(data)
+
+
+class _SpoolView(_View):
+    """One reader's position in a :class:`Spooled` file (reads at an offset: the readers share the descriptor)."""
+
+    def __init__(self, descriptor: int, size: int):
+        super().__init__(size)
+        self._descriptor = descriptor
+
+    def readinto(self, buffer) -> int:
+        data = os.pread(self._descriptor, min(len(buffer), max(self._size - self._position, 0)), self._position)
         buffer[: len(data)] = data
         self._position += len(data)
         return len(data)

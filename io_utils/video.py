@@ -35,7 +35,9 @@ from typing import BinaryIO, Iterator, Sequence
 import av
 import numpy as np
 
+from io_utils.activity import ACTIVITY, READER
 from io_utils.errors import VideoError
+from io_utils.limits import InputLimits
 from io_utils.sources import Source, as_source, byte_size, for_reading, open_binary
 
 # Decoders that drop exactly the frames no other frame refers to (skip_frame NONREF): H.264 and HEVC by the NAL
@@ -81,13 +83,16 @@ class VideoReader:
     """
 
     def __init__(self, path: str | os.PathLike | Source, threads: bool = True, skip_unshown: bool = True,
-                 decoders: int | None = None, index: StreamIndex | None = None, thread_count: int = 0):
+                 decoders: int | None = None, index: StreamIndex | None = None, thread_count: int = 0,
+                 limits: InputLimits | None = None):
         """``threads``: FFmpeg's frame and slice threads (``thread_count`` of them, 0: FFmpeg's choice), and
         keyframe intervals decoded at once (else one thread); ``skip_unshown``: let the decoder drop the
         non-reference frames between the frames taken (see ``_ForwardDecoder``); ``decoders``: how many intervals
         at most are decoded at once (default: one per core, up to ``MAX_DECODERS``; 1 without ``threads``);
-        ``index``: the file's :class:`StreamIndex` when it is already known (see :meth:`reopened`)."""
+        ``index``: the file's :class:`StreamIndex` when it is already known (see :meth:`reopened`); ``limits``:
+        the bounds on frame size, frame count and duration, checked before decoding (default: the defaults)."""
         self.path = for_reading(as_source(path))
+        self._limits = limits or InputLimits()
         self._skip_unshown = skip_unshown
         self._decoders = (decoders or min(MAX_DECODERS, _usable_cores())) if threads else 1
         self._decoder: _ForwardDecoder | None = None  # for read_interval, made on first use
@@ -97,6 +102,7 @@ class VideoReader:
                 kinds = sorted({stream.type for stream in self._container.streams})
                 raise VideoError(f"no video stream (only {', '.join(kinds)})" if kinds else "no streams (truncated or not a video)")
             self._stream = decodable(self._container.streams.video[0])
+            self._limits.check_frames(self._stream.codec_context.width, self._stream.codec_context.height)
             if threads:
                 self._stream.thread_type = "AUTO"
                 if thread_count:
@@ -105,10 +111,12 @@ class VideoReader:
                 self._stream.codec_context.thread_count = 1
             self.time_base: Fraction = self._stream.time_base
             self.index = index or _index_from_container(self._container, self._stream, byte_size(self.path)) or \
-                _index_by_demuxing(self._container, self._stream)
+                _index_by_demuxing(self._container, self._stream, self._limits.frames)
+            self._limits.check_frame_count(self.index.num_frames)
+            self._limits.check_duration(float((self.index.end_pts - self.index.start_pts) * self.time_base))
         except av.error.FFmpegError as error:
             self.close()
-            raise VideoError(f"truncated or corrupt ({_reason(error)})") from error
+            raise VideoError(f"truncated or corrupt ({error_reason(error)})") from error
         except BaseException:
             self.close()
             raise
@@ -193,7 +201,7 @@ class VideoReader:
         """Another reader of this file, with its own demuxer and a decoder of ``thread_count`` frame threads, and
         this reader's index (nothing is indexed again): for decoding another keyframe interval at the same time."""
         return VideoReader(self.path, skip_unshown=self._skip_unshown, decoders=1, index=self.index,
-                           thread_count=thread_count)
+                           thread_count=thread_count, limits=self._limits)
 
     def frame_pts(self) -> list[int]:
         """The presentation time of every frame, ascending, from one pass over the packets: nothing is decoded.
@@ -296,6 +304,7 @@ class _ForwardDecoder:
                  skip_unshown: bool = False):
         self._container = container
         self._stream = stream
+        self._time_base = stream.time_base
         self._skips = skip_unshown and stream.codec_context.name in SKIPPABLE_CODECS
         self._skip_mode = stream.codec_context.skip_frame
         self._nal_length = _avcc_nal_length(stream) if self._skips else None
@@ -361,7 +370,7 @@ class _ForwardDecoder:
             self._eof = True
             return
         except av.error.FFmpegError as error:
-            raise VideoError(f"truncated or corrupt ({_reason(error)})") from error
+            raise VideoError(f"truncated or corrupt ({error_reason(error)})") from error
         if shown_at is not None:  # discarded packets are decoded all the same, never shown
             bisect.insort(self._known_pts, shown_at)
         if packet.dts is not None:
@@ -377,6 +386,7 @@ class _ForwardDecoder:
                     if unshown and self._nal_length and _disposable_h264(memoryview(packet), self._nal_length):
                         continue  # nothing refers to it and it is not wanted: the decoder need not see it
                     self._set_skip(unshown)
+                    ACTIVITY.note(READER, "decoding", packet.pts, self._time_base)
                     decoded = self._stream.decode(packet)
                 elif not self._eof:
                     self._demux_one()
@@ -388,7 +398,7 @@ class _ForwardDecoder:
                     return None
                 self._frames.extend(frame for frame in decoded if frame.pts is not None)
         except av.error.FFmpegError as error:
-            raise VideoError(f"decoding failed ({_reason(error)})") from error
+            raise VideoError(f"decoding failed ({error_reason(error)})") from error
         return self._frames.popleft()
 
     def _unshown(self, packet: av.Packet) -> bool:
@@ -461,6 +471,7 @@ def open_container(source: Source, what: str = "video") -> tuple[av.container.In
             raise VideoError(f"is a directory, not a {what} file")
     if byte_size(source) == 0:
         raise VideoError("empty file (0 bytes)")
+    ACTIVITY.note(READER, "opening the input")
     handle = None if isinstance(source, Path) else open_binary(source)
     try:
         # Tags (title, encoder...) are not ours to judge: a GBK or Shift-JIS title must not make a good video
@@ -474,7 +485,7 @@ def open_container(source: Source, what: str = "video") -> tuple[av.container.In
         with open_binary(source) as start:
             is_mp4 = start.read(12)[4:8] == b"ftyp"
         problem = "a truncated or corrupt MP4/MOV file" if is_mp4 else f"not a readable {what}"
-        raise VideoError(f"{problem} ({_reason(error)})") from error
+        raise VideoError(f"{problem} ({error_reason(error)})") from error
     return container, handle
 
 
@@ -544,14 +555,18 @@ def _end_of_last_frame(container, stream, last_keyframe: int) -> int:
     return _end_of(shown, stream)
 
 
-def _index_by_demuxing(container, stream) -> StreamIndex:
-    """One pass over the packets (no decoding) for files whose container does not index every frame."""
+def _index_by_demuxing(container, stream, max_frames: int) -> StreamIndex:
+    """One pass over the packets (no decoding) for files whose container does not index every frame; it stops
+    past ``max_frames`` (the index of an endless stream would not fit in memory)."""
     shown: list[tuple[int, int]] = []
     keyframes: list[int] = []
     packets = 0
     container.seek(0)
     for packet, shown_at in _demux(container, stream):
         packets += 1
+        if packets > max_frames:
+            raise VideoError(f"more than {max_frames:,} frames, beyond the limit (a damaged or endless stream; if it "
+                             "is real, raise it with --input_limits frames=...)")
         if shown_at is None:
             continue
         shown.append((shown_at, packet.duration))
@@ -571,7 +586,13 @@ def _index_by_demuxing(container, stream) -> StreamIndex:
 def _demux(container, stream) -> Iterator[tuple[av.Packet, int | None]]:
     """The stream's non-empty packets, each with the time it is shown: its pts, else its dts; None for a
     packet that is decoded but never shown (discarded) or that carries no timestamp."""
-    for packet in container.demux(stream):
+    packets, time_base = container.demux(stream), stream.time_base
+    shown_at = None
+    while True:
+        ACTIVITY.note(READER, "reading the input", shown_at, time_base)  # the read may block
+        packet = next(packets, None)
+        if packet is None:
+            return
         if packet.size == 0:
             continue  # the flush packet at the end
         shown_at = packet.pts if packet.pts is not None else packet.dts
@@ -598,5 +619,5 @@ def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(rgb, quarter_turns)) if quarter_turns else rgb
 
 
-def _reason(error: av.error.FFmpegError) -> str:
+def error_reason(error: av.error.FFmpegError) -> str:
     return getattr(error, "strerror", None) or str(error)

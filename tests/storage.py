@@ -80,13 +80,17 @@ def s3_environment(endpoint: str) -> dict[str, str]:
 class RangeHTTPServer(ThreadingHTTPServer):
     """Serves ``root`` over HTTP with single ranged GETs (``Range: bytes=a-b``), as object stores and CDNs do.
 
-    ``sent_bytes``: the body bytes sent so far; ``gets``: the GET requests answered; ``cut_off``: how many coming GETs to cut off after 1 KiB of their
-    body (a transfer that breaks mid-way); ``forbidden``: a path prefix answered with 403."""
+    ``sent_bytes``: the body bytes sent so far; ``gets``: the GET requests answered; ``cut_off``: how many coming
+    GETs to cut off after 1 KiB of their body (a transfer that breaks mid-way); ``forbidden``: a path prefix
+    answered with 403; ``stalls``: a path prefix whose GETs send half their body, then nothing more until the
+    server stops (a server that hangs mid-transfer, with the connection open)."""
 
     daemon_threads = True
 
     def __init__(self, root: Path):
         self.root, self.sent_bytes, self.gets, self.cut_off, self.forbidden = root, 0, 0, 0, None
+        self.stalls: str | None = None
+        self.stopping = threading.Event()
         self._lock = threading.Lock()
         super().__init__(("127.0.0.1", 0), _RangeHandler)
 
@@ -146,6 +150,12 @@ class _RangeHandler(SimpleHTTPRequestHandler):
         if self.server.take_cut_off():
             body = body[:1024]
             self.close_connection = True
+        if self.server.stalls and self.path.startswith(self.server.stalls):
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.server.stopping.wait()
+            self.close_connection = True
+            return
         self.wfile.write(body)
         self.server.count(len(body))
 
@@ -166,5 +176,6 @@ def http_server(root: Path) -> Iterator[RangeHTTPServer]:
     try:
         yield server
     finally:
+        server.stopping.set()
         server.shutdown()
         server.server_close()

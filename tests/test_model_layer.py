@@ -10,18 +10,21 @@ import av
 import cv2
 import numpy as np
 import pytest
+import torch
 
 import main
 from extractors import describe, list_models, registry
 from extractors.catalog import reference_pages
 from extractors.cli import build_parser
 from extractors.config import resolve_config
+from extractors.models.clip import ExtractCLIP
 from io_utils.audio import AudioReader
-from io_utils.errors import UsageError
+from io_utils.errors import UsageError, VideoError
 from io_utils.frames import FrameFolderReader
 from io_utils.readers import FrameReader, Reader
 from io_utils.video import VideoReader
-from tests.clips import sequential_decode, write_with_audio
+from tests.checkpoints import write_tiny_clip
+from tests.clips import sequential_decode, write_clip, write_with_audio
 from tests.conftest import REPO, SAMPLE_19FPS
 
 
@@ -104,3 +107,34 @@ def test_every_reader_is_a_reader_and_the_visual_ones_read_frames(tmp_path):
     with VideoReader(SAMPLE_19FPS) as video, FrameFolderReader(frames, 25) as folder, AudioReader(audio_file) as audio:
         assert isinstance(video, FrameReader) and isinstance(folder, FrameReader)
         assert isinstance(audio, Reader) and not isinstance(audio, FrameReader)
+
+
+def out_of_memory_above(extractor, inputs: int, sizes: list[int]) -> None:
+    """Make ``extractor``'s forward pass fail as CUDA does when out of memory on batches of more than ``inputs``;
+    ``sizes`` receives the size of every batch tried."""
+    forward = extractor.forward
+
+    def forward_or_fail(batch):
+        sizes.append(len(batch))
+        if len(batch) > inputs:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return forward(batch)
+
+    extractor.forward = forward_or_fail
+
+
+def test_out_of_memory_halves_the_batch_and_the_features_equal_a_run_at_the_size_that_fits(tmp_path):
+    checkpoint = write_tiny_clip(tmp_path / "tiny.pt")
+    clips = [write_clip(tmp_path / f"clip{i}.mp4", num_frames=50, size=(96, 64)) for i in range(2)]
+    options = dict(feature_type="CLIP-ViT-B/32", cpu=True, checkpoint=str(checkpoint), extract_method="fix_10")
+    extractor, sizes = ExtractCLIP({**options, "batch_size": 16}, external_call=True), []
+    out_of_memory_above(extractor, 4, sizes)
+    reference = ExtractCLIP({**options, "batch_size": 4}, external_call=True)
+    for clip in clips:  # 20 inputs each: a batch of 16, then one of 4
+        sizes.clear()
+        features, expected = extractor.extract(clip), reference.extract(clip)
+        assert np.array_equal(features["clip"], expected["clip"]) and features["clip"].shape[0] == 20
+        assert sizes == [16, 8, 4, 4, 4, 4, 4]  # each video starts from --batch_size; its later batches keep 4
+    out_of_memory_above(extractor, 0, [])
+    with pytest.raises(VideoError, match=r"^out of memory on cpu even with one input per batch \(CUDA out of memory"):
+        extractor.extract(clips[0])

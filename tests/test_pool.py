@@ -178,6 +178,45 @@ def test_a_video_that_kills_its_worker_is_reported_and_the_run_completes(tiny_ch
     assert len(main_outputs(out)) == 3
 
 
+ILLEGAL_ACCESS = "CUDA error: an illegal memory access was encountered"
+
+
+def device_breaks_on_clip01(extraction, device, threads, connection):
+    """A worker whose device breaks on clip01.mp4 as a CUDA context does after an illegal memory access: that
+    batch and every later call fail, and the device check after the failed video says so."""
+    from extractors import worker
+    from extractors.base import BaseExtractor
+
+    run_batch, open_sink, current, broken = BaseExtractor._run_batch, worker._Worker._sink, [""], []
+
+    def note_video(self, assigned):
+        current[0] = assigned.job.path.name
+        return open_sink(self, assigned)
+
+    def run_or_fail(self, *batch):
+        if current[0] == "clip01.mp4" or broken:
+            broken.append(True)
+            raise RuntimeError(ILLEGAL_ACCESS)
+        return run_batch(self, *batch)
+
+    worker._Worker._sink, BaseExtractor._run_batch = note_video, run_or_fail
+    worker.device_problem = lambda device: f"AcceleratorError: {ILLEGAL_ACCESS}" if broken else None
+    worker.worker_main(extraction, device, threads, connection)
+
+
+def test_a_worker_whose_device_breaks_is_replaced_and_only_that_video_fails(tiny_checkpoint, videos, tmp_path,
+                                                                           capsys):
+    out = tmp_path / "out"
+    config = resolve_config(parse_options(argv(tiny_checkpoint, videos[:4], out)))
+    assert run(config, LocalPoolExecutor(worker_target=device_breaks_on_clip01)) == 1
+    assert summary_counts(capsys.readouterr().out) == {"done": 3, "skipped": 0, "failed": 1}
+    failures = (out / FEATURE_FOLDER / "failures.tsv").read_text().splitlines()[1:]
+    assert failures == [f"{videos[1]}\tRuntimeError: {ILLEGAL_ACCESS} (then cpu failed a check: AcceleratorError: "
+                        f"{ILLEGAL_ACCESS}; its worker was replaced)"]
+    assert len(main_outputs(out)) == 3
+    assert_no_partial_files(out)
+
+
 @pytest.mark.parametrize("sent_signal", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_stops_cleanly_and_a_rerun_resumes(tiny_checkpoint, videos, tmp_path, sent_signal):
     out = tmp_path / "out"

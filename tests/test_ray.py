@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,8 @@ from tests.clips import write_clip
 from tests.conftest import REPO
 
 FOLDER = "CLIP-ViT-B_32"
+STALL_TIMEOUT_S = 5
+CAPACITY_TIMEOUT_S = 20
 needs_namespaces = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
                                       reason="the Ray cluster runs in a network namespace of its own (root, unshare)")
 
@@ -37,15 +40,22 @@ def cluster_runs(tmp_path_factory) -> tuple[Path, dict, list[str]]:
             "node_lost": [*common, "--output_path", str(folder / "lost"), "--video_paths", *videos],
             "poison": [*common, "--output_path", str(folder / "poisoned"), "--video_paths", videos[0], poison,
                        videos[1]],
-            "store_node_lost": [*common, "--video_dir", "s3://videos/in/", "--output_path", "s3://videos/out"]}
+            "store_node_lost": [*common, "--video_dir", "s3://videos/in/", "--output_path", "s3://videos/out"],
+            "stall": [*common, "--output_path", str(folder / "stall"), "--stall_timeout", str(STALL_TIMEOUT_S),
+                      "--video_paths", videos[0], "{http}/stalls.mp4", videos[1]],
+            "capacity_lost": [*common, "--output_path", str(folder / "capacity"), "--stall_timeout",
+                              str(CAPACITY_TIMEOUT_S), "--video_paths", *videos],
+            "resume": [*common, "--output_path", str(folder / "capacity"), "--video_paths", *videos]}
     store = {"folder": str(folder / "weed"), "uploads": {video: f"videos/in/{Path(video).name}" for video in videos},
              "download": "videos/out", "download_to": str(folder / "from_store")}
     (folder / "weed").mkdir()
-    (folder / "runs.json").write_text(json.dumps({"runs": runs, "store": store}))
+    (folder / "served").mkdir()
+    shutil.copy(videos[2], folder / "served" / "stalls.mp4")
+    (folder / "runs.json").write_text(json.dumps({"runs": runs, "store": store, "served": str(folder / "served")}))
     command = f"ip link set lo up && {sys.executable} -m tests.ray_cluster {folder / 'runs.json'}"
     result = subprocess.run(["unshare", "-n", "sh", "-c", command], cwd=REPO, capture_output=True, text=True,
                             timeout=600)
-    (folder / "cluster.log").write_text(result.stderr)  # the runs' lines (FAILED, skipped with --verbose)
+    (folder / "cluster.log").write_text(result.stderr + result.stdout)  # the runs' lines, then their results
     assert result.returncode == 0, result.stderr[-3000:]
     return folder, json.loads(result.stdout.strip().splitlines()[-1]), [*common, "--video_paths", *videos]
 
@@ -112,6 +122,33 @@ def test_a_video_that_kills_two_actors_fails_alone(cluster_runs):
     failures = (folder / "poisoned" / FOLDER / "failures.tsv").read_text().splitlines()
     assert len(failures) == 2 and failures[1].startswith(f"{folder / 'poison' / 'poison.mp4'}\tthe Ray actor died")
     assert no_partial_files(folder / "poisoned")
+
+
+@needs_namespaces
+def test_a_stalled_input_fails_alone_on_ray_and_its_actor_is_replaced(cluster_runs):
+    folder, results, _ = cluster_runs
+    code, summary, _ = results["stall"]
+    assert (code, summary) == (1, "done: 2, skipped: 0, failed: 1")
+    path, reason = (folder / "stall" / FOLDER / "failures.tsv").read_text().splitlines()[1].split("\t")
+    assert path.endswith("/stalls.mp4")
+    assert re.fullmatch(rf"stalled for {STALL_TIMEOUT_S} s at fetching bytes 0-\d+ of the input", reason)
+    assert no_partial_files(folder / "stall")
+
+
+@needs_namespaces
+def test_a_cluster_that_loses_every_node_says_so_stops_and_resumes(cluster_runs):
+    """Every worker node is removed after the first video: the run says so within a minute, stops with the reason
+    after the timeout, and a run on a cluster with a node again does the rest."""
+    folder, results, _ = cluster_runs
+    code, line, _, reported_after, ended_after = results["capacity_lost"]
+    assert code == 1 and line.startswith("error: the Ray cluster has 0 CPU and 0 GPU on 1 node(s) alive, and an "
+                                         "actor needs 1 CPU; stopped after waiting"), line
+    assert reported_after is not None and reported_after < 60
+    assert CAPACITY_TIMEOUT_S <= ended_after - reported_after < CAPACITY_TIMEOUT_S + 15
+    code, summary, _ = results["resume"]
+    done, skipped = (int(part.split(": ")[1]) for part in summary.split(", ")[:2])
+    assert code == 0 and done + skipped == 4 and skipped >= 1, summary
+    assert no_partial_files(folder / "capacity") and len(list((folder / "capacity" / FOLDER).glob("*_clip.npy"))) == 4
 
 
 def test_shards_split_the_list_and_keep_their_videos_when_it_grows():

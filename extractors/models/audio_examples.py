@@ -110,7 +110,7 @@ class AudioExampleExtractor(BaseExtractor):
         return f"{cls.example_name} every {hop:g} s from the first video frame"
 
     def open_reader(self, path: str | os.PathLike) -> AudioReader:
-        return AudioReader(path, self.sample_rate, verbose=self.config.verbose)
+        return AudioReader(path, self.sample_rate, verbose=self.config.verbose, limits=self.limits)
 
     def example_input(self, samples: np.ndarray, present: slice) -> torch.Tensor:
         """The model's input for one example: its ``example_span`` samples (zeros outside the track) and which
