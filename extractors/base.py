@@ -24,9 +24,9 @@ from extractors.config import RunConfig, output_layout, resolve_config
 from extractors.devices import default_device
 from extractors.options import Option, Section, positive_int
 from extractors.predictions import SHOW_PRED
-from extractors.prefetch import Batch, Prefetcher, to_device
+from extractors.prefetch import Batch, Prefetcher, pinned, to_device
 from extractors.registry import feature_type
-from extractors.transforms import CROPS, FramePreprocessing
+from extractors.transforms import CROPS, PREPROCESS_ON_DEVICE, FramePreprocessing
 from extractors.weights import Weights
 from io_utils.activity import ACTIVITY, MODEL
 from io_utils.checkpoints import checkpoint_path
@@ -121,6 +121,8 @@ class BaseExtractor:
         model, self.transform = self.load_model()
         self.model = model.to(self.device).eval()
         self._fitting_inputs: int | None = None  # inputs per forward that fit after running out of memory
+        self._on_device = self.config.value(PREPROCESS_ON_DEVICE)  # declared by families of FramePreprocessing
+        self._copy_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
 
     @classmethod
     def feature_keys(cls, config: RunConfig) -> list[str]:
@@ -250,7 +252,8 @@ class BaseExtractor:
         soon as they are computed, and ``on_progress(video, seconds done, seconds in all)`` follows them.
         ``on_facts(video, facts)`` receives what the reader knows of a video's stream once it is read.
         """
-        prefetch = Prefetcher(self.model_inputs, self.inputs_per_batch, videos, job_of, self.open_reader)
+        prefetch = Prefetcher(self.model_inputs, self.inputs_per_batch, videos, job_of, self.open_reader,
+                              self._prepared)
         config = self.config
         finish = FinishingSink.wrapper(config.value(POOL), config.value(L2_NORMALIZE), config.value(DTYPE),
                                        config.value(CROPS))
@@ -293,6 +296,23 @@ class BaseExtractor:
             if sink is not None:
                 sink.abort()
             prefetch.close()
+
+    def _prepared(self, batch: Batch) -> Batch:
+        """A batch made ready for the model, in the decoding thread: on CUDA, copied to the device from pinned
+        memory on a stream of its own, so the copy overlaps the model's work on the batch before (and with
+        ``--preprocess_on_device``, resized, cropped and normalised there too). The tensors are marked as used
+        by the model's stream, so that their memory is not reused while the model still reads it."""
+        if self._copy_stream is None:
+            return self.transform.batch(batch, self.config.value(CROPS)) if self._on_device else batch
+        with torch.cuda.stream(self._copy_stream):
+            moved = to_device(pinned(batch), self.device)
+            if self._on_device:
+                moved = self.transform.batch(moved, self.config.value(CROPS))
+        self._copy_stream.synchronize()
+        model_stream = torch.cuda.default_stream(self.device)
+        for tensor in (moved.values() if isinstance(moved, dict) else [moved]):
+            tensor.record_stream(model_stream)
+        return moved
 
     def _run_batch(self, inputs: Batch, timestamps_ms: list[float]) -> tuple[dict[str, np.ndarray], list[float]]:
         crops = self.config.value(CROPS)
@@ -344,7 +364,9 @@ def _split(inputs: Batch, size: int) -> list[Batch]:
 
 class FrameWiseExtractor(BaseExtractor):
     """Models that take single frames, sampled with ``--extract_method`` (``uni_N``, ``fix_F`` or ``all``);
-    ``--views N`` is ``uni_N``."""
+    ``--views N`` is ``uni_N``. With ``--preprocess_on_device`` (for the families whose preprocessing is a
+    :class:`FramePreprocessing`, which declare it) their inputs are the decoded frames themselves, preprocessed in
+    batches on the model's device (see ``_prepared``)."""
 
     options = (EXTRACT_METHOD, BATCH_SIZE, *FEATURE_OPTIONS)
 
@@ -377,4 +399,4 @@ class FrameWiseExtractor(BaseExtractor):
                                  f"{method} asks for")
             frames = video.read_at(targets)
         for frame in frames:
-            yield self.preprocess(frame.rgb), frame.time_ms
+            yield (torch.from_numpy(frame.rgb) if self._on_device else self.preprocess(frame.rgb)), frame.time_ms

@@ -28,14 +28,17 @@ class Prefetcher:
 
     ``job_of(video)`` is the video's :class:`VideoJob`; ``open_reader(path)`` opens it (a :class:`VideoReader` by
     default; any :class:`~io_utils.readers.Reader`), ``model_inputs(reader, job)`` gives its inputs with their times
-    (ms); ``inputs_per_batch`` of them are stacked into one batch.
+    (ms); ``inputs_per_batch`` of them are stacked into one batch, which ``prepare`` makes ready for the model
+    (moved to its device) in this thread.
     """
 
     _DONE = object()
 
     def __init__(self, model_inputs: ModelInputs, inputs_per_batch: int, videos: Iterable,
-                 job_of: Callable[[Any], VideoJob], open_reader: Callable[[Any], Reader] = VideoReader):
+                 job_of: Callable[[Any], VideoJob], open_reader: Callable[[Any], Reader] = VideoReader,
+                 prepare: Callable[[Batch], Batch] = lambda batch: batch):
         self._model_inputs, self._inputs_per_batch, self._open_reader = model_inputs, inputs_per_batch, open_reader
+        self._prepare = prepare
         self._videos, self._job_of = videos, job_of
         self._queue: queue.Queue = queue.Queue(maxsize=PREFETCH_BATCHES)
         self._stop = threading.Event()
@@ -77,8 +80,8 @@ class Prefetcher:
             with self._open_reader(job.path) as reader:
                 if not self._put("start", video, reader.duration_s):
                     return "error", video, VideoError("stopped")
-                for batch in batches(self._model_inputs(reader, job), self._inputs_per_batch):
-                    if not self._put("batch", video, batch):
+                for inputs, times in batches(self._model_inputs(reader, job), self._inputs_per_batch):
+                    if not self._put("batch", video, (self._prepare(inputs), times)):
                         return "error", video, VideoError("stopped")
                 return "end", video, reader.facts()
         except Exception as error:
@@ -104,10 +107,14 @@ class Prefetcher:
 
 
 def batches(inputs: Iterator[tuple[Any, float]], batch_size: int) -> Iterator[tuple[Batch, list[float]]]:
-    """Group inputs into stacked batches, so memory holds one batch whatever the number of frames."""
+    """Group inputs into stacked batches, so memory holds one batch whatever the number of frames. An input whose
+    shape differs from the batch's (raw frames of a stream whose resolution changes) starts a new batch."""
     items: list = []
     times: list[float] = []
     for item, time_ms in inputs:
+        if items and isinstance(item, torch.Tensor) and item.shape != items[0].shape:
+            yield _stack(items), times
+            items, times = [], []
         items.append(item)
         times.append(time_ms)
         if len(items) == batch_size:
@@ -121,6 +128,13 @@ def _stack(items: list) -> Batch:
     if isinstance(items[0], dict):
         return {key: torch.stack([item[key] for item in items]) for key in items[0]}
     return torch.stack(items)
+
+
+def pinned(batch: Batch) -> Batch:
+    """The batch in page-locked memory, from which a copy to a CUDA device does not wait for the CPU."""
+    if isinstance(batch, dict):
+        return {key: value.pin_memory() for key, value in batch.items()}
+    return batch.pin_memory()
 
 
 def to_device(batch: Batch, device: torch.device) -> Batch:

@@ -34,6 +34,12 @@ CROPS = Option("crops", 1, "1: centre crop; 3: three crops along the long side; 
 FAST_RESIZE = Option("fast_resize", False, "resize frames as tensors (antialiased), not as PIL images as the "
                      "publisher does: the inputs differ by up to about 10 grey levels, and it is no faster on the "
                      "CPU (bench/preprocess.py); off by default", True, section=Section.OUTPUTS)
+PREPROCESS_ON_DEVICE = Option(
+    "preprocess_on_device", False, "send the decoded uint8 frames to the model's device and resize, crop and "
+    "normalise them there, in batches (on CUDA: pinned memory, a copy stream of its own, overlapping the model), "
+    "leaving the CPU to decode; it resizes tensors, so for models whose publisher resizes PIL images it is "
+    "--fast_resize's preprocessing (the inputs differ by up to about 10 grey levels); off by default", True,
+    section=Section.OUTPUTS)
 SIDE_SIZE = Option("side_size", None, "feed the whole frame resized to this short side, uncropped (default: the "
                    "model's own preprocessing; for flow, the frames' own size)", 128, convert=positive_int,
                    metavar="N")
@@ -84,6 +90,19 @@ class FramePreprocessing:
         views = crop_views(self._padded(image), self.crop, crops)
         return self._normalize(views[0]) if crops == 1 else torch.stack([self._normalize(view) for view in views])
 
+    def batch(self, frames: torch.Tensor, crops: int = 1) -> torch.Tensor:
+        """(B, H, W, 3) uint8 RGB frames, on any device -> (B, 3, h, w) float32, or (B, crops, 3, h, w), on that
+        device: the tensor path applied to the whole batch at once (``pil`` is not followed: PIL runs on the CPU
+        only). Frame by frame on the CPU with ``pil`` off, it gives the same tensors as :meth:`__call__`."""
+        images = frames.permute(0, 3, 1, 2)
+        resize = TF2.resize if self.v2 else TF.resize
+        images = resize(images, self._size(*images.shape[-2:]), interpolation=self.interpolation,
+                        antialias=self.antialias)
+        if self.crop is None:
+            return self._normalize(images)
+        views = crop_views(self._padded(images), self.crop, crops)
+        return self._normalize(views[0]) if crops == 1 else torch.stack([self._normalize(view) for view in views], 1)
+
     def resized(self, rgb: np.ndarray | torch.Tensor) -> torch.Tensor:
         """The frame resized, as a (3, h, w) uint8 tensor."""
         if self.pil:
@@ -111,10 +130,10 @@ class FramePreprocessing:
         if height >= crop_height and width >= crop_width:
             return image
         out_height, out_width = max(height, crop_height), max(width, crop_width)
-        canvas = torch.empty((image.shape[0], out_height, out_width), dtype=image.dtype)
-        canvas[:] = torch.tensor(self.fill, dtype=image.dtype).reshape(-1, 1, 1)
+        canvas = torch.empty((*image.shape[:-2], out_height, out_width), dtype=image.dtype, device=image.device)
+        canvas[:] = torch.tensor(self.fill, dtype=image.dtype, device=image.device).reshape(-1, 1, 1)
         top, left = (out_height - height) // 2, (out_width - width) // 2
-        canvas[:, top : top + height, left : left + width] = image
+        canvas[..., top : top + height, left : left + width] = image
         return canvas
 
     def _normalize(self, image: torch.Tensor) -> torch.Tensor:

@@ -10,12 +10,14 @@ from PIL import Image
 from torchvision.models import ResNet18_Weights, ResNet50_Weights, resnet18
 from torchvision.models.video import R2Plus1D_18_Weights, S3D_Weights
 
+from extractors.models.clip import ExtractCLIP
 from extractors.models.resnet import RESNET_WEIGHTS, ExtractResNet
 from extractors.models.timm_models import ExtractTimm
 from extractors.transforms import IMAGENET_MEAN, IMAGENET_STD, FramePreprocessing
 from io_utils.errors import UsageError
 from io_utils.sampling import parse_extract_method
 from io_utils.video import VideoReader
+from tests.checkpoints import write_tiny_clip
 from tests.conftest import SAMPLE_19FPS
 
 RESNET18_FILE = "resnet18-f37072fd.pth"  # torchvision's file name for IMAGENET1K_V1
@@ -163,3 +165,37 @@ def test_timm_errors_name_the_model_and_the_way_out(monkeypatch):
                               "https://huggingface.co/timm/test_vit.r160_in1k is not in the Hugging Face cache "
                               "(/nonexistent/hub)")
     assert "huggingface-cli download timm/test_vit.r160_in1k" in message and "--checkpoint PATH" in message
+
+
+def test_preprocessing_on_the_device_equals_the_cpu_tensor_path(weights, sample_frames, tmp_path):
+    """``--preprocess_on_device`` run on the CPU device: ResNet, whose publisher resizes tensors, gets the default
+    path's features bit for bit (with three crops too); CLIP, whose publisher resizes PIL images, gets
+    ``--fast_resize``'s, and its inputs are within 0.1 (normalised units, about 7 grey levels) of the exact
+    default's on the sample."""
+    def resnet(**options) -> np.ndarray:
+        return ExtractResNet(dict(feature_type="resnet18", cpu=True, weights_dir=str(weights), extract_method="uni_4",
+                                  crops=3, **options)).extract(SAMPLE_19FPS)["resnet"]
+
+    assert np.array_equal(resnet(preprocess_on_device=True), resnet())
+    checkpoint = write_tiny_clip(tmp_path / "tiny.pt")
+
+    def clip(**options) -> ExtractCLIP:
+        return ExtractCLIP(dict(feature_type="CLIP-ViT-B/32", cpu=True, checkpoint=str(checkpoint),
+                                extract_method="uni_4", **options))
+
+    on_device = clip(preprocess_on_device=True)
+    assert np.array_equal(on_device.extract(SAMPLE_19FPS)["clip"], clip(fast_resize=True).extract(SAMPLE_19FPS)["clip"])
+    inputs = on_device.transform.batch(torch.from_numpy(np.stack(sample_frames)))
+    exact = torch.stack([clip().transform(frame) for frame in sample_frames])
+    assert 0 < (inputs - exact).abs().max() < 0.1
+
+
+def test_batched_preprocessing_equals_frame_by_frame_for_every_kind_of_resize(sample_frames):
+    frames = torch.from_numpy(np.stack(sample_frames))
+    for preprocessing in (FramePreprocessing(256, (224, 224), IMAGENET_MEAN, IMAGENET_STD),
+                          FramePreprocessing((224, 224), (224, 224), IMAGENET_MEAN, IMAGENET_STD, keep_ratio=1.0,
+                                             fill=(10, 20, 30)),  # letterboxed: the crop pads
+                          FramePreprocessing(112, None, IMAGENET_MEAN, IMAGENET_STD, v2=True)):
+        for crops in ((1, 3, 10) if preprocessing.crop else (1,)):
+            expected = torch.stack([preprocessing(frame, crops) for frame in sample_frames])
+            assert torch.equal(preprocessing.batch(frames, crops), expected)

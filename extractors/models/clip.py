@@ -31,7 +31,7 @@ from extractors.base import CHECKPOINT, MODEL_NAME, FrameWiseExtractor, WeightsF
 from extractors.options import Option
 from extractors.predictions import SHOW_PRED, kinetics400_labels, print_top_classes
 from extractors.registry import FeatureType, register
-from extractors.transforms import CROPS, FAST_RESIZE, FramePreprocessing
+from extractors.transforms import CROPS, FAST_RESIZE, PREPROCESS_ON_DEVICE, FramePreprocessing
 from extractors.weights import Meta, Weights, WeightsTable
 from io_utils.checkpoints import local_file
 from io_utils.errors import UsageError
@@ -158,8 +158,8 @@ class ExtractOpenCLIP(ImageTextExtractor):
 
     key = "open_clip"
     examples = {"model_name": "ViT-B-16-SigLIP2", "pretrained": "webli"}
-    options = (*FrameWiseExtractor.options, MODEL_NAME, PRETRAINED, CHECKPOINT, CROPS, FAST_RESIZE, SHOW_PRED,
-               PRED_TEXTS)
+    options = (*FrameWiseExtractor.options, MODEL_NAME, PRETRAINED, CHECKPOINT, CROPS, FAST_RESIZE,
+               PREPROCESS_ON_DEVICE, SHOW_PRED, PRED_TEXTS)
 
     @classmethod
     def validate(cls, config, weights) -> None:
@@ -356,8 +356,8 @@ class ExtractCLIP(ImageTextExtractor):
     """OpenAI's CLIP models from OpenAI's release files; fp16 weights on CUDA, fp32 on the CPU."""
 
     key = "clip"
-    options = (*FrameWiseExtractor.options, CHECKPOINT.formerly("clip_checkpoint"), CROPS, FAST_RESIZE, SHOW_PRED,
-               PRED_TEXTS)
+    options = (*FrameWiseExtractor.options, CHECKPOINT.formerly("clip_checkpoint"), CROPS, FAST_RESIZE,
+               PREPROCESS_ON_DEVICE, SHOW_PRED, PRED_TEXTS)
 
     def load_model(self) -> tuple[torch.nn.Module, FramePreprocessing]:
         import open_clip

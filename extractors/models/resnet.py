@@ -16,7 +16,7 @@ from torchvision import models
 from extractors.base import CHECKPOINT, WEIGHTS, FrameWiseExtractor
 from extractors.predictions import SHOW_PRED, HeadPredictions, with_separate_head
 from extractors.registry import FeatureType, register
-from extractors.transforms import CROPS, SIDE_SIZE, FramePreprocessing
+from extractors.transforms import CROPS, PREPROCESS_ON_DEVICE, SIDE_SIZE, FramePreprocessing
 from extractors.weights import WeightsTable, torchvision_weights
 from io_utils.checkpoints import load_state_dict_strictly
 from io_utils.errors import UsageError
@@ -39,7 +39,7 @@ class ExtractResNet(HeadPredictions, FrameWiseExtractor):
     """Pooled features of sampled frames; ``--show_pred`` prints the top-5 ImageNet classes per frame."""
 
     key = "resnet"
-    options = (*FrameWiseExtractor.options, WEIGHTS, CHECKPOINT, CROPS, SHOW_PRED, SIDE_SIZE)
+    options = (*FrameWiseExtractor.options, WEIGHTS, CHECKPOINT, CROPS, SHOW_PRED, SIDE_SIZE, PREPROCESS_ON_DEVICE)
 
     @classmethod
     def validate(cls, config, weights) -> None:

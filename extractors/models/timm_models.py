@@ -23,7 +23,7 @@ from torchvision.transforms import InterpolationMode
 from extractors.base import CHECKPOINT, MODEL_NAME, FrameWiseExtractor, WeightsFile
 from extractors.options import Option
 from extractors.registry import FeatureType, register
-from extractors.transforms import CROPS, FAST_RESIZE, FramePreprocessing
+from extractors.transforms import CROPS, FAST_RESIZE, PREPROCESS_ON_DEVICE, FramePreprocessing
 from io_utils.checkpoints import local_file
 from io_utils.errors import UsageError
 from io_utils.hub import hub_file, hub_url, snapshot_folder
@@ -63,7 +63,8 @@ class ExtractTimm(FrameWiseExtractor):
     own source, so it has no :class:`Weights` entry."""
 
     key = "timm"
-    options = (*FrameWiseExtractor.options, MODEL_NAME, CHECKPOINT, IMAGE_FEATURE, CROPS, FAST_RESIZE)
+    options = (*FrameWiseExtractor.options, MODEL_NAME, CHECKPOINT, IMAGE_FEATURE, CROPS, FAST_RESIZE,
+               PREPROCESS_ON_DEVICE)
 
     @classmethod
     def validate(cls, config, weights) -> None:
