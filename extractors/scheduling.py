@@ -216,11 +216,11 @@ def stalled_workers(workers: list[Worker], timeout_s: float) -> list[Worker]:
         report = worker.report if worker.report is not None and worker.report.job_id in worker.jobs else None
         silent_s = now - worker.heard_at
         if report is not None and report.idle_s >= timeout_s:
-            worker.stalled = (report.job_id, f"stalled for {report.idle_s:.0f} s at {report.where}")
+            worker.stalled = (report.job_id, f"stalled for {int(report.idle_s)} s at {report.where}")
         elif silent_s >= timeout_s + SILENCE_GRACE_S:
             last = f" (last seen {report.where})" if report is not None else ""
             worker.stalled = (report.job_id if report is not None else min(worker.jobs),
-                              f"stalled for {silent_s:.0f} s: its worker stopped responding{last}")
+                              f"stalled for {int(silent_s)} s: its worker stopped responding{last}")
         else:
             continue
         found.append(worker)

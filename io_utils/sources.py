@@ -179,12 +179,16 @@ class Spooled(_Named):
 
     def __init__(self, path: Path):
         self.path = path
-        self._file = tempfile.TemporaryFile()
+        self._file = tempfile.TemporaryFile(buffering=0)  # unbuffered: a full disk is seen at the write
         with path.open("rb", buffering=0) as pipe:  # blocks until a writer opens the pipe
             while chunk := pipe.read(SPOOL_CHUNK):
-                self._file.write(chunk)
+                try:
+                    self._file.write(chunk)
+                except OSError as error:  # the temporary folder is full: this input fails, not the run
+                    self._file.close()
+                    raise VideoError(f"a pipe is copied to {tempfile.gettempdir()} to be read, and that failed "
+                                     f"({error.strerror or error})") from error
                 ACTIVITY.note(READER, f"reading the input ({self._file.tell():,} bytes so far)")
-        self._file.flush()
         self._size = self._file.tell()
 
     def __str__(self) -> str:

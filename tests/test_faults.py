@@ -166,3 +166,41 @@ def test_limits_are_set_on_the_command_line(tmp_path, capsys):
     assert main.main([*argv, "--input_limits", "duration_s=1.5"]) == 1
     assert "2 seconds long, beyond the limit of 1.50" in capsys.readouterr().err
     assert main.main([*argv, "--input_limits", "duration_s=2.5"]) == 0
+
+
+SPOOL_INTO_A_FULL_FOLDER = """
+import os, sys, threading
+from pathlib import Path
+from io_utils.errors import VideoError
+from io_utils.sources import Spooled
+
+pipe = Path(sys.argv[1])
+os.mkfifo(pipe)
+
+def write():
+    try:
+        with open(pipe, "wb") as handle:
+            handle.write(bytes(1 << 20))
+    except BrokenPipeError:
+        pass
+
+threading.Thread(target=write, daemon=True).start()
+try:
+    print(Spooled(pipe).size())
+except VideoError as error:
+    print(error)
+"""
+
+
+@needs_mounts
+def test_a_pipe_larger_than_the_temporary_folder_fails_alone(tmp_path):
+    """A pipe is copied to the temporary folder to be read; when that folder fills up, the input fails with the
+    reason (it is not the output folder: the run must not stop as if it were)."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    command = (f'mount -t tmpfs -o size=100k tmpfs "{temporary}" && TMPDIR="{temporary}" '
+               f'"{sys.executable}" -c "$0" "{tmp_path / "pipe.mp4"}"')
+    result = subprocess.run(["unshare", "-m", "sh", "-c", command, SPOOL_INTO_A_FULL_FOLDER], cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == (f"a pipe is copied to {temporary} to be read, and that failed (No space left "
+                                     "on device)"), result.stderr

@@ -106,8 +106,9 @@ def test_inputs_whose_reads_block_fail_as_stalled_and_the_others_complete(clips,
     assert code == 1
     reasons = failures(out)
     assert sorted(reasons) == sorted([url, str(fifo)])
-    assert reasons[url].startswith(f"stalled for {TIMEOUT_S} s at fetching bytes 0-")
-    assert re.fullmatch(rf"stalled for {TIMEOUT_S} s at reading the input \([\d,]+ bytes so far\)", reasons[str(fifo)])
+    assert re.fullmatch(r"stalled for \d+ s at fetching bytes 0-\d+ of the input", reasons[url])
+    assert re.fullmatch(r"stalled for \d+ s at reading the input \([\d,]+ bytes so far\)", reasons[str(fifo)])
+    assert all(TIMEOUT_S <= stalled_seconds(reason) <= TIMEOUT_S + 2 for reason in reasons.values())
     assert elapsed < 60
     assert_no_partial_files(out)
     assert main.main(argv(checkpoint, reference, [clips[2], clips[0]])) == 0
@@ -143,7 +144,8 @@ def test_a_model_that_hangs_fails_its_video_and_a_new_worker_does_the_rest(clips
     assert run(config, LocalPoolExecutor(worker_target=hangs_on_clip1)) == 1
     assert capsys.readouterr().out.strip().splitlines()[-1] == "done: 2, skipped: 0, failed: 1"
     reason = failures(out)[str(clips[1])]
-    assert re.fullmatch(rf"stalled for {TIMEOUT_S} s at running the model \(0\.000 s into the stream\)", reason)
+    assert re.fullmatch(r"stalled for \d+ s at running the model \(0\.000 s into the stream\)", reason)
+    assert TIMEOUT_S <= stalled_seconds(reason) <= TIMEOUT_S + 2
     assert_no_partial_files(out)
 
 
@@ -168,7 +170,7 @@ def test_a_worker_that_says_nothing_while_stuck_is_killed_after_the_grace(clips,
     assert capsys.readouterr().out.strip().splitlines()[-1] == "done: 1, skipped: 0, failed: 1"
     reason = failures(out)[url]
     assert reason.endswith("s: its worker stopped responding")
-    assert TIMEOUT_S + 10 <= stalled_seconds(reason) <= TIMEOUT_S + 12
+    assert TIMEOUT_S + 10 <= stalled_seconds(reason) <= TIMEOUT_S + 13
 
 
 def test_a_named_pipe_is_read_whole_and_gives_the_file_s_features(clips, checkpoint, tmp_path, pipe):
