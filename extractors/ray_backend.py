@@ -245,5 +245,5 @@ class _Mailboxes:
 
     def stop(self, workers: list[Worker]) -> None:
         for worker in workers:
-            ray.kill(worker.channel.handle, no_restart=True)
+            self.kill(worker)
         ray.wait([worker.channel.finished for worker in workers], num_returns=len(workers), timeout=10)

@@ -111,7 +111,7 @@ class VideoReader:
                 self._stream.codec_context.thread_count = 1
             self.time_base: Fraction = self._stream.time_base
             self.index = index or _index_from_container(self._container, self._stream, byte_size(self.path)) or \
-                _index_by_demuxing(self._container, self._stream, self._limits.frames)
+                _index_by_demuxing(self._container, self._stream, self._limits)
             self._limits.check_frame_count(self.index.num_frames)
             self._limits.check_duration(float((self.index.end_pts - self.index.start_pts) * self.time_base))
         except av.error.FFmpegError as error:
@@ -555,18 +555,16 @@ def _end_of_last_frame(container, stream, last_keyframe: int) -> int:
     return _end_of(shown, stream)
 
 
-def _index_by_demuxing(container, stream, max_frames: int) -> StreamIndex:
+def _index_by_demuxing(container, stream, limits: InputLimits) -> StreamIndex:
     """One pass over the packets (no decoding) for files whose container does not index every frame; it stops
-    past ``max_frames`` (the index of an endless stream would not fit in memory)."""
+    past the frame count ``limits`` allow (the index of an endless stream would not fit in memory)."""
     shown: list[tuple[int, int]] = []
     keyframes: list[int] = []
     packets = 0
     container.seek(0)
     for packet, shown_at in _demux(container, stream):
         packets += 1
-        if packets > max_frames:
-            raise VideoError(f"more than {max_frames:,} frames, beyond the limit (a damaged or endless stream; if it "
-                             "is real, raise it with --input_limits frames=...)")
+        limits.check_frame_count(packets)
         if shown_at is None:
             continue
         shown.append((shown_at, packet.duration))
