@@ -7,12 +7,14 @@ the model.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import sys
 import threading
 import time
 import traceback
+from contextlib import closing
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Iterator
@@ -35,6 +37,7 @@ from io_utils.video_list import VideoJob
 
 PROGRESS_EVERY_S = 2.0
 OUTPUTS_EXIST = "outputs exist"  # the reason a video is skipped when a run finds its outputs complete
+_ENDING = "this worker is ending"  # not a reason to skip: the video is not answered, and goes to another worker
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ def worker_main(extraction: Extraction, device: str, threads: int, connection: C
     """Entry point of a spawned worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the main process decides
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    sys.unraisablehook = _exit_if_terminated
     try:
         serve(extraction, device, threads, connection)
     finally:
@@ -103,12 +107,13 @@ class _Worker:
                                             daemon=True))
         for thread in threads:
             thread.start()
+        outcomes = self.extractor.extract_many(
+            self._jobs(), job_of=lambda assigned: assigned.job, sink_of=self._sink, on_progress=self._progress,
+            on_facts=lambda assigned, facts: self._facts.update({assigned.job_id: facts}))
         try:
-            outcomes = self.extractor.extract_many(
-                self._jobs(), job_of=lambda assigned: assigned.job, sink_of=self._sink, on_progress=self._progress,
-                on_facts=lambda assigned, facts: self._facts.update({assigned.job_id: facts}))
-            for assigned, outcome in outcomes:
-                self._finish(assigned, outcome)
+            with closing(outcomes):  # stops the decoding thread now, before the claims go, not when collected
+                for assigned, outcome in outcomes:
+                    self._finish(assigned, outcome)
         except (EOFError, BrokenPipeError, ConnectionResetError):
             pass  # the main process is gone: nothing left to report to
         except _OutputsUnwritable as stop:
@@ -116,12 +121,12 @@ class _Worker:
         except _DeviceUnusable:
             pass  # this process ends; the scheduler starts another on the device and hands out what it held
         finally:
-            self._stopped.set()
-            for thread in threads:
-                thread.join()  # a thread still alive at exit makes torch abort the process (SIGABRT)
-            with self._claims_lock:
+            with self._claims_lock:  # a claim taken from now on is released by its taker (see _claim)
+                self._stopped.set()
                 for claim in self._claims.values():
                     claim.release()
+            for thread in threads:
+                thread.join()  # a thread still alive at exit makes torch abort the process (SIGABRT)
             if self.layout.remote:
                 shutil.rmtree(self.layout.folder, ignore_errors=True)  # this worker's private staging folder
 
@@ -142,6 +147,8 @@ class _Worker:
                 self._started.pop(message.job_id, None)
                 self._send(Result(message.job_id, "failed", f"its outputs could not be claimed ({error})"))
                 continue
+            if skip_reason is _ENDING:
+                return  # the scheduler hands the video out again
             if skip_reason:
                 self._started.pop(message.job_id, None)
                 self._send(Result(message.job_id, "skipped", skip_reason))
@@ -153,6 +160,9 @@ class _Worker:
                 finished.wait()
 
     def _claim(self, assigned: Assign) -> str | None:
+        """Claim a video's outputs: None, or why it is not to be extracted (``_ENDING``: this worker ends)."""
+        if self._stopped.is_set():
+            return _ENDING
         if self.config.on_extraction == "print":
             return None
         job = assigned.job
@@ -164,9 +174,12 @@ class _Worker:
         if not self.config.overwrite and self.outputs.complete(job):  # finished by another run meanwhile
             claim.release()
             return OUTPUTS_EXIST
-        self.outputs.prepare(job)
         with self._claims_lock:
+            if self._stopped.is_set():  # the worker ended while this was claimed: it releases claims no more
+                claim.release()
+                return _ENDING
             self._claims[assigned.job_id] = claim
+        self.outputs.prepare(job)
         return None
 
     def _finish(self, assigned: Assign, outcome: dict | Exception) -> None:
@@ -249,6 +262,14 @@ class _Worker:
 
 def _exit_on_sigterm(signum, frame) -> None:
     raise SystemExit(128 + signum)  # unwinds through the finally blocks: temporary files and claims go
+
+
+def _exit_if_terminated(unraisable) -> None:
+    """A SIGTERM that lands in a finalizer (a generator collected, a ``__del__``) raises there, where Python
+    only prints the exception and goes on: end now, quietly (the scheduler removes what this worker held)."""
+    if isinstance(unraisable.exc_value, SystemExit):
+        os._exit(unraisable.exc_value.code)
+    sys.__unraisablehook__(unraisable)
 
 
 class _DeviceUnusable(Exception):

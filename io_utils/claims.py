@@ -1,7 +1,8 @@
 """Resume and mutual exclusion between runs that share an output folder.
 
 A video is done when all its output files exist and load. A run that is about to extract a video first
-claims it with a lock file created with ``O_EXCL`` beside its main output, so two runs on the same inputs (two
+claims it with a lock file beside its main output, created whole or not at all (written aside, then
+hard-linked into place, which fails if the lock exists, on NFS too), so two runs on the same inputs (two
 terminals, or two machines on a shared disk) do not extract the same video. A claim is stale, and may be taken
 over, when its process is gone (same host) or when it has not been refreshed for ``STALE_AFTER_S`` seconds;
 holders refresh their claims far more often than that. (In object storage the same rules apply to lock objects:
@@ -79,17 +80,11 @@ class Claim:
         token = new_token()
         for _ in range(2):
             try:
-                descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                _create_whole(path, token)
             except FileExistsError:
                 if not _take_over_if_stale(path):
                     return None
                 continue
-            try:
-                with os.fdopen(descriptor, "w") as handle:
-                    handle.write(token)
-            except BaseException:  # e.g. no space left for the token: no claim, and no empty lock file either
-                path.unlink(missing_ok=True)
-                raise
             return cls(path, token)
         return None
 
@@ -114,6 +109,18 @@ class Claim:
                 self.path.unlink()
         except FileNotFoundError:
             pass
+
+
+def _create_whole(path: Path, content: str) -> None:
+    """Create ``path`` holding ``content``, or raise FileExistsError: the file is written under a name of its own
+    and hard-linked into place, so a process that dies midway never leaves an empty lock (which would look
+    held for ``HEARTBEAT_S``), at worst an unused ``.new`` file."""
+    draft = path.with_name(f"{path.name}.{uuid.uuid4().hex}.new")
+    try:
+        draft.write_text(content)  # no space left for the token: no claim, and no lock file either
+        os.link(draft, path)
+    finally:
+        draft.unlink(missing_ok=True)
 
 
 def _take_over_if_stale(path: Path) -> bool:

@@ -7,16 +7,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path, PurePath
+from types import SimpleNamespace
 
 import pytest
 
 import main
 from extractors.cli import parse_options
-from extractors.config import resolve_config
+from extractors.config import output_layout, resolve_config
 from extractors.pool import STOP_GRACE_S, LocalPoolExecutor
 from extractors.runner import run
-from extractors.worker import Extraction
-from io_utils.claims import outputs_complete
+from extractors.scheduling import Assign
+from extractors.worker import _ENDING, Extraction, _Worker
+from io_utils.claims import Claim, outputs_complete
 from io_utils.video_list import VideoJob
 from tests.checkpoints import write_tiny_clip
 from tests.clips import write_clip
@@ -95,7 +97,7 @@ def children_of(pid: int) -> list[int]:
 
 def assert_no_partial_files(out: Path) -> None:
     """Every visible output loads; no temporary or lock file is left."""
-    leftovers = [p.name for p in out.rglob("*") if p.name.endswith((".tmp", ".lock")) or ".stale-" in p.name]
+    leftovers = [p.name for p in out.rglob("*") if p.name.endswith((".tmp", ".lock", ".new")) or ".stale-" in p.name]
     assert leftovers == []
     for path in (out / FEATURE_FOLDER).glob("*.npy"):
         assert outputs_complete([path]), path
@@ -215,6 +217,62 @@ def test_a_worker_whose_device_breaks_is_replaced_and_only_that_video_fails(tiny
                         f"{ILLEGAL_ACCESS}; its worker was replaced)"]
     assert len(main_outputs(out)) == 3
     assert_no_partial_files(out)
+
+
+def test_a_worker_ending_while_its_decoding_thread_claims_leaves_no_lock(tiny_checkpoint, videos, tmp_path):
+    """The decoding thread may be handed a video as the worker ends (its device broke): the claim it takes then
+    is released by itself, and the video is not answered, so the scheduler gives it to the next worker."""
+    config = resolve_config(parse_options(argv(tiny_checkpoint, videos[:1], tmp_path / "out")))
+    worker = _Worker(SimpleNamespace(config=config, layout=output_layout(config)), connection=None)
+    job = VideoJob(videos[0], PurePath(videos[0].stem))
+    take = worker.outputs.claim
+    worker.outputs.claim = lambda job: (take(job), worker._stopped.set())[0]  # the worker ends meanwhile
+    assert worker._claim(Assign(0, job)) is _ENDING
+    assert worker._claim(Assign(1, job)) is _ENDING
+    assert list((tmp_path / "out").rglob("*.lock")) == []
+
+
+def test_a_claimer_killed_midway_leaves_no_lock_that_keeps_the_video_away(tmp_path):
+    """A process that dies while taking a claim (here: after writing the token, before it is in place) leaves
+    no lock file; an empty one would keep every run away from the video for HEARTBEAT_S."""
+    lock = tmp_path / "clip.npy.lock"
+    dies_midway = ("import os, sys; from pathlib import Path; from io_utils.claims import Claim; "
+                   "os.link = lambda *_: os._exit(9); Claim.acquire(Path(sys.argv[1]))")
+    assert subprocess.run([sys.executable, "-c", dies_midway, str(lock)], cwd=REPO).returncode == 9
+    assert not lock.exists()
+    claim = Claim.acquire(lock)
+    assert claim is not None and Claim.acquire(lock) is None
+    claim.release()
+    assert not lock.exists()
+
+
+SIGTERM_IN_A_FINALIZER = """
+import os, signal, sys, threading, time
+from extractors import worker
+
+def serve(*_):
+    def slow_to_close():
+        try:
+            yield
+        finally:
+            time.sleep(5)
+    generator = slow_to_close()
+    next(generator)
+    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    del generator  # closed by its finalizer, where the SIGTERM lands
+    print("went on")
+
+worker.serve = serve
+worker.worker_main(None, "cpu", 0, None)
+"""
+
+
+def test_a_sigterm_in_a_finalizer_ends_the_worker_quietly():
+    """Python prints an exception raised in a finalizer and goes on: a worker stopped there must end, and say
+    nothing (the scheduler stops workers with SIGTERM when a run ends early)."""
+    result = subprocess.run([sys.executable, "-c", SIGTERM_IN_A_FINALIZER], cwd=REPO, capture_output=True,
+                            text=True, timeout=60)
+    assert (result.returncode, result.stdout, result.stderr) == (128 + signal.SIGTERM, "", "")
 
 
 @pytest.mark.parametrize("sent_signal", [signal.SIGINT, signal.SIGTERM])
