@@ -4,7 +4,9 @@
 - model fp32 / fp16: the model alone on batches of random inputs (fp16 under autocast), inputs per second;
 - end-to-end: ``extract()`` with the two overlapped, inputs per second; during it, the GPU's busy fraction (NVML,
   sampled every 0.1 s) and the CPU cores the process used (its CPU time over the wall time);
-- the same end-to-end with ``--preprocess_on_device``, for the models that have it.
+- the same end-to-end with ``--preprocess_on_device``, for the models that have it;
+- then the HowTo100M pair (resnet152 at 1 fps, resnext101_3d at 24 fps) end to end: each alone, and both from one
+  decode (``--feature_type resnet152 resnext101_3d``), seconds, GPU busy and CPU cores.
 
 One prepared script for a lent GPU machine: ``python bench/gpu.py`` (about 5 minutes on one GPU). Without CUDA it
 says so and exits, unless ``--device cpu`` asks for a dry run of the same measurements (no GPU column).
@@ -34,12 +36,13 @@ sys.path.insert(0, str(ROOT))
 from bench.flow import median_seconds  # noqa: E402
 from bench.inputs import DATA, make_typical_clip  # noqa: E402
 from bench.models import batch_size, input_shape  # noqa: E402
-from extractors import extractor_class, feature_types  # noqa: E402
+from extractors import JointExtractor, extractor_class, feature_types  # noqa: E402
 from extractors.catalog import write_random_weights  # noqa: E402
 from extractors.prefetch import Prefetcher  # noqa: E402
 from extractors.registry import declared_options  # noqa: E402
 
 DEFAULT_TYPES = ("CLIP-ViT-B/32", "CLIP-ViT-L/14", "resnet50", "r21d", "s3d", "resnext101_3d", "slowonly")
+SHARED_DECODE_PAIR = ("resnet152", "resnext101_3d")
 
 
 class BusySampler:
@@ -79,8 +82,8 @@ class BusySampler:
 def decode_rate(extractor, video: str) -> float:
     """Inputs per second of the decoding thread alone (what it hands the model, made ready on the device)."""
     job = extractor.video_job(video)
-    prefetch = Prefetcher(extractor.model_inputs, extractor.inputs_per_batch, [job], lambda item: item,
-                          extractor.open_reader, extractor._prepared)
+    prefetch = Prefetcher(extractor.batched_inputs, [job], lambda item: item,
+                          lambda item: extractor.open_reader(item.path), extractor._prepared)
     start, count = time.perf_counter(), 0
     with torch.inference_mode():
         for kind, _, payload in prefetch:
@@ -103,13 +106,34 @@ def model_rate(extractor, device: torch.device, repeats: int, half: bool) -> flo
 
 def end_to_end(extractor, video: str, device: torch.device) -> tuple[float, str, float]:
     """Inputs per second of ``extract()``, the GPU's busy fraction meanwhile, and the CPU cores used."""
+    (count, wall), busy, cores = timed(lambda: len(extractor.extract(video)["timestamps_ms"]), device)
+    return count / wall, busy, cores
+
+
+def timed(work, device: torch.device) -> tuple[tuple[object, float], str, float]:
+    """``work()``'s result and wall seconds, the GPU's busy fraction meanwhile, and the CPU cores used."""
     sampler = BusySampler(device) if device.type == "cuda" else None
     cpu_before, start = os.times(), time.perf_counter()
     with sampler.sampling() if sampler else _nothing():
-        count = len(extractor.extract(video)["timestamps_ms"])
+        result = work()
     wall, cpu_after = time.perf_counter() - start, os.times()
     cores = (cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system) / wall
-    return count / wall, sampler.busy() if sampler else "-", cores
+    return (result, wall), sampler.busy() if sampler else "-", cores
+
+
+def shared_decode_pair(video: str, device: torch.device, device_options: dict, folder: str) -> None:
+    """The HowTo100M pair end to end: each type alone, then both from one decode of the clip."""
+    print("\n| HowTo100M pair | seconds | GPU busy | CPU cores used |\n| --- | ---: | ---: | ---: |")
+    for kind in SHARED_DECODE_PAIR:
+        write_random_weights(kind, Path(folder))
+    runs = {f"{kind} alone": extractor_class(kind)(dict(feature_type=kind, weights_dir=folder, **device_options),
+                                                    external_call=True)
+            for kind in SHARED_DECODE_PAIR}
+    runs["both from one decode"] = JointExtractor(dict(feature_type=list(SHARED_DECODE_PAIR), weights_dir=folder,
+                                                       **device_options), external_call=True)
+    for label, extractor in runs.items():
+        (_, wall), busy, cores = timed(lambda: extractor.extract(video), device)
+        print(f"| {label} | {wall:.1f} | {busy} | {cores:.1f} |", flush=True)
 
 
 @contextmanager
@@ -123,6 +147,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=feature_types(), default=list(DEFAULT_TYPES), metavar="TYPE")
     parser.add_argument("--minutes", type=float, default=1.0, help="length of the generated 720p clip")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no_pair", action="store_true", help="leave out the shared-decode pair")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -151,6 +176,8 @@ def main() -> None:
                 rate, busy, cores = end_to_end(extractor, video, device)
                 print(f"| {feature_type}{label} | {decode:.0f} | {fp32:.0f} | {f'{fp16:.0f}' if fp16 else '-'} | "
                       f"{rate:.0f} | {busy} | {cores:.1f} |", flush=True)
+        if not args.no_pair:
+            shared_decode_pair(video, device, device_options, folder)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,15 @@
 """Extractors: the model families (``extractors/models``, each registering its feature types) on a shared engine.
 
 ``extractor_class(feature_type)`` gives the class; ``list_models()`` the feature types, ``describe(name)`` what one
-reads and writes; ``from extractors import ExtractCLIP`` a class itself.
+reads and writes; ``from extractors import ExtractCLIP`` a class itself; ``JointExtractor`` several feature types
+from one decode of each video.
 """
 from extractors import models  # noqa: F401  (registers every feature type)
 from extractors.base import BaseExtractor, FrameWiseExtractor
 from extractors.catalog import describe, list_models
 from extractors.config import RunConfig, resolve_config
 from extractors.models.clip import ExtractCLIP
+from extractors.joint import JointExtractor
 from extractors.models.i3d import ExtractI3D
 from extractors.models.mmaction import ExtractSlowOnly, ExtractTSN
 from extractors.models.optical_flow import ExtractFlow, ExtractRAFT
@@ -23,4 +25,4 @@ from extractors.windows import WindowExtractor
 __all__ = ["BaseExtractor", "FrameWiseExtractor", "WindowExtractor", "RunConfig", "resolve_config", "ExtractCLIP",
            "ExtractFlow", "ExtractRAFT", "ExtractI3D", "ExtractR21D", "ExtractResNet", "ExtractResNeXt3D",
            "ExtractS3D", "ExtractSlowOnly", "ExtractTimm", "ExtractTSN", "ExtractVGGish", "describe",
-           "extractor_class", "feature_types", "list_models"]
+           "extractor_class", "feature_types", "JointExtractor", "list_models"]

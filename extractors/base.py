@@ -24,7 +24,7 @@ from extractors.config import RunConfig, output_layout, resolve_config
 from extractors.devices import default_device
 from extractors.options import Option, Section, positive_int
 from extractors.predictions import SHOW_PRED
-from extractors.prefetch import Batch, Prefetcher, pinned, to_device
+from extractors.prefetch import Batch, Prefetcher, batches, pinned, to_device
 from extractors.registry import feature_type
 from extractors.transforms import CROPS, PREPROCESS_ON_DEVICE, FramePreprocessing
 from extractors.weights import Weights
@@ -252,50 +252,34 @@ class BaseExtractor:
         soon as they are computed, and ``on_progress(video, seconds done, seconds in all)`` follows them.
         ``on_facts(video, facts)`` receives what the reader knows of a video's stream once it is read.
         """
-        prefetch = Prefetcher(self.model_inputs, self.inputs_per_batch, videos, job_of, self.open_reader,
+        prefetch = Prefetcher(self.batched_inputs, videos, job_of, lambda video: self.open_reader(job_of(video).path),
                               self._prepared)
-        config = self.config
-        finish = FinishingSink.wrapper(config.value(POOL), config.value(L2_NORMALIZE), config.value(DTYPE),
-                                       config.value(CROPS))
-        sink: Sink | None = None
-        failed: Exception | None = None
+        feed = ModelFeed(self, sink_of)
         duration_s = 0.0
         try:
             for kind, video, payload in prefetch:
                 if kind == "start":
-                    duration_s, self._fitting_inputs = payload, None  # each video starts from --batch_size
-                    continue
-                if kind == "batch":
-                    if failed is None:
-                        ACTIVITY.begin(MODEL, video, "running the model", round(payload[1][0]), _MILLISECOND)
-                        try:
-                            sink = sink or finish(sink_of(video))
-                            sink.add(*self._run_batch(*payload))
-                            if on_progress is not None:
-                                on_progress(video, payload[1][-1] / 1000, duration_s)
-                        except Exception as error:  # out of memory, a full disk...: this video only
-                            failed = error
-                        ACTIVITY.waiting(MODEL)
-                    continue
-                outcome = payload if kind == "error" else failed
-                if outcome is None:
-                    if on_facts is not None:
-                        on_facts(video, payload)
-                    ACTIVITY.begin(MODEL, video, "writing the outputs")
-                    try:
-                        sink = sink or finish(sink_of(video))
-                        outcome, sink = sink.close(payload["fps"]), None
-                    except Exception as error:
-                        outcome = error
-                    ACTIVITY.waiting(MODEL)
-                if sink is not None:
-                    sink.abort()
-                sink, failed = None, None
-                yield video, outcome
+                    duration_s = payload
+                    feed.start()
+                elif kind == "batch":
+                    if feed.run(video, *payload) and on_progress is not None:
+                        on_progress(video, payload[1][-1] / 1000, duration_s)
+                else:
+                    facts, error = (payload, None) if kind == "end" else (None, payload)
+                    if facts is not None and feed.failed is None and on_facts is not None:
+                        on_facts(video, facts)
+                    yield video, feed.end(video, facts, error)
         finally:
-            if sink is not None:
-                sink.abort()
+            feed.abort()
             prefetch.close()
+
+    def batched_inputs(self, reader: Reader, job: VideoJob) -> Iterator[tuple[Batch, list[float]]]:
+        """The video's model inputs stacked into batches of ``inputs_per_batch``."""
+        return batches(self.model_inputs(reader, job), self.inputs_per_batch)
+
+    def reset_batch_size(self) -> None:
+        """Each video starts from ``--batch_size``, whatever size the video before had to fall back to."""
+        self._fitting_inputs = None
 
     def _prepared(self, batch: Batch) -> Batch:
         """A batch made ready for the model, in the decoding thread: on CUDA, copied to the device from pinned
@@ -360,6 +344,63 @@ def _split(inputs: Batch, size: int) -> list[Batch]:
         pieces = {key: value.split(size) for key, value in inputs.items()}
         return [{key: pieces[key][index] for key in pieces} for index in range(len(next(iter(pieces.values()))))]
     return list(inputs.split(size))
+
+
+class ModelFeed:
+    """The consumer's side of the engine for one extractor: a video's batches through its model into the video's
+    sink, and the video's outcome. A batch that fails (out of memory, a full disk...) fails this video only; the
+    video's later batches are then not run."""
+
+    def __init__(self, extractor: BaseExtractor, sink_of: Callable[[Any], Sink]):
+        self._extractor, self._sink_of = extractor, sink_of
+        config = extractor.config
+        self._finish = FinishingSink.wrapper(config.value(POOL), config.value(L2_NORMALIZE), config.value(DTYPE),
+                                             config.value(CROPS))
+        self._sink: Sink | None = None
+        self.failed: Exception | None = None
+
+    def start(self) -> None:
+        """A new video: it starts from ``--batch_size`` again."""
+        self._sink, self.failed = None, None
+        self._extractor.reset_batch_size()
+
+    def run(self, video, inputs: Batch, timestamps_ms: list[float]) -> bool:
+        """One batch of ``video`` through the model and into its sink; False if the video has failed."""
+        if self.failed is not None:
+            return False
+        ACTIVITY.begin(MODEL, video, "running the model", round(timestamps_ms[0]), _MILLISECOND)
+        try:
+            self._sink = self._sink or self._finish(self._sink_of(video))
+            self._sink.add(*self._extractor._run_batch(inputs, timestamps_ms))
+        except Exception as error:  # out of memory, a full disk...: this video only
+            self.failed = error
+        ACTIVITY.waiting(MODEL)
+        return self.failed is None
+
+    def fail(self, error: Exception) -> None:
+        """The video cannot give this model its inputs (``error`` says why)."""
+        self.failed = self.failed or error
+
+    def end(self, video, facts: dict[str, Any] | None, error: Exception | None) -> dict[str, np.ndarray] | Exception:
+        """What the sink of a video read whole (``facts``: the reader's) returns, or why the video failed."""
+        outcome = error or self.failed
+        if outcome is None:
+            ACTIVITY.begin(MODEL, video, "writing the outputs")
+            try:
+                self._sink = self._sink or self._finish(self._sink_of(video))
+                outcome, self._sink = self._sink.close(facts["fps"]), None
+            except Exception as failure:
+                outcome = failure
+            ACTIVITY.waiting(MODEL)
+        self.abort()
+        self.failed = None
+        return outcome
+
+    def abort(self) -> None:
+        """Remove what the current video's sink has written so far."""
+        if self._sink is not None:
+            self._sink.abort()
+            self._sink = None
 
 
 class FrameWiseExtractor(BaseExtractor):

@@ -45,12 +45,25 @@ def build_parser() -> argparse.ArgumentParser:
         target = exclusive.get(option.exclusive) or sections[option.section]
         target.add_argument(f"--{option.name}", help=_run_help(option), **_argument(option))
     _add_model_options(sections)
+    sections[Section.MODELS].add_argument(
+        "--per_type", nargs="+", default=argparse.SUPPRESS, metavar="TYPE:OPTION=VALUE",
+        help="with several feature types: an option for one of them only (e.g. resnet152:checkpoint=r152.pth)")
     return parser
 
 
 def parse_options(argv: list[str] | None = None) -> dict[str, Any]:
-    """The options given on the command line (``argv``, default ``sys.argv``), by name."""
-    return vars(build_parser().parse_args(argv))
+    """The options given on the command line (``argv``, default ``sys.argv``), by name: ``feature_type`` is a list
+    when several are given, and ``--per_type TYPE:OPTION=VALUE`` is the option ``TYPE:OPTION``."""
+    parser = build_parser()
+    options = vars(parser.parse_args(argv))
+    if len(options.get("feature_type", ())) == 1:
+        options["feature_type"] = options["feature_type"][0]
+    for item in options.pop("per_type", ()):
+        name, equals, value = item.partition("=")
+        if not equals or ":" not in name:
+            parser.error(f"--per_type {item}: give TYPE:OPTION=VALUE")
+        options[name] = value
+    return options
 
 
 class _Sections(dict):
@@ -96,7 +109,7 @@ def _argument(option: Option) -> dict[str, Any]:
     """What argparse needs for ``option``; options not given stay out of the parsed namespace."""
     kwargs: dict[str, Any] = dict(default=argparse.SUPPRESS)
     if option.name == "feature_type":
-        return {**kwargs, "choices": feature_types(), "metavar": option.metavar}
+        return {**kwargs, "choices": feature_types(), "metavar": option.metavar, "nargs": "+"}
     if option.flag:
         return {**kwargs, "action": "store_true"}
     kwargs.update(metavar=option.metavar, choices=option.choices)
@@ -173,7 +186,7 @@ def random_weights_command(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--feature_type", required=True, **{key: value for key, value in
                                                             _argument(RUN_OPTIONS["feature_type"]).items()
-                                                            if key != "default"})
+                                                            if key not in ("default", "nargs")})  # one type
     _add_model_options(_Sections(parser))
     options = vars(parser.parse_args(argv))
     feature_type, folder, seed = options.pop("feature_type"), options.pop("folder"), options.pop("seed")

@@ -53,7 +53,9 @@ class RunConfig:
     """The options of a run. Sequences are tuples; ``None`` means "not given" (a model default applies)."""
 
     feature_type: str = run_option(None, "what to extract (or given by --preset or --from_manifest; see "
-                                         "--list_models)", Section.MODELS, "resnet18", metavar="FEATURE_TYPE")
+                                         "--list_models); several (A B ...) are extracted from one decode of each "
+                                         "video, each into its own folder as a run of it alone would",
+                                   Section.MODELS, "resnet18", metavar="FEATURE_TYPE")
     # recipes
     preset: str | None = run_option(None, "start from the options of a published feature set (see --list_presets); "
                                           "options given explicitly override them", Section.RECIPES,
@@ -262,6 +264,52 @@ def resolve_config(options: RunConfig | Mapping[str, Any]) -> RunConfig:
     config = config.with_options(**family.option_defaults(config, weights))
     family.validate(config, weights)
     return config
+
+
+ONE_MODEL_OPTIONS = ("checkpoint", "weights")  # name one model's file or weights: never given to several types
+
+
+def joint_configs(options: Mapping[str, Any]) -> list[RunConfig]:
+    """The configurations of a run of several feature types from one decode of each video (``feature_type``: a
+    list): each type gets the run's options and the model options it reads, and is resolved as a run of that type
+    alone would be, so its features, folder and manifest are that run's. ``TYPE:option`` gives an option to one
+    type only. An option that none of the types reads is refused, as are the options that would make their
+    outputs collide and, given to several types at once, those that name one model's weights."""
+    types = [options["feature_type"]] if isinstance(options.get("feature_type"), str) else list(options["feature_type"])
+    repeated = sorted({name for name in types if types.count(name) > 1})
+    if repeated:
+        raise UsageError(f"--feature_type names {repeated[0]} twice")
+    for name in ("preset", "from_manifest", "output_direct", "collect_pickle"):
+        if len(types) > 1 and options.get(name):
+            raise UsageError(f"--{name} is for a run of one feature type: its folder, pickle or recipe would be "
+                             f"shared by {', '.join(types)}")
+    shared = {name: value for name, value in options.items() if name in RUN_OPTIONS and name != "feature_type"}
+    model = {name: value for name, value in options.items() if name not in RUN_OPTIONS and ":" not in name}
+    readers = {name: _reads(name) for name in types}
+    for name in model:
+        reading = [kind for kind in types if name in readers[kind]]
+        if not reading:
+            raise UsageError(f"--{name} is not read by any of {', '.join(types)}")
+        if name in ONE_MODEL_OPTIONS and len(reading) > 1:
+            raise UsageError(f"--{name} is read by {' and '.join(reading)}: give it to one, with --per_type "
+                             f"{reading[0]}:{name}=VALUE (from Python: the option '{reading[0]}:{name}')")
+    own: dict[str, dict[str, Any]] = {name: {} for name in types}
+    for key, value in options.items():
+        if ":" in key:
+            kind, name = key.rsplit(":", 1)
+            if kind not in own:
+                raise UsageError(f"{key}: {kind} is not one of the feature types of this run ({', '.join(types)})")
+            own[kind][name] = value
+    return [resolve_config({**shared, "feature_type": name,
+                            **{option: value for option, value in model.items() if option in readers[name]},
+                            **own[name]})
+            for name in types]
+
+
+def _reads(name: str) -> set[str]:
+    """Every spelling of the model options feature type ``name`` reads."""
+    declared = declared_options(feature_type(name).extractor)
+    return {spelling for option in declared.values() for spelling in (option.name, *option.former)}
 
 
 def output_layout(config: RunConfig) -> OutputLayout:

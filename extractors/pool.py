@@ -32,7 +32,8 @@ class LocalPoolExecutor:
             on_progress: OnProgress | None = None) -> None:
         devices = worker_devices(extraction.config)
         transport = _Pipes(extraction, self.worker_target, devices.count("cpu"))
-        schedule(transport, devices, jobs, extraction.layout, on_result, on_progress, extraction.config.stall_timeout)
+        schedule(transport, devices, jobs, [part.layout for part in extraction.every], on_result, on_progress,
+                 extraction.config.stall_timeout)
 
 
 @dataclass

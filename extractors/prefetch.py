@@ -18,7 +18,7 @@ from io_utils.video_list import VideoJob
 
 PREFETCH_BATCHES = 4  # decoded, preprocessed batches waiting for the model, per worker
 Batch = Union[torch.Tensor, dict[str, torch.Tensor]]
-ModelInputs = Callable[[Any, VideoJob], Iterator[tuple[Any, float]]]
+Batched = Callable[[Any, VideoJob], Iterator[tuple[Any, list[float]]]]
 
 
 class Prefetcher:
@@ -26,19 +26,19 @@ class Prefetcher:
     ``("end", video, facts)`` (the reader's ``facts()``: its stream's codec, ``fps``, ...) or ``("error", video,
     exception)``. An exception from the ``videos`` iterable itself is re-raised in the consumer.
 
-    ``job_of(video)`` is the video's :class:`VideoJob`; ``open_reader(path)`` opens it (a :class:`VideoReader` by
-    default; any :class:`~io_utils.readers.Reader`), ``model_inputs(reader, job)`` gives its inputs with their times
-    (ms); ``inputs_per_batch`` of them are stacked into one batch, which ``prepare`` makes ready for the model
-    (moved to its device) in this thread.
+    ``job_of(video)`` is the video's :class:`VideoJob`; ``open_input(video)`` opens it (by default a
+    :class:`VideoReader` of the job's path; any :class:`~io_utils.readers.Reader`), ``batched(reader, job)`` gives
+    its batches with their inputs' times (ms; usually :func:`batches` of an extractor's ``model_inputs``), and
+    ``prepare`` makes each batch ready for the model (moved to its device) in this thread.
     """
 
     _DONE = object()
 
-    def __init__(self, model_inputs: ModelInputs, inputs_per_batch: int, videos: Iterable,
-                 job_of: Callable[[Any], VideoJob], open_reader: Callable[[Any], Reader] = VideoReader,
-                 prepare: Callable[[Batch], Batch] = lambda batch: batch):
-        self._model_inputs, self._inputs_per_batch, self._open_reader = model_inputs, inputs_per_batch, open_reader
-        self._prepare = prepare
+    def __init__(self, batched: Batched, videos: Iterable, job_of: Callable[[Any], VideoJob],
+                 open_input: Callable[[Any], Reader] | None = None,
+                 prepare: Callable[[Any], Any] = lambda batch: batch):
+        self._batched, self._prepare = batched, prepare
+        self._open_input = open_input or (lambda video: VideoReader(job_of(video).path))
         self._videos, self._job_of = videos, job_of
         self._queue: queue.Queue = queue.Queue(maxsize=PREFETCH_BATCHES)
         self._stop = threading.Event()
@@ -77,10 +77,10 @@ class Prefetcher:
         try:
             job = self._job_of(video)
             ACTIVITY.begin(READER, video, "opening the input")
-            with self._open_reader(job.path) as reader:
+            with self._open_input(video) as reader:
                 if not self._put("start", video, reader.duration_s):
                     return "error", video, VideoError("stopped")
-                for inputs, times in batches(self._model_inputs(reader, job), self._inputs_per_batch):
+                for inputs, times in self._batched(reader, job):
                     if not self._put("batch", video, (self._prepare(inputs), times)):
                         return "error", video, VideoError("stopped")
                 return "end", video, reader.facts()
@@ -107,21 +107,42 @@ class Prefetcher:
 
 
 def batches(inputs: Iterator[tuple[Any, float]], batch_size: int) -> Iterator[tuple[Batch, list[float]]]:
-    """Group inputs into stacked batches, so memory holds one batch whatever the number of frames. An input whose
-    shape differs from the batch's (raw frames of a stream whose resolution changes) starts a new batch."""
-    items: list = []
-    times: list[float] = []
+    """Group inputs into stacked batches, so memory holds one batch whatever the number of frames (see
+    :class:`Batcher`)."""
+    batcher = Batcher(batch_size)
     for item, time_ms in inputs:
-        if items and isinstance(item, torch.Tensor) and item.shape != items[0].shape:
-            yield _stack(items), times
-            items, times = [], []
-        items.append(item)
-        times.append(time_ms)
-        if len(items) == batch_size:
-            yield _stack(items), times
-            items, times = [], []
-    if items:
-        yield _stack(items), times
+        yield from batcher.add(item, time_ms)
+    yield from batcher.flush()
+
+
+class Batcher:
+    """Inputs stacked into batches of ``size`` as they come. An input whose shape differs from the batch's (raw
+    frames of a stream whose resolution changes) starts a new batch."""
+
+    def __init__(self, size: int):
+        self._size = size
+        self._items: list = []
+        self._times: list[float] = []
+
+    def add(self, item: Any, time_ms: float) -> list[tuple[Batch, list[float]]]:
+        """The batches that ``item`` completes (none, one, or two where its shape ends the batch before)."""
+        ready = []
+        if self._items and isinstance(item, torch.Tensor) and item.shape != self._items[0].shape:
+            ready.append(self._take())
+        self._items.append(item)
+        self._times.append(time_ms)
+        if len(self._items) == self._size:
+            ready.append(self._take())
+        return ready
+
+    def flush(self) -> list[tuple[Batch, list[float]]]:
+        """The last, shorter batch, if any input waits."""
+        return [self._take()] if self._items else []
+
+    def _take(self) -> tuple[Batch, list[float]]:
+        batch = _stack(self._items), self._times
+        self._items, self._times = [], []
+        return batch
 
 
 def _stack(items: list) -> Batch:

@@ -102,23 +102,24 @@ RayWorker = ray.remote(WorkerActor)
 
 
 def _unwritable(extraction: Extraction) -> str | None:
-    """Why this node cannot write the outputs, if it cannot."""
+    """Why this node cannot write the outputs (of any feature type of the run), if it cannot."""
     config = extraction.config
     if config.on_extraction == "print":
         return None
-    if extraction.layout.remote:
+    for layout in (part.layout for part in extraction.every):
+        if layout.remote:
+            try:
+                RemoteFolder(layout.remote).check_writable()
+            except UsageError as error:
+                return f"node {socket.gethostname()}: {error}"
+            continue
         try:
-            RemoteFolder(extraction.layout.remote).check_writable()
-        except UsageError as error:
-            return f"node {socket.gethostname()}: {error}"
-        return None
-    try:
-        extraction.layout.folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=extraction.layout.folder):
-            pass
-    except OSError as error:
-        return (f"--output_path {config.output_path} cannot be written on node {socket.gethostname()} ({error}); "
-                "with --backend ray it must be a folder every node sees")
+            layout.folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=layout.folder):
+                pass
+        except OSError as error:
+            return (f"--output_path {config.output_path} cannot be written on node {socket.gethostname()} ({error}); "
+                    "with --backend ray it must be a folder every node sees")
     return None
 
 
@@ -143,7 +144,8 @@ class RayExecutor:
         try:
             transport = _Mailboxes(self, extraction)
             slots = ["cpu"] * config.num_workers if config.cpu else ["gpu"] * _cluster_gpus()
-            schedule(transport, slots, jobs, extraction.layout, on_result, on_progress, config.stall_timeout)
+            schedule(transport, slots, jobs, [part.layout for part in extraction.every], on_result, on_progress,
+                     config.stall_timeout)
         finally:
             if started_ray:
                 ray.shutdown()

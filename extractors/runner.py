@@ -15,7 +15,7 @@ from typing import Any, Iterator, Mapping
 from tqdm import tqdm
 
 from extractors.base import POOL
-from extractors.config import RunConfig, resolve_config
+from extractors.config import RunConfig, joint_configs, resolve_config
 from extractors.devices import worker_devices
 from extractors.pool import LocalPoolExecutor
 from extractors.scheduling import Executor, Progress, Result
@@ -43,55 +43,92 @@ class Summary:
 
 
 def run(options: RunConfig | Mapping[str, Any], executor: Executor | None = None) -> int:
-    """Extract every video of the list; return the exit status."""
-    config = resolve_config(options)
-    extraction = Extraction.of(config)  # the output layout, built once for the whole run
-    extractor, layout = extraction.extractor, extraction.layout
+    """Extract every video of the list (``feature_type``: one type, or a list of several taken from one decode of
+    each video); return the exit status."""
+    extraction = Extraction.of(run_configs(options))  # the output layouts, built once for the whole run
+    config, parts = extraction.config, extraction.every
     if executor is None and config.backend == "local":
         worker_devices(config)  # a wrong device list stops here, before any checkpoint or worker
-    listed, damaged_shards = _listed_jobs(config, extractor.input_extensions)
+    extensions = frozenset.intersection(*(part.extractor.input_extensions for part in parts))
+    listed, damaged_shards = _listed_jobs(config, extensions)
     jobs, missing = split_jobs(listed)  # output names must not collide across shards either
     listed = [job for job in listed if in_shard(job.path, config.shard)]
     jobs = [job for job in jobs if in_shard(job.path, config.shard)]
     missing = [path for path in missing if in_shard(path, config.shard)]
-    summary = Summary(failures={**{str(path): "no such file" for path in missing}, **damaged_shards})
+    summaries = {part.config.feature_type: Summary(failures={**{str(path): "no such file" for path in missing},
+                                                             **damaged_shards})
+                 for part in parts}
     if missing:
         print(f"{len(missing)} input path(s) do not exist: {', '.join(map(str, missing))}", file=sys.stderr)
     for shard, problem in damaged_shards.items():
         print(f"FAILED {shard}: {problem}", file=sys.stderr)
     if jobs:
-        _extract(extraction, jobs, summary, executor)
+        _extract(extraction, jobs, summaries, executor)
     if config.collect_pickle:
-        _collect(config, layout, listed)
-    print(summary.line())
-    return 1 if summary.failures else 0
+        _collect(config, extraction.layout, listed)
+    for name, summary in summaries.items():
+        print(f"{name}: {summary.line()}" if len(parts) > 1 else summary.line())
+    return 1 if any(summary.failures for summary in summaries.values()) else 0
 
 
-def _extract(extraction: Extraction, jobs: list[VideoJob], summary: Summary, executor: Executor | None) -> None:
-    """Run the executor on ``jobs``, with the output folder's manifest and failures file kept up to date."""
-    config, extractor = extraction.config, extraction.extractor
+def run_configs(options: RunConfig | Mapping[str, Any]) -> list[RunConfig]:
+    """The configuration of each feature type of a run (one, unless ``feature_type`` lists several)."""
+    kinds = None if isinstance(options, RunConfig) else options.get("feature_type")
+    if isinstance(kinds, (list, tuple)) and len(kinds) > 1:
+        return joint_configs(options)
+    if isinstance(kinds, (list, tuple)):
+        options = {**options, "feature_type": kinds[0]}
+    return [resolve_config(options)]
+
+
+def _extract(extraction: Extraction, jobs: list[VideoJob], summaries: dict[str, Summary],
+             executor: Executor | None) -> None:
+    """Run the executor on ``jobs``, with each feature type's manifest and failures file kept up to date."""
+    config = extraction.config
     saving = config.on_extraction != "print"
-    layout = extraction.layout.staged_here()  # in object storage: this process's staging folder for the manifest
+    books: list[_TypeBook] = []
     try:
-        mirror = _manifest_mirror(layout) if saving else None
-        existing = existing_manifest(layout.folder) if saving else None
-        if saving:  # refused before any checkpoint is downloaded
-            refuse_another_configuration(layout.remote or layout.folder, existing, config.recorded(), config.overwrite)
-        extractor.prepare(config)  # e.g. download weights once, before the workers start
-        manifest = _open_manifest(extraction, layout, existing, mirror) if saving else None
-        progress = _Progress(jobs, layout, config.verbose, summary, manifest)
+        for part in extraction.every:
+            layout = part.layout.staged_here()  # in object storage: this process's staging folder for the manifest
+            books.append(_TypeBook(part.config.feature_type, layout, summaries[part.config.feature_type]))
+            books[-1].mirror = _manifest_mirror(layout) if saving else None
+            existing = existing_manifest(layout.folder) if saving else None
+            if saving:  # refused before any checkpoint is downloaded
+                refuse_another_configuration(layout.remote or layout.folder, existing, part.config.recorded(),
+                                             config.overwrite)
+            books[-1].existing = existing
+        for part in extraction.every:
+            part.extractor.prepare(part.config)  # e.g. download weights once, before the workers start
+        for part, book in zip(extraction.every, books):
+            book.manifest = _open_manifest(part, book.layout, book.existing, book.mirror) if saving else None
+        progress = _Progress(jobs, books, config.verbose)
         try:
             (executor or _executor(config)).run(extraction, jobs, progress.on_result, progress.on_progress)
         finally:
             progress.close()
-            with _stopping_when_unwritable(layout):
-                if manifest is not None:
-                    manifest.save()
-                if saving:
-                    _write_failures(layout.folder, summary, mirror)
+            for book in books:
+                with _stopping_when_unwritable(book.layout):
+                    if book.manifest is not None:
+                        book.manifest.save()
+                    if saving:
+                        _write_failures(book.layout.folder, book.summary, book.mirror)
     finally:
-        if layout.remote:
-            shutil.rmtree(layout.folder, ignore_errors=True)
+        for book in books:
+            if book.layout.remote:
+                shutil.rmtree(book.layout.folder, ignore_errors=True)
+
+
+@dataclass
+class _TypeBook:
+    """What the main process keeps of one feature type of a run: where its outputs go (``layout``: staged here),
+    its summary, and its manifest (with the manifest read from the folder and, in object storage, its mirror)."""
+
+    name: str
+    layout: OutputLayout
+    summary: Summary
+    mirror: ManifestMirror | None = None
+    existing: Mapping[str, Any] | None = None
+    manifest: Manifest | None = None
 
 
 @contextmanager
@@ -159,44 +196,49 @@ def _executor(config: RunConfig) -> Executor:
 
 
 class _Progress:
-    """One bar counting videos (in a terminal), its postfix showing how far each video in work has got; the
-    manifest's records as results come."""
+    """One bar counting videos (in a terminal), its postfix showing how far each video in work has got; each
+    feature type's manifest records and summary as results come."""
 
-    def __init__(self, jobs: list[VideoJob], layout: OutputLayout, verbose: bool, summary: Summary,
-                 manifest: Manifest | None = None):
-        self._jobs, self._layout, self._verbose = jobs, layout, verbose
-        self._summary, self._manifest = summary, manifest
+    def __init__(self, jobs: list[VideoJob], books: list[_TypeBook], verbose: bool):
+        self._jobs, self._books, self._verbose = jobs, books, verbose
         self._bar = tqdm(total=len(jobs), unit="video", disable=None, dynamic_ncols=True)
         self._in_work: dict[int, str] = {}
 
     def on_result(self, result: Result) -> None:
         job = self._jobs[result.job_id]
-        if self._manifest is not None:
-            name, record = self._layout.video_name(job), result.record
-            if record is None and result.reason == OUTPUTS_EXIST and not self._manifest.has_video(name):
-                record = self._found_record(job)
-            if record is not None:
-                with _stopping_when_unwritable(self._layout):
-                    self._manifest.add_video(name, record)
-        if result.status == "failed":
-            self._summary.failures[str(job.path)] = result.reason
-            tqdm.write(f"FAILED {job.path}: {result.reason}", file=sys.stderr)
-        elif result.status == "skipped":
-            self._summary.skipped += 1
-            if self._verbose:
-                tqdm.write(f"skipped {job.path}: {result.reason}", file=sys.stderr)
-        else:
-            self._summary.done += 1
+        for book in self._books:
+            self._record(job, book, result.of_type(book.name))
         self._in_work.pop(result.job_id, None)
         self._show(refresh=False)
         self._bar.update()
 
-    def _found_record(self, job: VideoJob) -> dict | None:
+    def _record(self, job: VideoJob, book: _TypeBook, result: Result) -> None:
+        """One feature type's result of a video, into its manifest and summary."""
+        named = f" ({book.name})" if len(self._books) > 1 else ""
+        if book.manifest is not None:
+            name, record = book.layout.video_name(job), result.record
+            if record is None and result.reason == OUTPUTS_EXIST and not book.manifest.has_video(name):
+                record = self._found_record(job, book.layout)
+            if record is not None:
+                with _stopping_when_unwritable(book.layout):
+                    book.manifest.add_video(name, record)
+        if result.status == "failed":
+            book.summary.failures[str(job.path)] = result.reason
+            tqdm.write(f"FAILED {job.path}{named}: {result.reason}", file=sys.stderr)
+        elif result.status == "skipped":
+            book.summary.skipped += 1
+            if self._verbose:
+                tqdm.write(f"skipped {job.path}{named}: {result.reason}", file=sys.stderr)
+        else:
+            book.summary.done += 1
+
+    @staticmethod
+    def _found_record(job: VideoJob, layout: OutputLayout) -> dict | None:
         """What can be recorded of a video whose outputs a run finds complete, for a manifest that has no record
         of it (a worker stopped after writing them but before reporting, or they predate manifests): its source
         and output shapes, and that nothing else is known. None if the files went away meanwhile."""
         try:
-            outputs = {} if self._layout.remote else {"outputs": stored_shapes(self._layout.paths(job))}
+            outputs = {} if layout.remote else {"outputs": stored_shapes(layout.paths(job))}
             return {**source_facts(job.path), **outputs, "found_complete": True}
         except (OSError, ValueError, VideoError):
             return None
@@ -207,7 +249,7 @@ class _Progress:
         self._show(refresh=True)
 
     def _show(self, refresh: bool) -> None:
-        failed = f"failed={len(self._summary.failures)}"
+        failed = f"failed={max(len(book.summary.failures) for book in self._books)}"
         self._bar.set_postfix_str(", ".join([failed, *self._in_work.values()]), refresh=refresh)
 
     def close(self) -> None:

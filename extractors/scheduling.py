@@ -65,11 +65,25 @@ class Stop:
 @dataclass(frozen=True)
 class Result(_AboutAVideo):
     """A video is finished: ``status`` is done, skipped or failed; ``record``: what the manifest keeps of a video
-    that is done."""
+    that is done. In a run of several feature types, ``parts`` holds each type's result (the video's status is
+    the worst of them); a result without parts (a video whose worker died) is every type's."""
 
     status: str
     reason: str = ""
     record: dict | None = None
+    parts: dict[str, Result] | None = None
+
+    @classmethod
+    def of_parts(cls, job_id: int, parts: dict[str, Result]) -> Result:
+        statuses = {part.status for part in parts.values()}
+        status = next(status for status in ("failed", "done", "skipped") if status in statuses)
+        reason = "; ".join(f"{name}: {part.reason}" for name, part in parts.items()
+                           if part.status == status and part.reason)
+        return cls(job_id, status, reason, parts=parts)
+
+    def of_type(self, name: str) -> Result:
+        """What this says of feature type ``name``."""
+        return self.parts[name] if self.parts is not None else self
 
 
 @dataclass(frozen=True)
@@ -160,10 +174,10 @@ CAPACITY_CHECK_S = 5.0  # how often a run with no worker running asks whether an
 CAPACITY_REPORT_S = 60.0  # how often it says that none can
 
 
-def schedule(transport: Transport, slots: list[str], jobs: list[VideoJob], layout: OutputLayout,
+def schedule(transport: Transport, slots: list[str], jobs: list[VideoJob], layouts: list[OutputLayout],
              on_result: OnResult, on_progress: OnProgress | None = None, stall_timeout_s: float = 0.0) -> None:
     """Run one worker per slot until every job has its result; see the module's docstring (``stall_timeout_s``:
-    0 turns the watchdog off)."""
+    0 turns the watchdog off; ``layouts``: each feature type's)."""
     book = JobBook(jobs, on_result, on_progress, len(slots))
     capacity = _CapacityWatch(transport, stall_timeout_s)
     workers = [transport.start(slot) for slot in slots]
@@ -183,7 +197,7 @@ def schedule(transport: Transport, slots: list[str], jobs: list[VideoJob], layou
                 why = transport.retire(worker)
                 if worker.stopping and not worker.jobs:
                     continue  # a normal end
-                clean_up_after(worker, jobs, layout)  # its claims would keep the retries away
+                clean_up_after(worker, jobs, layouts)  # its claims would keep the retries away
                 book.lost(worker, why)
                 still_asking = any(not other.stopping for other in workers)
                 if book.pending and (not still_asking or transport.room_for_another()):
@@ -195,7 +209,7 @@ def schedule(transport: Transport, slots: list[str], jobs: list[VideoJob], layou
     except BaseException:  # Ctrl-C, or a worker's fatal error: stop every worker, remove what they left
         transport.stop(workers)
         for worker in workers:
-            clean_up_after(worker, jobs, layout)
+            clean_up_after(worker, jobs, layouts)
         raise
 
 
@@ -263,14 +277,16 @@ class _CapacityWatch:
             print(f"no worker is running: {problem}{deadline}", file=sys.stderr)
 
 
-def clean_up_after(worker: Worker, jobs: list[VideoJob], layout: OutputLayout) -> None:
-    """Remove what a worker that is gone left of the videos it held: their temporary files and claims (only the
-    claims that are its own: the temporaries of a video another run holds are that run's)."""
-    if worker.where is None or layout.on_extraction == "print":
+def clean_up_after(worker: Worker, jobs: list[VideoJob], layouts: list[OutputLayout]) -> None:
+    """Remove what a worker that is gone left of the videos it held: their temporary files and claims, of every
+    feature type (only the claims that are its own: the temporaries of a video another run holds are that
+    run's)."""
+    if worker.where is None or layouts[0].on_extraction == "print":
         return  # it never said where it runs (it held nothing), or it writes no file
-    outputs = output_store(layout)
-    for index in worker.jobs:
-        outputs.clean_up_after(jobs[index], worker.where.pid, worker.where.host)
+    for layout in layouts:
+        outputs = output_store(layout)
+        for index in worker.jobs:
+            outputs.clean_up_after(jobs[index], worker.where.pid, worker.where.host)
 
 
 class JobBook:

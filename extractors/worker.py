@@ -15,15 +15,16 @@ import threading
 import time
 import traceback
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 
 from extractors.base import BaseExtractor
 from extractors.config import RunConfig, output_layout
 from extractors.devices import device_problem
+from extractors.joint import JointExtractor
 from extractors.registry import extractor_class
 from extractors.scheduling import Alive, Assign, Fatal, Progress, Ready, Result, report_every_s, this_host
 from io_utils.activity import ACTIVITY, MODEL, READER
@@ -43,16 +44,32 @@ _ENDING = "this worker is ending"  # not a reason to skip: the video is not answ
 @dataclass(frozen=True)
 class Extraction:
     """What every worker of a run is given: the feature type's extractor class, the resolved configuration and
-    the output layout. The class travels by reference, so a worker process or actor imports its family's module
-    (and the feature type is registered there too, wherever the module lives)."""
+    the output layout, and ``also`` the same of each further type taken from the same decode (``--feature_type A
+    B ...``). The class travels by reference, so a worker process or actor imports its family's module (and the
+    feature type is registered there too, wherever the module lives)."""
 
     extractor: type[BaseExtractor]
     config: RunConfig
     layout: OutputLayout
+    also: tuple[Extraction, ...] = ()
 
     @classmethod
-    def of(cls, config: RunConfig) -> Extraction:
-        return cls(extractor_class(config.feature_type), config, output_layout(config))
+    def of(cls, configs: RunConfig | Sequence[RunConfig]) -> Extraction:
+        first, *others = [cls(extractor_class(config.feature_type), config, output_layout(config))
+                          for config in ([configs] if isinstance(configs, RunConfig) else configs)]
+        return replace(first, also=tuple(others))
+
+    @property
+    def every(self) -> tuple[Extraction, ...]:
+        """Each feature type's part of the run, this one first."""
+        return (self, *self.also)
+
+    def engine(self, device: str) -> BaseExtractor | JointExtractor:
+        """The extractor a worker on ``device`` runs: one type's, or several types' fed from one decode."""
+        if not self.also:
+            return self.extractor(self.config, device=device, layout=self.layout.staged_here())
+        return JointExtractor([part.config for part in self.every], device=device,
+                              layouts={part.config.feature_type: part.layout.staged_here() for part in self.every})
 
 
 def worker_main(extraction: Extraction, device: str, threads: int, connection: Connection) -> None:
@@ -73,31 +90,38 @@ def serve(extraction: Extraction, device: str, threads: int, connection: Any) ->
     if threads:
         torch.set_num_threads(threads)
     try:
-        extractor = extraction.extractor(extraction.config, device=device, layout=extraction.layout.staged_here())
+        engine = extraction.engine(device)
     except UsageError as error:
         connection.send(Fatal(str(error)))
         return
     except Exception as error:
         connection.send(Fatal(f"the model could not be loaded on {device}: {type(error).__name__}: {error}"))
         return
-    _Worker(extractor, connection).run()
+    _Worker(engine, connection).run()
 
 
 class _Worker:
-    def __init__(self, extractor: BaseExtractor, connection: Connection):
-        self.extractor = extractor
-        self.config = extractor.config
-        self.layout = extractor.layout
-        self.outputs = output_store(self.layout)
+    """Extracts the videos it is handed with ``engine``: one feature type's extractor, or a
+    :class:`JointExtractor` of several; each type's outputs are claimed, published and reported on their own, so
+    a video done for one type and not another is extracted for the missing type only."""
+
+    def __init__(self, engine: BaseExtractor | JointExtractor, connection: Connection):
+        self.engine = engine
+        self.members: list[BaseExtractor] = engine.members if isinstance(engine, JointExtractor) else [engine]
+        self.by_type = {member.feature_type: member for member in self.members}
+        self.config = self.members[0].config  # the run's own options are every type's
+        self.outputs = {member.feature_type: output_store(member.layout) for member in self.members}
         self.connection = connection
         self._last_progress = 0.0
         self._send_lock = threading.Lock()
-        self._claims: dict[int, Claim] = {}
+        self._claims: dict[int, list[Claim]] = {}
         self._claims_lock = threading.Lock()
         self._stopped = threading.Event()
         self._alone: tuple[int, threading.Event] | None = None  # a video to finish before taking the next
         self._started: dict[int, float] = {}  # job id -> when its decoding began
-        self._facts: dict[int, dict] = {}  # job id -> what the reader knew of its stream
+        self._wanted: dict[int, set[str]] = {}  # job id -> the types extracted from it
+        self._skipped: dict[int, dict[str, str]] = {}  # job id -> why each other type is not
+        self._facts: dict[tuple[int, str], dict] = {}  # (job id, type) -> what its reader knew of its stream
 
     def run(self) -> None:
         threads = [threading.Thread(target=self._heartbeat, daemon=True)]
@@ -107,9 +131,7 @@ class _Worker:
                                             daemon=True))
         for thread in threads:
             thread.start()
-        outcomes = self.extractor.extract_many(
-            self._jobs(), job_of=lambda assigned: assigned.job, sink_of=self._sink, on_progress=self._progress,
-            on_facts=lambda assigned, facts: self._facts.update({assigned.job_id: facts}))
+        outcomes = self._outcomes()
         try:
             with closing(outcomes):  # stops the decoding thread now, before the claims go, not when collected
                 for assigned, outcome in outcomes:
@@ -123,12 +145,33 @@ class _Worker:
         finally:
             with self._claims_lock:  # a claim taken from now on is released by its taker (see _claim)
                 self._stopped.set()
-                for claim in self._claims.values():
-                    claim.release()
+                for claims in self._claims.values():
+                    for claim in claims:
+                        claim.release()
             for thread in threads:
                 thread.join()  # a thread still alive at exit makes torch abort the process (SIGABRT)
-            if self.layout.remote:
-                shutil.rmtree(self.layout.folder, ignore_errors=True)  # this worker's private staging folder
+            for member in self.members:
+                if member.layout.remote:
+                    shutil.rmtree(member.layout.folder, ignore_errors=True)  # this worker's private staging folder
+
+    def _outcomes(self) -> Iterator[tuple[Assign, dict[str, dict | Exception]]]:
+        """Each video handed out with each type's outcome."""
+        if isinstance(self.engine, JointExtractor):
+            return self.engine.extract_many(
+                self._jobs(), job_of=lambda assigned: assigned.job, sinks_of=self._sink, on_progress=self._progress,
+                on_facts=lambda assigned, name, facts: self._facts.update({(assigned.job_id, name): facts}),
+                types_of=lambda assigned: self._wanted[assigned.job_id])
+        return self._one_type()
+
+    def _one_type(self) -> Iterator[tuple[Assign, dict[str, dict | Exception]]]:
+        name = self.engine.feature_type
+        outcomes = self.engine.extract_many(
+            self._jobs(), job_of=lambda assigned: assigned.job, sink_of=lambda assigned: self._sink(assigned, name),
+            on_progress=self._progress,
+            on_facts=lambda assigned, facts: self._facts.update({(assigned.job_id, name): facts}))
+        with closing(outcomes):
+            for assigned, outcome in outcomes:
+                yield assigned, {name: outcome}
 
     def _jobs(self) -> Iterator[Assign]:
         """Videos from the scheduler, minus those already done or claimed by another run."""
@@ -141,95 +184,136 @@ class _Worker:
             self._started[message.job_id] = time.monotonic()
             ACTIVITY.begin(READER, message, "claiming the outputs")
             try:
-                skip_reason = self._claim(message)
+                skipped = self._claim(message)
             except OSError as error:
-                _stop_if_unwritable(error, self.layout.folder)
                 self._started.pop(message.job_id, None)
                 self._send(Result(message.job_id, "failed", f"its outputs could not be claimed ({error})"))
                 continue
-            if skip_reason is _ENDING:
+            if skipped is _ENDING:
                 return  # the scheduler hands the video out again
-            if skip_reason:
+            if len(skipped) == len(self.members):
                 self._started.pop(message.job_id, None)
-                self._send(Result(message.job_id, "skipped", skip_reason))
+                self._send(self._result(message.job_id, {name: Result(message.job_id, "skipped", reason)
+                                                         for name, reason in skipped.items()}))
                 continue
+            self._wanted[message.job_id] = set(self.by_type) - set(skipped)
+            self._skipped[message.job_id] = skipped
             finished = threading.Event()
             self._alone = (message.job_id, finished) if message.alone else None
             yield message
             if message.alone:
                 finished.wait()
 
-    def _claim(self, assigned: Assign) -> str | None:
-        """Claim a video's outputs: None, or why it is not to be extracted (``_ENDING``: this worker ends)."""
+    def _claim(self, assigned: Assign) -> dict[str, str] | str:
+        """Claim a video's outputs, type by type: why each type not to be extracted is not (``_ENDING``: this
+        worker ends, and nothing is claimed)."""
         if self._stopped.is_set():
             return _ENDING
         if self.config.on_extraction == "print":
-            return None
-        job = assigned.job
-        if not self.config.overwrite and self.outputs.complete(job):
-            return OUTPUTS_EXIST
-        claim = self.outputs.claim(job)
-        if claim is None:
-            return "being extracted by another run"
-        if not self.config.overwrite and self.outputs.complete(job):  # finished by another run meanwhile
-            claim.release()
-            return OUTPUTS_EXIST
+            return {}
+        skipped: dict[str, str] = {}
+        claims: list[Claim] = []
+        for name, outputs in self.outputs.items():
+            try:
+                reason = self._claim_type(assigned.job, outputs, claims)
+            except OSError as error:
+                for claim in claims:
+                    claim.release()
+                _stop_if_unwritable(error, self.by_type[name].layout.folder)
+                raise
+            if reason:
+                skipped[name] = reason
         with self._claims_lock:
             if self._stopped.is_set():  # the worker ended while this was claimed: it releases claims no more
-                claim.release()
+                for claim in claims:
+                    claim.release()
                 return _ENDING
-            self._claims[assigned.job_id] = claim
-        self.outputs.prepare(job)
+            self._claims[assigned.job_id] = claims
+        for name, outputs in self.outputs.items():
+            if name not in skipped:
+                outputs.prepare(assigned.job)
+        return skipped
+
+    def _claim_type(self, job: VideoJob, outputs, claims: list[Claim]) -> str | None:
+        """Claim one type's outputs of ``job`` into ``claims``, or say why that type is not to be extracted."""
+        if not self.config.overwrite and outputs.complete(job):
+            return OUTPUTS_EXIST
+        claim = outputs.claim(job)
+        if claim is None:
+            return "being extracted by another run"
+        if not self.config.overwrite and outputs.complete(job):  # finished by another run meanwhile
+            claim.release()
+            return OUTPUTS_EXIST
+        claims.append(claim)
         return None
 
-    def _finish(self, assigned: Assign, outcome: dict | Exception) -> None:
-        job_id, job = assigned.job_id, assigned.job
+    def _finish(self, assigned: Assign, outcomes: dict[str, dict | Exception]) -> None:
+        job_id = assigned.job_id
         broken = None
-        if isinstance(outcome, Exception):
-            _stop_if_unwritable(outcome, self.layout.folder)  # before anything is said of this video
-            broken = device_problem(self.extractor.device)
+        failures = [(name, outcome) for name, outcome in outcomes.items() if isinstance(outcome, Exception)]
+        for name, failure in failures:
+            _stop_if_unwritable(failure, self.by_type[name].layout.folder)  # before anything is said of this video
+        if failures:
+            broken = device_problem(self.members[0].device)
+        try:
+            results = {name: self._finish_type(assigned, name, outcome, broken) for name, outcome in outcomes.items()}
+        finally:
+            ACTIVITY.waiting(MODEL)
+            self._started.pop(job_id, None)
+            for name in outcomes:
+                self._facts.pop((job_id, name), None)
+            skipped = self._skipped.pop(job_id, {})
+            self._wanted.pop(job_id, None)
+            with self._claims_lock:
+                claims = self._claims.pop(job_id, [])
+            for claim in claims:
+                claim.release()
+        skipped_results = {name: Result(job_id, "skipped", reason) for name, reason in skipped.items()}
+        self._send(self._result(job_id, {**skipped_results, **results}))
+        if self._alone is not None and self._alone[0] == job_id:
+            self._alone[1].set()
+        if broken:
+            raise _DeviceUnusable(broken)
+
+    def _finish_type(self, assigned: Assign, name: str, outcome: dict | Exception, broken: str | None) -> Result:
+        """Publish one type's outputs of a video (or say why it failed)."""
+        job_id, job = assigned.job_id, assigned.job
         try:
             if isinstance(outcome, Exception):
                 raise outcome
             if self.config.on_extraction == "print":
                 print_features(job.path, outcome)
                 sys.stdout.flush()
-            record = self._record(job_id, job, outcome)
+            record = self._record(job_id, name, job, outcome)
             if self.config.on_extraction != "print":
                 ACTIVITY.begin(MODEL, assigned, "publishing the outputs")
-                self.outputs.publish(job)
-            result = Result(job_id, "done", record=record)
+                self.outputs[name].publish(job)
+            return Result(job_id, "done", record=record)
         except VideoError as error:
-            result = Result(job_id, "failed", str(error))
+            return Result(job_id, "failed", str(error))
         except Exception as error:
             if self.config.verbose:
                 traceback.print_exception(error)
-            replaced = f" (then {self.extractor.device} failed a check: {broken}; its worker was replaced)"
-            result = Result(job_id, "failed", f"{type(error).__name__}: {error}{replaced if broken else ''}")
-        finally:
-            ACTIVITY.waiting(MODEL)
-            self._started.pop(job_id, None)
-            self._facts.pop(job_id, None)
-            with self._claims_lock:
-                claim = self._claims.pop(job_id, None)
-            if claim:
-                claim.release()
-        self._send(result)
-        if self._alone is not None and self._alone[0] == job_id:
-            self._alone[1].set()
-        if broken:
-            raise _DeviceUnusable(broken)
+            replaced = f" (then {self.members[0].device} failed a check: {broken}; its worker was replaced)"
+            return Result(job_id, "failed", f"{type(error).__name__}: {error}{replaced if broken else ''}")
 
-    def _record(self, job_id: int, job: VideoJob, outputs: dict) -> dict:
+    def _result(self, job_id: int, results: dict[str, Result]) -> Result:
+        """What is said of a video: its one type's result, or each type's (``Result.parts``)."""
+        if len(self.members) == 1:
+            return next(iter(results.values()))
+        return Result.of_parts(job_id, results)
+
+    def _record(self, job_id: int, name: str, job: VideoJob, outputs: dict) -> dict:
         """The manifest's entry of a video: its source, its stream, its outputs' shapes and the time taken."""
-        streamed = {key: path for key, path in self.layout.paths(job).items() if key not in outputs}
+        streamed = {key: path for key, path in self.by_type[name].layout.paths(job).items() if key not in outputs}
         shapes = {**{key: list(value.shape) for key, value in outputs.items()}, **stored_shapes(streamed)}
-        return {**source_facts(job.path), "stream": self._facts.get(job_id, {}), "outputs": shapes,
+        return {**source_facts(job.path), "stream": self._facts.get((job_id, name), {}), "outputs": shapes,
                 "seconds": round(time.monotonic() - self._started.get(job_id, time.monotonic()), 3)}
 
-    def _sink(self, assigned: Assign):
-        """Where a video's outputs go, batch by batch (written under temporary names until complete)."""
-        return self.extractor.open_sink(self.layout.paths(assigned.job))
+    def _sink(self, assigned: Assign, name: str):
+        """Where a video's outputs of one type go, batch by batch (written under temporary names until complete)."""
+        member = self.by_type[name]
+        return member.open_sink(member.layout.paths(assigned.job))
 
     def _progress(self, assigned: Assign, done_s: float, total_s: float) -> None:
         now = time.monotonic()
@@ -256,8 +340,9 @@ class _Worker:
     def _heartbeat(self) -> None:
         while not self._stopped.wait(HEARTBEAT_S):
             with self._claims_lock:
-                for claim in self._claims.values():
-                    claim.refresh()
+                for claims in self._claims.values():
+                    for claim in claims:
+                        claim.refresh()
 
 
 def _exit_on_sigterm(signum, frame) -> None:

@@ -212,10 +212,7 @@ class VideoReader:
     def frame_times_ms(self, targets: Sequence[int] | None = None) -> list[float]:
         """Times (ms) of the frames that :meth:`read_at` would give for ``targets`` (every frame for None), from
         one pass over the packets: nothing is decoded."""
-        shown = self.frame_pts()
-        if targets is not None:
-            shown = [shown[max(bisect.bisect_right(shown, target) - 1, 0)] for target in targets]
-        return [self.pts_to_ms(pts) for pts in shown]
+        return [self.pts_to_ms(pts) for pts in on_screen(self.frame_pts(), targets)]
 
     def read_all(self) -> Iterator[Frame]:
         """Every frame, in presentation order: one sequential pass from the start."""
@@ -223,6 +220,13 @@ class VideoReader:
         while (frame := decoder.next_frame()) is not None:
             self.rotation = int(frame.rotation)
             yield Frame(_to_rgb(frame), int(frame.pts), self.pts_to_ms(frame.pts))
+
+
+def on_screen(shown: list[int], targets: Sequence[int] | None) -> list[int]:
+    """Of frames shown at ``shown`` (ascending), the one on screen at each target (every frame for None)."""
+    if targets is None:
+        return shown
+    return [shown[max(bisect.bisect_right(shown, target) - 1, 0)] for target in targets]
 
 
 class _ParallelIntervals:

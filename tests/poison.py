@@ -12,9 +12,9 @@ def die_on_poison() -> None:
 
     open_sink = worker._Worker._sink
 
-    def sink_or_die(self, assigned):
+    def sink_or_die(self, assigned, name):
         if assigned.job.path.name == "poison.mp4":
             os.kill(os.getpid(), signal.SIGKILL)
-        return open_sink(self, assigned)
+        return open_sink(self, assigned, name)
 
     worker._Worker._sink = sink_or_die

@@ -191,9 +191,9 @@ def device_breaks_on_clip01(extraction, device, threads, connection):
 
     run_batch, open_sink, current, broken = BaseExtractor._run_batch, worker._Worker._sink, [""], []
 
-    def note_video(self, assigned):
+    def note_video(self, assigned, name):
         current[0] = assigned.job.path.name
-        return open_sink(self, assigned)
+        return open_sink(self, assigned, name)
 
     def run_or_fail(self, *batch):
         if current[0] == "clip01.mp4" or broken:
@@ -223,10 +223,12 @@ def test_a_worker_ending_while_its_decoding_thread_claims_leaves_no_lock(tiny_ch
     """The decoding thread may be handed a video as the worker ends (its device broke): the claim it takes then
     is released by itself, and the video is not answered, so the scheduler gives it to the next worker."""
     config = resolve_config(parse_options(argv(tiny_checkpoint, videos[:1], tmp_path / "out")))
-    worker = _Worker(SimpleNamespace(config=config, layout=output_layout(config)), connection=None)
+    engine = SimpleNamespace(feature_type=config.feature_type, config=config, layout=output_layout(config))
+    worker = _Worker(engine, connection=None)
     job = VideoJob(videos[0], PurePath(videos[0].stem))
-    take = worker.outputs.claim
-    worker.outputs.claim = lambda job: (take(job), worker._stopped.set())[0]  # the worker ends meanwhile
+    outputs = worker.outputs[config.feature_type]
+    take = outputs.claim
+    outputs.claim = lambda job: (take(job), worker._stopped.set())[0]  # the worker ends meanwhile
     assert worker._claim(Assign(0, job)) is _ENDING
     assert worker._claim(Assign(1, job)) is _ENDING
     assert list((tmp_path / "out").rglob("*.lock")) == []

@@ -130,9 +130,9 @@ def hangs_on_clip1(extraction, device, threads, connection):
     self_video = [""]
     open_sink = worker._Worker._sink
 
-    def note_video(self, assigned):
+    def note_video(self, assigned, name):
         self_video[0] = assigned.job.path.name
-        return open_sink(self, assigned)
+        return open_sink(self, assigned, name)
 
     worker._Worker._sink, BaseExtractor._run_batch = note_video, hang
     worker.worker_main(extraction, device, threads, connection)
