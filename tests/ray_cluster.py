@@ -29,7 +29,6 @@ import ray
 from ray.cluster_utils import Cluster
 
 from extractors.cli import parse_options
-from extractors.config import resolve_config
 from extractors.ray_backend import RayExecutor, WorkerActor
 from extractors.runner import run
 from io_utils.errors import UsageError
@@ -101,7 +100,7 @@ def main() -> None:
         results = {}
         for name, argv in spec["runs"].items():
             argv = [part.replace("{http}", http or "") for part in argv]
-            config = resolve_config(parse_options([*argv, "--backend", "ray", "--ray_address", cluster.address]))
+            options = parse_options([*argv, "--backend", "ray", "--ray_address", cluster.address])
             if name == "store_node_lost":  # a fresh node to lose: the cluster has two worker nodes again
                 nodes[0] = cluster.add_node(num_cpus=1)
             if name == "resume":
@@ -112,7 +111,7 @@ def main() -> None:
             summary, errors = io.StringIO(), _StampedLines("no worker is running")
             with redirect_stdout(summary), redirect_stderr(errors):
                 try:
-                    code, last = run(config, executor), summary.getvalue().strip().splitlines()[-1]
+                    code, last = run(options, executor), summary.getvalue().strip().splitlines()[-1]
                 except UsageError as error:
                     code, last = 1, f"error: {error}"
             results[name] = [code, last, executor.actors_lost]

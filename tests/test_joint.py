@@ -17,7 +17,7 @@ from extractors.joint import JointExtractor, _SharedFrames
 from extractors.registry import extractor_class, feature_types
 from io_utils.errors import UsageError
 from io_utils.video import VideoReader
-from tests.clips import write_clip
+from tests.clips import write_clip, write_with_audio
 from tests.conftest import SAMPLE_19FPS, SAMPLE_30FPS
 
 HOWTO100M_PAIR = ("resnet152", "resnext101_3d")
@@ -28,7 +28,7 @@ def weights(tmp_path_factory) -> Path:
     """Random checkpoints in the official formats of every type these tests run, under their official names."""
     folder = tmp_path_factory.mktemp("joint_weights")
     for seed, name in enumerate((*HOWTO100M_PAIR, "slowonly", "i3d", "vggish", "resnet18")):
-        write_random_weights(name, folder, seed, **({"streams": "rgb"} if name == "i3d" else {}))
+        write_random_weights(name, folder, seed, **({"flow_type": "pwc"} if name == "i3d" else {}))
     return folder
 
 
@@ -77,17 +77,18 @@ def test_clip_and_slowonly_windows_from_one_decode_equal_each_alone(weights, cli
     assert features["CLIP-ViT-B/32"]["clip"].shape == (8, 512) and features["slowonly"]["slowonly"].shape == (1, 2048)
 
 
-def test_i3d_and_vggish_from_one_run_equal_each_alone(weights, tmp_path):
-    """A visual type shares the decode; the audio type reads the audio of the same file."""
-    inputs = ["--video_paths", str(SAMPLE_19FPS), "--weights_dir", str(weights), "--streams", "rgb"]
-    assert run_cli("--feature_type", "i3d", "vggish", *inputs, "--output_path", str(tmp_path / "joint")) == 0
-    assert run_cli("--feature_type", "i3d", *inputs, "--output_path", str(tmp_path / "alone")) == 0
-    assert run_cli("--feature_type", "vggish", "--video_paths", str(SAMPLE_19FPS), "--weights_dir", str(weights),
-                   "--output_path", str(tmp_path / "alone")) == 0
-    for name, main_key, rows in (("i3d", "rgb", 5), ("vggish", "vggish", 18)):
-        joint = outputs(tmp_path / "joint" / name)
-        assert joint == outputs(tmp_path / "alone" / name)
-        assert np.load(tmp_path / "joint" / name / f"v_GGSY1Qvo990_{main_key}.npy").shape[0] == rows
+def test_two_stream_i3d_and_vggish_from_one_run_equal_each_alone(weights, tmp_path):
+    """A visual type shares the decode (I3D's RGB and flow streams, the flow by PWC-Net); the audio type reads the
+    audio of the same file."""
+    video = write_with_audio(tmp_path / "talk.mp4", seconds=3.0)
+    i3d = ["--feature_type", "i3d", "--flow_type", "pwc", "--stack_size", "24", "--step_size", "24"]
+    common = ["--video_paths", str(video), "--weights_dir", str(weights)]
+    assert run_cli(*i3d[:2], "vggish", *i3d[2:], *common, "--output_path", str(tmp_path / "joint")) == 0
+    assert run_cli(*i3d, *common, "--output_path", str(tmp_path / "alone")) == 0
+    assert run_cli("--feature_type", "vggish", *common, "--output_path", str(tmp_path / "alone")) == 0
+    for name, main_key, rows in (("i3d", "rgb", 3), ("i3d", "flow", 3), ("vggish", "vggish", 3)):
+        assert outputs(tmp_path / "joint" / name) == outputs(tmp_path / "alone" / name)
+        assert np.load(tmp_path / "joint" / name / f"talk_{main_key}.npy").shape[0] == rows
 
 
 def test_a_type_that_cannot_read_a_video_fails_alone_and_a_rerun_extracts_only_what_is_missing(weights, tmp_path,

@@ -15,6 +15,7 @@ import pytest
 import main
 from io_utils.claims import outputs_complete
 from io_utils.video_list import in_shard
+from extractors.catalog import write_random_weights
 from tests.checkpoints import write_tiny_clip
 from tests.clips import write_clip
 from tests.conftest import REPO
@@ -45,7 +46,12 @@ def cluster_runs(tmp_path_factory) -> tuple[Path, dict, list[str]]:
                       "--video_paths", videos[0], "{http}/stalls.mp4", videos[1]],
             "capacity_lost": [*common, "--output_path", str(folder / "capacity"), "--stall_timeout",
                               str(CAPACITY_TIMEOUT_S), "--video_paths", *videos],
-            "resume": [*common, "--output_path", str(folder / "capacity"), "--video_paths", *videos]}
+            "resume": [*common, "--output_path", str(folder / "capacity"), "--video_paths", *videos],
+            "joint": ["--feature_type", "CLIP-ViT-B/32", "resnet18", "--cpu", "--num_workers", "2", "--per_type",
+                      f"CLIP-ViT-B/32:checkpoint={checkpoint}", "--weights_dir", str(folder / "weights"),
+                      "--extract_method", "fix_10", "--on_extraction", "save_numpy", "--verbose", "--output_path",
+                      str(folder / "joint"), "--video_paths", *videos]}
+    write_random_weights("resnet18", folder / "weights")
     store = {"folder": str(folder / "weed"), "uploads": {video: f"videos/in/{Path(video).name}" for video in videos},
              "download": "videos/out", "download_to": str(folder / "from_store")}
     (folder / "weed").mkdir()
@@ -77,6 +83,17 @@ def test_ray_features_equal_the_local_backends_bit_for_bit(cluster_runs, tmp_pat
                                         for path in ray_files)
     recorded = json.loads((folder / "ray" / FOLDER / "manifest.json").read_text())["videos"]
     assert len(recorded) == 4 and all(entry["outputs"]["clip"][1] == 32 for entry in recorded.values())  # via Ray
+
+
+@needs_namespaces
+def test_several_types_from_one_decode_on_ray_equal_each_alone(cluster_runs):
+    folder, results, _ = cluster_runs
+    assert results["joint"][:2] == [0, "resnet18: done: 4, skipped: 0, failed: 0"]
+    joint_clip, plain_clip = folder / "joint" / FOLDER, folder / "ray" / FOLDER
+    names = sorted(path.name for path in joint_clip.glob("*.npy"))
+    assert len(names) == 12 and names == sorted(path.name for path in plain_clip.glob("*.npy"))
+    assert all((joint_clip / name).read_bytes() == (plain_clip / name).read_bytes() for name in names)
+    assert len(list((folder / "joint" / "resnet18").glob("*_resnet.npy"))) == 4 and no_partial_files(folder / "joint")
 
 
 @needs_namespaces
