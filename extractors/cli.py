@@ -62,8 +62,19 @@ def parse_options(argv: list[str] | None = None) -> dict[str, Any]:
         name, equals, value = item.partition("=")
         if not equals or ":" not in name:
             parser.error(f"--per_type {item}: give TYPE:OPTION=VALUE")
-        options[name] = value
+        options[name] = _per_type_value(parser, item, name.rsplit(":", 1)[1], value)
     return options
+
+
+def _per_type_value(parser: argparse.ArgumentParser, item: str, name: str, value: str) -> Any:
+    """A ``--per_type`` value as the command line would give it: true or false for a switch, a list for an
+    option that takes several (comma-separated); the option's own checks come after, as for any option."""
+    option = next((option for option in declared_everywhere() if name == option.name or name in option.former), None)
+    if option is not None and option.flag:
+        if value.lower() not in ("true", "false"):
+            parser.error(f"--per_type {item}: --{name} is a switch: give true or false")
+        return value.lower() == "true"
+    return value.split(",") if option is not None and option.many else value
 
 
 class _Sections(dict):

@@ -228,7 +228,8 @@ class _Worker:
                 for claim in claims:
                     claim.release()
                 return _ENDING
-            self._claims[assigned.job_id] = claims
+            if claims:
+                self._claims[assigned.job_id] = claims
         for name, outputs in self.outputs.items():
             if name not in skipped:
                 outputs.prepare(assigned.job)

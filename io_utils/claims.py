@@ -10,6 +10,7 @@ holders refresh their claims far more often than that. (In object storage the sa
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import pickletools
@@ -85,6 +86,7 @@ class Claim:
                 if not _take_over_if_stale(path):
                     return None
                 continue
+            _remove_stale_drafts(path)
             return cls(path, token)
         return None
 
@@ -121,6 +123,17 @@ def _create_whole(path: Path, content: str) -> None:
         os.link(draft, path)
     finally:
         draft.unlink(missing_ok=True)
+
+
+def _remove_stale_drafts(path: Path) -> None:
+    """Remove the drafts of ``path`` that claimers killed midway left (a live claimer's lasts microseconds: one
+    older than ``HEARTBEAT_S`` is nobody's)."""
+    for draft in path.parent.glob(f"{glob.escape(path.name)}.*.new"):
+        try:
+            if time.time() - draft.stat().st_mtime > HEARTBEAT_S:
+                draft.unlink()
+        except FileNotFoundError:
+            pass
 
 
 def _take_over_if_stale(path: Path) -> bool:

@@ -12,6 +12,7 @@ import pytest
 
 import main
 from extractors.catalog import write_random_weights
+from extractors.cli import parse_options
 from extractors.config import joint_configs
 from extractors.joint import JointExtractor, _SharedFrames
 from extractors.registry import extractor_class, feature_types
@@ -164,6 +165,14 @@ def test_an_option_goes_to_the_types_that_read_it_and_per_type_to_one():
                                      "dtype": "float16", "resnext101_3d:step_size": 8})
     assert str(resnet.extract_method) == "uni_5" and resnet.dtype == "float16" and resnext.dtype == "float16"
     assert resnext.step_size == 8 and resnext.stack_size == 16 and "extract_method" not in resnext.model_options
+
+
+def test_per_type_switches_and_lists_parse_as_on_the_command_line():
+    options = parse_options(["--feature_type", "i3d", "resnet18", "--video_paths", "a.mp4", "--per_type",
+                             "resnet18:l2_normalize=false", "i3d:l2_normalize=true", "i3d:streams=rgb,flow"])
+    assert options["resnet18:l2_normalize"] is False and options["i3d:l2_normalize"] is True
+    i3d, resnet = joint_configs(options)
+    assert i3d.streams == ("rgb", "flow") and i3d.l2_normalize and not resnet.l2_normalize
 
 
 def test_the_command_line_takes_per_type_options(weights, tmp_path):

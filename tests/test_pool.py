@@ -242,8 +242,11 @@ def test_a_claimer_killed_midway_leaves_no_lock_that_keeps_the_video_away(tmp_pa
                    "os.link = lambda *_: os._exit(9); Claim.acquire(Path(sys.argv[1]))")
     assert subprocess.run([sys.executable, "-c", dies_midway, str(lock)], cwd=REPO).returncode == 9
     assert not lock.exists()
+    [draft] = tmp_path.glob("clip.npy.lock.*.new")  # what it left: its token, never under the lock's name
+    os.utime(draft, (time.time() - 60, time.time() - 60))
     claim = Claim.acquire(lock)
     assert claim is not None and Claim.acquire(lock) is None
+    assert not draft.exists()  # a draft older than any live claimer's is removed by the next claim
     claim.release()
     assert not lock.exists()
 
