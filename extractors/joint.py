@@ -139,10 +139,14 @@ class JointExtractor:
             try:
                 item, time_ms = next(streams[index])
             except StopIteration:
+                if index in sharing:
+                    frames.release(index)
                 for batch, times in batchers[index].flush():
                     yield (index, batch), times
                 continue
             except Exception as error:  # this type cannot read the video (too short, ...): the others go on
+                if index in sharing:
+                    frames.release(index)  # the frames it would have taken are not kept for it
                 yield (index, error), []
                 continue
             for batch, times in batchers[index].add(item, time_ms):
@@ -275,6 +279,15 @@ class _SharedFrames:
         for spot in self._positions[index]:
             self._taken[index] += 1
             yield self._take(spot)
+
+    def release(self, index: int) -> None:
+        """Type ``index`` takes no more frames (it ended, or failed): those it has not taken are kept for the
+        other types only, and dropped if no other takes them."""
+        for spot in self._positions.get(index, [])[self._taken[index]:]:
+            self._uses[spot] -= 1
+            if not self._uses[spot]:
+                self._held.pop(spot, None)
+        self._taken[index] = len(self._positions.get(index, []))
 
     def next_ms(self, index: int) -> float:
         """When the next frame type ``index`` takes is shown (infinity once it has them all)."""

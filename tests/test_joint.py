@@ -16,7 +16,8 @@ from extractors.cli import parse_options
 from extractors.config import joint_configs
 from extractors.joint import JointExtractor, _SharedFrames
 from extractors.registry import extractor_class, feature_types
-from io_utils.errors import UsageError
+from extractors.windows import WindowExtractor
+from io_utils.errors import UsageError, VideoError
 from io_utils.video import VideoReader
 from tests.clips import write_clip, write_with_audio
 from tests.conftest import SAMPLE_19FPS, SAMPLE_30FPS
@@ -143,6 +144,31 @@ def test_the_video_is_decoded_once_and_a_decoded_frame_waits_only_for_the_type_b
     # the type whose next frame comes first goes next, so a decoded frame waits for the other type only until it
     # catches up: here one frame at most (the 1 fps frame, while the 3D model takes its window's other frames)
     assert max(held) <= 1
+
+
+def test_frames_are_not_kept_for_a_type_that_failed_midway(weights, monkeypatch):
+    """A type that fails after a few inputs takes no more frames: the others go on, and the frames it would have
+    taken are not held for it."""
+    held, take, window_input = [], _SharedFrames._take, WindowExtractor.window_input
+
+    def measured_take(self, spot):
+        frame = take(self, spot)
+        held.append(len(self._held))
+        return frame
+
+    def fails_at_the_third_window(self, indices, frames, inputs):
+        if indices[0] >= 2 * self.window_size:
+            raise VideoError("a window the model cannot take")
+        return window_input(self, indices, frames, inputs)
+
+    monkeypatch.setattr(_SharedFrames, "_take", measured_take)
+    monkeypatch.setattr(WindowExtractor, "window_input", fails_at_the_third_window)
+    joint = JointExtractor({"feature_type": ["resnet18", "resnext101_3d"], "cpu": True, "weights_dir": str(weights)},
+                           external_call=True)
+    [(_, outcomes)] = joint.extract_many([joint.members[0].video_job(SAMPLE_30FPS)])
+    assert outcomes["resnet18"]["resnet"].shape == (14, 512)
+    assert str(outcomes["resnext101_3d"]) == "a window the model cannot take"
+    assert max(held) <= 1  # the 3D model's 288 remaining frames are decoded (resnet18's are among them), not kept
 
 
 @pytest.mark.parametrize("options, message", [
