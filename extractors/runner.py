@@ -87,20 +87,20 @@ def _extract(extraction: Extraction, jobs: list[VideoJob], summaries: dict[str, 
     config = extraction.config
     saving = config.on_extraction != "print"
     books: list[_TypeBook] = []
+    found: list[Mapping[str, Any] | None] = []  # each type's manifest as read from its folder
     try:
         for part in extraction.every:
             layout = part.layout.staged_here()  # in object storage: this process's staging folder for the manifest
             books.append(_TypeBook(part.config.feature_type, layout, summaries[part.config.feature_type]))
-            books[-1].mirror = _manifest_mirror(layout) if saving else None
-            existing = existing_manifest(layout.folder) if saving else None
+            books[-1].mirror = _manifest_mirror(layout) if saving else None  # its staging folder goes if this fails
+            found.append(existing_manifest(layout.folder) if saving else None)
             if saving:  # refused before any checkpoint is downloaded
-                refuse_another_configuration(layout.remote or layout.folder, existing, part.config.recorded(),
+                refuse_another_configuration(layout.remote or layout.folder, found[-1], part.config.recorded(),
                                              config.overwrite)
-            books[-1].existing = existing
         for part in extraction.every:
             part.extractor.prepare(part.config)  # e.g. download weights once, before the workers start
-        for part, book in zip(extraction.every, books):
-            book.manifest = _open_manifest(part, book.layout, book.existing, book.mirror) if saving else None
+        for part, book, existing in zip(extraction.every, books, found):
+            book.manifest = _open_manifest(part, book.layout, existing, book.mirror) if saving else None
         progress = _Progress(jobs, books, config.verbose)
         try:
             (executor or _executor(config)).run(extraction, jobs, progress.on_result, progress.on_progress)
@@ -121,13 +121,12 @@ def _extract(extraction: Extraction, jobs: list[VideoJob], summaries: dict[str, 
 @dataclass
 class _TypeBook:
     """What the main process keeps of one feature type of a run: where its outputs go (``layout``: staged here),
-    its summary, and its manifest (with the manifest read from the folder and, in object storage, its mirror)."""
+    its summary, and its manifest (with, in object storage, its mirror)."""
 
     name: str
     layout: OutputLayout
     summary: Summary
     mirror: ManifestMirror | None = None
-    existing: Mapping[str, Any] | None = None
     manifest: Manifest | None = None
 
 

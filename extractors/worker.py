@@ -119,8 +119,7 @@ class _Worker:
         self._stopped = threading.Event()
         self._alone: tuple[int, threading.Event] | None = None  # a video to finish before taking the next
         self._started: dict[int, float] = {}  # job id -> when its decoding began
-        self._wanted: dict[int, set[str]] = {}  # job id -> the types extracted from it
-        self._skipped: dict[int, dict[str, str]] = {}  # job id -> why each other type is not
+        self._skipped: dict[int, dict[str, str]] = {}  # job id -> the types not extracted from it, and why
         self._facts: dict[tuple[int, str], dict] = {}  # (job id, type) -> what its reader knew of its stream
 
     def run(self) -> None:
@@ -160,7 +159,7 @@ class _Worker:
             return self.engine.extract_many(
                 self._jobs(), job_of=lambda assigned: assigned.job, sinks_of=self._sink, on_progress=self._progress,
                 on_facts=lambda assigned, name, facts: self._facts.update({(assigned.job_id, name): facts}),
-                types_of=lambda assigned: self._wanted[assigned.job_id])
+                types_of=lambda assigned: self.by_type.keys() - self._skipped[assigned.job_id].keys())
         return self._one_type()
 
     def _one_type(self) -> Iterator[tuple[Assign, dict[str, dict | Exception]]]:
@@ -196,7 +195,6 @@ class _Worker:
                 self._send(self._result(message.job_id, {name: Result(message.job_id, "skipped", reason)
                                                          for name, reason in skipped.items()}))
                 continue
-            self._wanted[message.job_id] = set(self.by_type) - set(skipped)
             self._skipped[message.job_id] = skipped
             finished = threading.Event()
             self._alone = (message.job_id, finished) if message.alone else None
@@ -264,7 +262,6 @@ class _Worker:
             for name in outcomes:
                 self._facts.pop((job_id, name), None)
             skipped = self._skipped.pop(job_id, {})
-            self._wanted.pop(job_id, None)
             with self._claims_lock:
                 claims = self._claims.pop(job_id, [])
             for claim in claims:
