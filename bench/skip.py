@@ -7,7 +7,8 @@ and an R(2+1)D at ``--extraction_fps 4`` (its windows' frames, decoded and prepr
 clip (16 Mb/s, noisy) and on a 3-minute 720p clip of typical bitrate. Each figure is the best of ``--repeats``
 runs.
 
-    python bench/skip.py
+    python bench/skip.py                                   # every row
+    python bench/skip.py --clips long --reads fix_1        # one
 """
 from __future__ import annotations
 
@@ -78,6 +79,9 @@ def best_of(repeats: int, function, *args) -> tuple[float, int, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--clips", nargs="+", choices=("typical", "long"), default=["typical", "long"])
+    parser.add_argument("--reads", nargs="+", choices=("uni_12", "fix_1", "fix_4", "r21d"),
+                        default=["uni_12", "fix_1", "fix_4", "r21d"], help="rows to run (r21d: its windows)")
     args = parser.parse_args()
     folder = ROOT / "bench" / "data" / "weights"
     write_random_weights("r21d", folder)
@@ -85,10 +89,11 @@ def main() -> None:
     print("| clip | read | frames taken | decoded before | s before | decoded skipping | s skipping, one decoder "
           "| s now (intervals at once) | speed-up now / before |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for clip in (make_typical_clip(), make_long_clip()):
-        cases = [("uni_12", read, (clip, "uni_12")), ("fix_1", read, (clip, "fix_1")), ("fix_4", read, (clip, "fix_4")),
-                 ("r21d --extraction_fps 4", windows, (r21d, clip))]
-        for name, function, case in cases:
+    makers = {"typical": make_typical_clip, "long": make_long_clip}
+    for clip in (makers[name]() for name in args.clips):
+        cases = {"uni_12": ("uni_12", read, (clip, "uni_12")), "fix_1": ("fix_1", read, (clip, "fix_1")),
+                 "fix_4": ("fix_4", read, (clip, "fix_4")), "r21d": ("r21d --extraction_fps 4", windows, (r21d, clip))}
+        for name, function, case in (cases[read_name] for read_name in args.reads):
             before, skipping, now = (best_of(args.repeats, function, *case, reader) for reader in READERS)
             print(f"| {clip.name} | {name} | {now[1]} | {before[2]} | {before[0]:.1f} | {skipping[2]} | {skipping[0]:.1f} "
                   f"| {now[0]:.1f} | {before[0] / now[0]:.2f}x |", flush=True)

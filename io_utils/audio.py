@@ -22,14 +22,15 @@ from io_utils.activity import ACTIVITY, READER
 from io_utils.errors import VideoError
 from io_utils.limits import InputLimits
 from io_utils.sources import Source, as_source, for_reading
-from io_utils.video import VideoReader, close_container, decodable, error_reason, open_container
+from io_utils.video import VideoReader, chosen_stream, close_container, error_reason, open_container
 
 AUDIO_EXTENSIONS = frozenset(".wav .mp3 .flac .m4a .aac .ogg .opus .oga .wma .aif .aiff .mka".split())
 _GAP_S = 0.002  # a jump in the packets' times larger than this (a damaged packet skipped) is filled with silence
 
 
 class AudioReader:
-    """The first audio stream of a file as chunks of mono float32 samples at ``rate`` (use as a context manager).
+    """The audio stream of a file that players pick (see :func:`chosen_stream`) as chunks of mono float32 samples
+    at ``rate`` (use as a context manager).
 
     ``video`` is the file's :class:`VideoReader` (None for an audio file): its frame times serve sampling that
     must line up with visual features. ``duration_s`` is the video's duration, else the audio's as the container
@@ -43,13 +44,10 @@ class AudioReader:
         self.video: VideoReader | None = None
         self._container, self._handle = open_container(self.path, "media")
         try:
-            if not self._container.streams.audio:
-                kinds = sorted({stream.type for stream in self._container.streams})
-                raise VideoError(f"no audio stream (only {', '.join(kinds)})" if kinds else "no audio stream")
-            self._stream = decodable(self._container.streams.audio[0])
+            self._stream = chosen_stream(self._container, "audio")
             self._limits.check_audio(self._stream.codec_context.sample_rate, self._stream.codec_context.channels)
-            moving = [stream for stream in self._container.streams.video
-                      if not stream.disposition & av.stream.Disposition.attached_pic]  # not an album cover
+            moving = any(stream.type == "video" and not stream.disposition & av.stream.Disposition.attached_pic
+                         for stream in self._container.streams)  # a video, not an album cover
             self.video = VideoReader(self.path, limits=self._limits) if moving else None
             self.duration_s = (self.video.duration_s if self.video
                                else _declared_duration(self._container, self._stream))

@@ -11,7 +11,13 @@ little as possible:
   decoder is (sparse targets), or keeps decoding forward (dense targets). It demuxes a few packets ahead of
   the decoder: packets come in decoding order, and a packet's pts is never below its dts, so once a demuxed
   dts passes ``t`` no later packet can be shown at or before ``t``. The frame on screen at ``t`` is then the
-  known packet with the largest pts ``<= t``, and decoding stops as soon as that frame comes out.
+  known packet with the largest pts ``<= t``, and decoding stops as soon as that frame comes out. Where the
+  index came from a pass over the packets it lists every frame's pts, and those answer instead (Matroska has no
+  dts, and FFmpeg's guesses for its B-frames break the rule above).
+- A seek is checked, never trusted: where the demuxer refuses it or lands past the keyframe, an earlier one is
+  tried, then decoding forward from the start, for which the file is opened again (see :class:`_Input`).
+- The video stream is the one players show (:func:`chosen_stream`), never a cover picture, and frames are
+  turned and mirrored as their display matrix says (:class:`Orientation`).
 
 So the targets fall into keyframe intervals, and each interval is decoded from its keyframe up to its last
 target, once: sparse sampling decodes only from each target's keyframe up to the target, dense sampling is one
@@ -25,6 +31,7 @@ from __future__ import annotations
 import bisect
 import os
 import queue
+import struct
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -46,6 +53,7 @@ SKIPPABLE_CODECS = frozenset({"h264", "hevc", "mpeg4", "mpeg2video", "mpeg1video
 
 MAX_DECODERS = 4  # keyframe intervals one reader decodes at once
 DECODED_BYTES_PER_DECODER = 128 << 20  # decoded frames one of them may hold ahead of the consumer
+_REORDER_PROBE_FRAMES = 32  # frames decoded on opening an AVI with B-frames, to see whether their times go back
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,10 @@ class StreamIndex:
     start_pts: int  # presentation time of the first frame
     end_pts: int  # presentation time of the last frame plus its duration
     num_frames: int
+    # Every frame's presentation time, ascending, where the index comes from a pass over the packets. Which frame
+    # is on screen at a time is then known without trusting decoding timestamps, which Matroska does not store
+    # (FFmpeg's guesses for B-frames are not monotonic).
+    shown: np.ndarray | None = None
 
     def keyframe_before(self, target: int) -> int:
         return int(self.keyframes[max(int(np.searchsorted(self.keyframes, target, side="right")) - 1, 0)])
@@ -96,12 +108,9 @@ class VideoReader:
         self._skip_unshown = skip_unshown
         self._decoders = (decoders or min(MAX_DECODERS, _usable_cores())) if threads else 1
         self._decoder: _ForwardDecoder | None = None  # for read_interval, made on first use
-        self._container, self._handle = open_container(self.path)
+        self._input = _Input(self.path)
         try:
-            if not self._container.streams.video:
-                kinds = sorted({stream.type for stream in self._container.streams})
-                raise VideoError(f"no video stream (only {', '.join(kinds)})" if kinds else "no streams (truncated or not a video)")
-            self._stream = decodable(self._container.streams.video[0])
+            self._stream = self._input.stream
             self._limits.check_frames(self._stream.codec_context.width, self._stream.codec_context.height)
             if threads:
                 self._stream.thread_type = "AUTO"
@@ -110,10 +119,12 @@ class VideoReader:
             else:
                 self._stream.codec_context.thread_count = 1
             self.time_base: Fraction = self._stream.time_base
-            self.index = index or _index_from_container(self._container, self._stream, byte_size(self.path)) or \
-                _index_by_demuxing(self._container, self._stream, self._limits)
+            self.index = index or _index_from_container(self._input, byte_size(self.path)) or \
+                _index_by_demuxing(self._input, self._limits)
             self._limits.check_frame_count(self.index.num_frames)
             self._limits.check_duration(float((self.index.end_pts - self.index.start_pts) * self.time_base))
+            if index is None:
+                self._check_presentation_times()
         except av.error.FFmpegError as error:
             self.close()
             raise VideoError(f"truncated or corrupt ({error_reason(error)})") from error
@@ -125,6 +136,19 @@ class VideoReader:
         self.end_pts = self.index.end_pts
         self.num_frames = self.index.num_frames
         self.rotation: int | None = None  # the display matrix's angle, known once a frame is decoded
+        self.mirrored: bool | None = None  # whether the display matrix also mirrors the frame, likewise
+
+    def _check_presentation_times(self) -> None:
+        """AVI stores no timestamps: FFmpeg numbers its packets in decoding order, which are presentation times
+        only where frames are not reordered. With B-frames (H.264 in AVI) the decoded frames' times then go back;
+        the first ones decoded show it, so such a file fails here, in words, instead of giving wrong frames (the
+        decoder checks every frame it gives too)."""
+        if self._input.format_name != "avi" or not self._stream.codec_context.has_b_frames:
+            return
+        decoder = _ForwardDecoder(self._input)
+        for _ in range(_REORDER_PROBE_FRAMES):
+            if decoder.next_frame() is None:
+                break
 
     def __enter__(self) -> VideoReader:
         return self
@@ -133,13 +157,17 @@ class VideoReader:
         self.close()
 
     def close(self) -> None:
-        close_container(self._container, self._handle)
+        self._input.close()
 
     def facts(self) -> dict[str, object]:
-        """What a manifest records of the stream (nothing here needs decoding but the rotation)."""
+        """What a manifest records of the stream (nothing here needs decoding but the orientation): which stream
+        of the file was read, and its pixel aspect ratio (features see the coded frame, see ``docs``)."""
         context = self._stream.codec_context
-        return {"codec": context.name, "width": context.width, "height": context.height, "fps": self.fps,
-                "frames": self.num_frames, "duration_s": self.duration_s, "rotation": self.rotation}
+        aspect = self._stream.sample_aspect_ratio or context.sample_aspect_ratio
+        return {"stream": self._stream.index, "codec": context.name, "width": context.width,
+                "height": context.height, "pixel_aspect": str(aspect) if aspect else "1", "fps": self.fps,
+                "frames": self.num_frames, "duration_s": self.duration_s, "rotation": self.rotation,
+                "mirrored": self.mirrored}
 
     @property
     def duration_s(self) -> float:
@@ -176,7 +204,7 @@ class VideoReader:
         """The frame on screen at each target (ascending, all within one keyframe interval), decoded from the
         keyframe before the first: what :meth:`read_at` does for each interval it cuts its targets into."""
         if self._decoder is None:
-            self._decoder = _ForwardDecoder(self._container, self._stream, self._skip_unshown)
+            self._decoder = _ForwardDecoder(self._input, self._skip_unshown, self.index.shown)
         decoder = self._decoder
         decoder.seek(self.index.seek_points(targets[0]), targets[0])
         last: Frame | None = None
@@ -188,8 +216,7 @@ class VideoReader:
             if found is None:
                 raise VideoError(f"no decodable frame at {float((target - self.start_pts) * self.time_base):.3f} s "
                                  "(truncated or corrupt)")
-            self.rotation = int(found.rotation)
-            last = Frame(_to_rgb(found), int(found.pts), self.pts_to_ms(found.pts))
+            last = self._shown(found)
             yield last
 
     def _frames_per_buffer(self) -> int:
@@ -206,8 +233,10 @@ class VideoReader:
     def frame_pts(self) -> list[int]:
         """The presentation time of every frame, ascending, from one pass over the packets: nothing is decoded.
         Frame ``k`` of a sequential decode is the frame that ``read_at([frame_pts()[k]])`` gives."""
-        self._container.seek(0)
-        return sorted(pts for _, pts in _demux(self._container, self._stream) if pts is not None)
+        if self.index.shown is not None:
+            return self.index.shown.tolist()
+        self._input.rewind()
+        return sorted(pts for _, pts in self._input.packets() if pts is not None)
 
     def frame_times_ms(self, targets: Sequence[int] | None = None) -> list[float]:
         """Times (ms) of the frames that :meth:`read_at` would give for ``targets`` (every frame for None), from
@@ -216,10 +245,15 @@ class VideoReader:
 
     def read_all(self) -> Iterator[Frame]:
         """Every frame, in presentation order: one sequential pass from the start."""
-        decoder = _ForwardDecoder(self._container, self._stream)
+        decoder = _ForwardDecoder(self._input)
         while (frame := decoder.next_frame()) is not None:
-            self.rotation = int(frame.rotation)
-            yield Frame(_to_rgb(frame), int(frame.pts), self.pts_to_ms(frame.pts))
+            yield self._shown(frame)
+
+    def _shown(self, frame: av.VideoFrame) -> Frame:
+        """``frame`` as RGB, turned and mirrored as its display matrix says."""
+        orientation = Orientation.of(frame)
+        self.rotation, self.mirrored = orientation.rotation, orientation.mirrored
+        return Frame(orientation.apply(frame.to_ndarray(format="rgb24")), int(frame.pts), self.pts_to_ms(frame.pts))
 
 
 def on_screen(shown: list[int], targets: Sequence[int] | None) -> list[int]:
@@ -276,7 +310,7 @@ class _ParallelIntervals:
                     for frame in reader.read_interval(self._intervals[index]):
                         if not self._put(output, frame):
                             return
-                    self._reader.rotation = reader.rotation
+                    self._reader.rotation, self._reader.mirrored = reader.rotation, reader.mirrored
                     if not self._put(output, self._INTERVAL_END):
                         return
         except BaseException as error:  # the consumer raises it when it reaches this interval
@@ -304,10 +338,12 @@ class _ForwardDecoder:
     also with frame threading (FFmpeg copies it to the decoding thread as each packet is submitted).
     """
 
-    def __init__(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream,
-                 skip_unshown: bool = False):
-        self._container = container
-        self._stream = stream
+    def __init__(self, source: _Input, skip_unshown: bool = False, shown: np.ndarray | None = None):
+        """``shown``: every frame's presentation time, ascending, where the index knows them
+        (:attr:`StreamIndex.shown`)."""
+        self._input = source
+        self._shown = shown
+        self._stream = stream = source.stream
         self._time_base = stream.time_base
         self._skips = skip_unshown and stream.codec_context.name in SKIPPABLE_CODECS
         self._skip_mode = stream.codec_context.skip_frame
@@ -316,17 +352,24 @@ class _ForwardDecoder:
 
     def seek(self, seek_points: list[int], target: int) -> None:
         """Seek to the first of ``seek_points`` whose first packet is a keyframe shown at or before ``target``,
-        else to the start. Some demuxers land past the keyframe they were asked for (MPEG-TS, whose seek searches
-        timestamps): decoding from a packet that refers to frames before it gives no frame at all."""
+        else go back to the start and decode forward. Some demuxers land past the keyframe they were asked for
+        (MPEG-TS, whose seek searches timestamps): decoding from a packet that refers to frames before it gives
+        no frame at all. Others refuse a seek outright (Matroska before its first cue, an MP4 whose first
+        stream is a cover picture)."""
         for seek_pts in seek_points:
-            self._restart(seek_pts)
+            if not self._restart(seek_pts):
+                continue
             self._demux_one()
             if self._pending and self._pending[0].is_keyframe and self._known_pts and self._known_pts[0] <= target:
                 return
         self._restart(None)
 
     def on_screen(self, target: int) -> int | None:
-        """The pts of the frame shown at ``target`` among the packets from the last seek on (exact)."""
+        """The pts of the frame shown at ``target``: from the index where it lists every frame, else among the
+        packets from the last seek on, demuxed until their decoding timestamps pass ``target`` (exact)."""
+        if self._shown is not None:
+            position = int(np.searchsorted(self._shown, target, side="right"))
+            return int(self._shown[position - 1]) if position else None
         while not self._eof and (self._dts_bound is None or self._dts_bound <= target):
             self._demux_one()
         position = bisect.bisect_right(self._known_pts, target)
@@ -352,13 +395,15 @@ class _ForwardDecoder:
                 break
         return best
 
-    def _restart(self, seek_pts: int | None) -> None:
+    def _restart(self, seek_pts: int | None) -> bool:
+        """Go to the keyframe at or before ``seek_pts`` (None: the start of the file); False if the demuxer
+        refuses the seek (nothing is read then until the next restart)."""
         if seek_pts is None:
-            self._container.seek(0)  # AV_TIME_BASE units: the start of the file
-        else:
-            self._container.seek(seek_pts, stream=self._stream, backward=True, any_frame=False)
+            self._input.rewind()
+        elif not self._input.seek(seek_pts):
+            return False
         self._stream.codec_context.flush_buffers()  # also leaves the draining state after a flush at the end
-        self._packets = _demux(self._container, self._stream)
+        self._packets: Iterator[tuple[av.Packet, int | None]] | None = None  # read from here on first need
         self._pending: deque[av.Packet] = deque()  # demuxed, not yet sent to the decoder
         self._frames: deque[av.VideoFrame] = deque()  # decoded, not yet taken
         self._known_pts: list[int] = []  # sorted pts of every packet demuxed since the seek
@@ -366,8 +411,12 @@ class _ForwardDecoder:
         self._wanted: int | None = None  # ... except the frame wanted now
         self._dts_bound: int | None = None  # no packet still to come has pts below this
         self._eof = self._flushed = False
+        self._last_decoded: int | None = None  # the time of the last frame out of the decoder
+        return True
 
     def _demux_one(self) -> None:
+        if self._packets is None:
+            self._packets = self._input.packets()
         try:
             packet, shown_at = next(self._packets)
         except StopIteration:
@@ -391,19 +440,33 @@ class _ForwardDecoder:
                         continue  # nothing refers to it and it is not wanted: the decoder need not see it
                     self._set_skip(unshown)
                     ACTIVITY.note(READER, "decoding", packet.pts, self._time_base)
-                    decoded = self._stream.decode(packet)
+                    decoded = self._stream.codec_context.decode(packet)
                 elif not self._eof:
                     self._demux_one()
                     continue
                 elif not self._flushed:
                     self._flushed = True
-                    decoded = self._stream.decode(None)
+                    decoded = self._stream.codec_context.decode(None)
                 else:
                     return None
-                self._frames.extend(frame for frame in decoded if frame.pts is not None)
+                self._frames.extend(self._in_order(decoded))
         except av.error.FFmpegError as error:
             raise VideoError(f"decoding failed ({error_reason(error)})") from error
         return self._frames.popleft()
+
+    def _in_order(self, decoded: list[av.VideoFrame]) -> Iterator[av.VideoFrame]:
+        """The frames that carry a time. A decoder gives frames in presentation order, so a time that goes back
+        means the container's timestamps are not presentation times (AVI, which stores none, with H.264
+        B-frames): which frame is on screen when cannot be known, and guessing would give wrong frames."""
+        for frame in decoded:
+            if frame.pts is None:
+                continue
+            if self._last_decoded is not None and frame.pts < self._last_decoded:
+                back_s, to_s = (float(pts * self._time_base) for pts in (self._last_decoded, frame.pts))
+                raise VideoError(f"its timestamps are not presentation times: decoded frames go back from "
+                                 f"{back_s:.3f} s to {to_s:.3f} s (as H.264 with B-frames in AVI does)")
+            self._last_decoded = frame.pts
+            yield frame
 
     def _unshown(self, packet: av.Packet) -> bool:
         """Whether ``packet`` is shown before the frame wanted next (when skipping is on)."""
@@ -493,6 +556,89 @@ def open_container(source: Source, what: str = "video") -> tuple[av.container.In
     return container, handle
 
 
+def chosen_stream(container: av.container.InputContainer, kind: str) -> av.stream.Stream:
+    """The stream of ``kind`` ("video" or "audio") that FFmpeg's players show: a cover picture (an attached
+    picture, often stream 0 of a tagged MP4) is never a video; of the rest, the one marked default, else the
+    largest picture (the most channels), else the first. A file without one is a :class:`VideoError` that says
+    what the file has instead."""
+    candidates = [stream for stream in container.streams if stream.type == kind and not _is_cover(stream)]
+    if not candidates:
+        what = sorted({"a cover picture" if _is_cover(stream) else stream.type for stream in container.streams})
+        raise VideoError(f"no {kind} stream (only {' and '.join(what)})" if what else
+                         "no streams (truncated or not a video)")
+    return decodable(min(candidates, key=lambda stream: (not stream.disposition & av.stream.Disposition.default,
+                                                         -_stream_size(stream), stream.index)))
+
+
+def _is_cover(stream: av.stream.Stream) -> bool:
+    return stream.type == "video" and bool(stream.disposition & av.stream.Disposition.attached_pic)
+
+
+def _stream_size(stream: av.stream.Stream) -> int:
+    context = stream.codec_context
+    if context is None:
+        return 0
+    return context.width * context.height if stream.type == "video" else context.channels
+
+
+class _Input:
+    """An opened file and its chosen video stream, able to go back to the file's start.
+
+    A seek to the start is not the start: Matroska refuses a seek before its first cue (a video that starts
+    after its audio), and a file whose first timestamps are negative lands past them. So going back opens the
+    file again (about a millisecond; the index and the decoder are kept) unless nothing has been read yet.
+    Packets of the new opening are decoded by the first opening's decoder: ``stream`` stays the same object.
+    """
+
+    def __init__(self, source: Source):
+        self._source = source
+        self._openings: list[tuple[av.container.InputContainer, BinaryIO | None]] = []
+        self._open()
+        try:
+            self.stream: av.video.stream.VideoStream = chosen_stream(self._container, "video")
+        except BaseException:
+            self.close()
+            raise
+        self._demuxed_stream = self.stream
+
+    def _open(self) -> None:
+        self._container, handle = open_container(self._source)
+        self._openings.append((self._container, handle))
+        self._fresh, self._rewound = True, False
+
+    def rewind(self) -> None:
+        """Be at the first packet of the file: the file is opened again when packets are next read, unless a
+        seek comes first (as it does before decoding from a keyframe) or nothing has been read yet."""
+        self._rewound = True
+
+    def seek(self, pts: int) -> bool:
+        """Go to the keyframe at or before ``pts`` (what the demuxer finds: check where it landed); False if the
+        demuxer refuses."""
+        self._fresh = self._rewound = False
+        try:
+            self._container.seek(pts, stream=self._demuxed_stream, backward=True, any_frame=False)
+        except av.error.FFmpegError:
+            return False
+        return True
+
+    @property
+    def format_name(self) -> str:
+        return self._container.format.name
+
+    def packets(self) -> Iterator[tuple[av.Packet, int | None]]:
+        """The stream's packets from where the input is (see :func:`_demux`)."""
+        if self._rewound and not self._fresh:
+            self._open()
+            self._demuxed_stream = self._container.streams[self.stream.index]
+        self._fresh = self._rewound = False
+        return _demux(self._container, self._demuxed_stream)
+
+    def close(self) -> None:
+        for container, handle in self._openings:
+            close_container(container, handle)
+        self._openings.clear()
+
+
 def decodable(stream: av.stream.Stream) -> av.stream.Stream:
     """``stream``, if FFmpeg has a decoder for it: a damaged header can leave a stream whose codec is unknown."""
     if stream.codec_context is None:
@@ -507,8 +653,10 @@ def close_container(container: av.container.InputContainer, handle: BinaryIO | N
         handle.close()
 
 
-def _index_from_container(container, stream, file_size: int) -> StreamIndex | None:
-    """Use the index the demuxer read on opening, if it lists every frame (MP4/MOV/AVI); else None."""
+def _index_from_container(source: _Input, file_size: int) -> StreamIndex | None:
+    """Use the index the demuxer read on opening, if it lists every frame (MP4/MOV/AVI); else None (also when
+    the demuxer cannot seek to the last keyframe: the pass over the packets then finds the end)."""
+    stream = source.stream
     entries = stream.index_entries
     if not stream.frames or entries is None or len(entries) < stream.frames:
         return None
@@ -524,20 +672,20 @@ def _index_from_container(container, stream, file_size: int) -> StreamIndex | No
         raise VideoError(f"truncated: {present} of the {frames} frames it declares are in the file")
     if not keyframe_dts:
         return None
-    start, composition_offset = _first_pts(container, stream)
+    start, composition_offset = _first_pts(source)
     keyframes = np.asarray(sorted(keyframe_dts), dtype=np.int64) + composition_offset
-    end = _end_of_last_frame(container, stream, int(keyframes[-1]))
-    return StreamIndex(keyframes, start, end, frames)
+    end = _end_of_last_frame(source, int(keyframes[-1]))
+    return None if end is None else StreamIndex(keyframes, start, end, frames)
 
 
-def _first_pts(container, stream) -> tuple[int, int]:
+def _first_pts(source: _Input) -> tuple[int, int]:
     """The first frame's pts, and pts - dts of the first packet (the index lists keyframes by dts).
 
     Demuxes from the start until no later packet can be shown earlier (its dts passes the smallest pts).
     """
-    container.seek(0)
+    source.rewind()
     first = offset = None
-    for packet, shown_at in _demux(container, stream):
+    for packet, shown_at in source.packets():
         if shown_at is None:
             continue
         if offset is None:
@@ -550,23 +698,26 @@ def _first_pts(container, stream) -> tuple[int, int]:
     return first, offset
 
 
-def _end_of_last_frame(container, stream, last_keyframe: int) -> int:
-    """Demux the last keyframe interval only: the end is the largest pts + duration found there."""
-    container.seek(last_keyframe, stream=stream, backward=True)
-    shown = [(shown_at, packet.duration) for packet, shown_at in _demux(container, stream) if shown_at is not None]
-    if not shown:
-        raise VideoError("truncated: the end of the video is missing")
-    return _end_of(shown, stream)
+def _end_of_last_frame(source: _Input, last_keyframe: int) -> int | None:
+    """Demux the last keyframe interval only: the end is the largest pts + duration found there (None if the
+    demuxer cannot seek there, or lands past it)."""
+    if not source.seek(last_keyframe):
+        return None
+    shown = [(shown_at, packet.duration) for packet, shown_at in source.packets() if shown_at is not None]
+    if not shown or min(pts for pts, _ in shown) > last_keyframe:
+        return None
+    return _end_of(shown, source.stream)
 
 
-def _index_by_demuxing(container, stream, limits: InputLimits) -> StreamIndex:
+def _index_by_demuxing(source: _Input, limits: InputLimits) -> StreamIndex:
     """One pass over the packets (no decoding) for files whose container does not index every frame; it stops
     past the frame count ``limits`` allow (the index of an endless stream would not fit in memory)."""
+    stream = source.stream
     shown: list[tuple[int, int]] = []
     keyframes: list[int] = []
     packets = 0
-    container.seek(0)
-    for packet, shown_at in _demux(container, stream):
+    source.rewind()
+    for packet, shown_at in source.packets():
         packets += 1
         limits.check_frame_count(packets)
         if shown_at is None:
@@ -582,7 +733,8 @@ def _index_by_demuxing(container, stream, limits: InputLimits) -> StreamIndex:
     keyframes = sorted(keyframes)
     if not keyframes or keyframes[0] > first:
         keyframes.insert(0, first)  # decoding starts at the first packet whatever its flag says
-    return StreamIndex(np.asarray(keyframes, dtype=np.int64), first, _end_of(shown, stream), len(shown))
+    every = np.sort(np.fromiter((pts for pts, _ in shown), dtype=np.int64, count=len(shown)))
+    return StreamIndex(np.asarray(keyframes, dtype=np.int64), first, _end_of(shown, stream), len(shown), every)
 
 
 def _demux(container, stream) -> Iterator[tuple[av.Packet, int | None]]:
@@ -614,11 +766,39 @@ def _end_of(shown: list[tuple[int, int]], stream) -> int:
     return last + (max(1, round(1 / (rate * stream.time_base))) if rate else 1)
 
 
-def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
-    """RGB uint8, turned the way the display matrix says (phone videos), as FFmpeg's autorotate does."""
-    rgb = frame.to_ndarray(format="rgb24")
-    quarter_turns = round(frame.rotation / 90) % 4  # FFmpeg's display matrix angle, counter-clockwise
-    return np.ascontiguousarray(np.rot90(rgb, quarter_turns)) if quarter_turns else rgb
+@dataclass(frozen=True)
+class Orientation:
+    """How a frame is meant to be shown, from its display matrix (phones store the camera's pixels and this
+    matrix instead of turning them): ``quarter_turns`` counter-clockwise after an optional left-right mirror.
+    Players (and FFmpeg's autorotate) show a frame so; PyAV's ``frame.rotation`` alone would turn a mirrored
+    frame upside down instead."""
+
+    quarter_turns: int = 0
+    mirrored: bool = False
+
+    @property
+    def rotation(self) -> int:
+        """Degrees counter-clockwise, as FFmpeg states a display matrix's angle (-90: turned clockwise)."""
+        return (self.quarter_turns * 90 + 180) % 360 - 180
+
+    @classmethod
+    def of(cls, frame: av.VideoFrame) -> Orientation:
+        matrix = frame.side_data.get(av.sidedata.sidedata.Type.DISPLAYMATRIX)
+        if matrix is None:
+            return cls()
+        a, b, _, c, d, *_ = struct.unpack("<9i", bytes(matrix))
+        # A pixel at (x, y) is shown at (a x + c y, b x + d y) (y downwards): the matrix's 2x2 part.
+        mirrored = a * d - b * c < 0
+        if mirrored:  # mirror first, so that what is left is a rotation: (a, b) -> (-a, -b)
+            a, b = -a, -b
+        return cls(round(np.degrees(np.arctan2(-b, a)) / 90) % 4, mirrored)
+
+    def apply(self, rgb: np.ndarray) -> np.ndarray:
+        if self.mirrored:
+            rgb = rgb[:, ::-1]
+        if self.quarter_turns:
+            rgb = np.rot90(rgb, self.quarter_turns)
+        return np.ascontiguousarray(rgb) if self.mirrored or self.quarter_turns else rgb
 
 
 def error_reason(error: av.error.FFmpegError) -> str:
