@@ -558,15 +558,16 @@ def open_container(source: Source, what: str = "video") -> tuple[av.container.In
 
 def chosen_stream(container: av.container.InputContainer, kind: str) -> av.stream.Stream:
     """The stream of ``kind`` ("video" or "audio") that FFmpeg's players show: a cover picture (an attached
-    picture, often stream 0 of a tagged MP4) is never a video; of the rest, the one marked default, else the
-    largest picture (the most channels), else the first. A file without one is a :class:`VideoError` that says
-    what the file has instead."""
+    picture, often stream 0 of a tagged MP4) is never a video; of the rest, one FFmpeg can decode, the one marked
+    default, else the largest picture (the most channels), else the first. A file without one is a
+    :class:`VideoError` that says what the file has instead."""
     candidates = [stream for stream in container.streams if stream.type == kind and not _is_cover(stream)]
     if not candidates:
         what = sorted({"a cover picture" if _is_cover(stream) else stream.type for stream in container.streams})
         raise VideoError(f"no {kind} stream (only {' and '.join(what)})" if what else
                          "no streams (truncated or not a video)")
-    return decodable(min(candidates, key=lambda stream: (not stream.disposition & av.stream.Disposition.default,
+    return decodable(min(candidates, key=lambda stream: (stream.codec_context is None,
+                                                         not stream.disposition & av.stream.Disposition.default,
                                                          -_stream_size(stream), stream.index)))
 
 
@@ -587,7 +588,8 @@ class _Input:
     A seek to the start is not the start: Matroska refuses a seek before its first cue (a video that starts
     after its audio), and a file whose first timestamps are negative lands past them. So going back opens the
     file again (about a millisecond; the index and the decoder are kept) unless nothing has been read yet.
-    Packets of the new opening are decoded by the first opening's decoder: ``stream`` stays the same object.
+    Packets of the new opening are decoded by the first opening's decoder: ``stream`` stays the same object, so
+    the first opening stays open, and the one before the new one is closed (two at most).
     """
 
     def __init__(self, source: Source):
@@ -602,6 +604,8 @@ class _Input:
         self._demuxed_stream = self.stream
 
     def _open(self) -> None:
+        if len(self._openings) > 1:
+            close_container(*self._openings.pop())
         self._container, handle = open_container(self._source)
         self._openings.append((self._container, handle))
         self._fresh, self._rewound = True, False
@@ -724,6 +728,7 @@ def _index_by_demuxing(source: _Input, limits: InputLimits) -> StreamIndex:
             continue
         shown.append((shown_at, packet.duration))
         if packet.is_keyframe:
+            _check_keyframe_order(keyframes[-1] if keyframes else None, shown_at, stream.time_base)
             keyframes.append(shown_at)
     if stream.frames and packets < stream.frames:
         raise VideoError(f"truncated: {packets} of the {stream.frames} frames it declares are in the file")
@@ -735,6 +740,16 @@ def _index_by_demuxing(source: _Input, limits: InputLimits) -> StreamIndex:
         keyframes.insert(0, first)  # decoding starts at the first packet whatever its flag says
     every = np.sort(np.fromiter((pts for pts, _ in shown), dtype=np.int64, count=len(shown)))
     return StreamIndex(np.asarray(keyframes, dtype=np.int64), first, _end_of(shown, stream), len(shown), every)
+
+
+def _check_keyframe_order(previous: int | None, keyframe: int, time_base: Fraction) -> None:
+    """Keyframes come in presentation order (nothing before one refers to what follows it), so a keyframe shown
+    before the one before it is a jump back in time: two recordings joined (``cat a.ts b.ts``) whose times
+    overlap, where a time no longer names one frame."""
+    if previous is not None and keyframe < previous:
+        raise VideoError(f"its timestamps jump back from {float(previous * time_base):.3f} s to "
+                         f"{float(keyframe * time_base):.3f} s (recordings joined with overlapping times?): a time "
+                         "no longer names one frame")
 
 
 def _demux(container, stream) -> Iterator[tuple[av.Packet, int | None]]:

@@ -83,6 +83,15 @@ def _display_matrix(matrix: tuple[int, int, int, int]) -> Callable[[Path], None]
     return lambda path: set_mp4_rotation(path, matrix)
 
 
+def _followed_by(name: str) -> Callable[[Path], None]:
+    """Append another corpus file's bytes, as ``cat a.ts b.ts`` joins two recordings (no remuxing, which would
+    make the times continuous)."""
+    def append(path: Path) -> None:
+        with path.open("ab") as joined:
+            joined.write((path.parent / name).read_bytes())
+    return append
+
+
 def _boxes(data: bytes, start: int, end: int) -> list[tuple[bytes, int, int]]:
     """The MP4 boxes between ``start`` and ``end``: (type, offset, size)."""
     found, position = [], start
@@ -154,6 +163,10 @@ KINDS: list[Kind] = [
                                          r"setpts=PTS", "-vsync", "vfr", *X264, "-g", "12"]),
     Kind("ts_jump.ts", ["-i", "concat:{dir}/part_a.ts|{dir}/part_b.ts", "-c", "copy", "-f", "mpegts"],
          needs=("part_a.ts", "part_b.ts")),
+    Kind("ts_jump_back.ts", ["-i", "{dir}/part_b.ts", "-c", "copy", "-f", "mpegts"], after=_followed_by("part_a.ts"),
+         needs=("part_a.ts", "part_b.ts"),
+         refused="its timestamps jump back from 3.440 s to 1.480 s (recordings joined with overlapping times?): "
+                 "a time no longer names one frame"),
     Kind("fragmented.mp4", _video() + [*X264, "-g", "12", "-movflags", "frag_keyframe+empty_moov"]),
     Kind("no_cues.mkv", _video() + [*X264, "-g", "12", "-f", "matroska"]),  # written through a pipe: see make
     Kind("one_keyframe.mp4", _video(60, "testsrc2=size=64x48:rate=10") +
