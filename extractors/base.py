@@ -436,7 +436,8 @@ class FrameWiseExtractor(BaseExtractor):
         else:
             targets = method.target_pts(video.start_pts, video.end_pts, video.time_base)
             if method.kind == "uni" and len(targets) > video.num_frames:
-                raise VideoError(f"too short: {video.num_frames} frames, fewer than the {len(targets)} that "
+                counted = f"{video.num_frames} frame" + ("s" * (video.num_frames != 1))
+                raise VideoError(f"too short: {counted}, fewer than the {len(targets)} that "
                                  f"{method} asks for")
             frames = video.read_at(targets)
         for frame in frames:

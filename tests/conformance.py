@@ -3,8 +3,9 @@ plays: late starts, negative timestamps, edit lists, many codecs, pixel formats,
 timestamp jumps, fragmented and cue-less files, several video streams, cover art.
 
 Each :class:`Kind` is one file and what a reader must make of it: which video stream FFmpeg picks (the
-reference decodes that one), whether it has audio, and the line a feature type that finds nothing to extract
-must give. Files are small (a few KiB to a few hundred) and made once per test session.
+reference decodes that one), whether it has audio, and, for the few files whose frames cannot be placed in
+time, the line that refuses them. :class:`FfmpegFrames` is the reference: the command line's own decode. Files
+are small (2 to 200 KiB) and made once per test session, in about 6 s.
 """
 from __future__ import annotations
 
@@ -33,8 +34,8 @@ class Kind:
 
     ``args``: the ffmpeg arguments between ``ffmpeg -y`` and the output name (``{dir}`` stands for the corpus
     folder, where earlier files can be read from); ``after``: a change made to the written file (a display
-    matrix ffmpeg 5.1 cannot write); ``stream``: the index of the video stream FFmpeg picks; ``video``/``audio``:
-    whether the file has something to extract for a visual and an audio type.
+    matrix ffmpeg 5.1 cannot write); ``stream``: the index of the video stream FFmpeg picks (None: no video);
+    ``video``/``audio``: whether the file has something to extract for a visual and an audio type.
     """
 
     name: str
