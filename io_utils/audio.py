@@ -22,7 +22,7 @@ from io_utils.activity import ACTIVITY, READER
 from io_utils.errors import VideoError
 from io_utils.limits import InputLimits
 from io_utils.sources import Source, as_source, for_reading
-from io_utils.video import VideoReader, chosen_stream, close_container, error_reason, open_container
+from io_utils.video import VideoReader, chosen_stream, close_container, error_reason, is_cover, open_container
 
 AUDIO_EXTENSIONS = frozenset(".wav .mp3 .flac .m4a .aac .ogg .opus .oga .wma .aif .aiff .mka".split())
 _GAP_S = 0.002  # a jump in the packets' times larger than this (a damaged packet skipped) is filled with silence
@@ -46,8 +46,7 @@ class AudioReader:
         try:
             self._stream = chosen_stream(self._container, "audio")
             self._limits.check_audio(self._stream.codec_context.sample_rate, self._stream.codec_context.channels)
-            moving = any(stream.type == "video" and not stream.disposition & av.stream.Disposition.attached_pic
-                         for stream in self._container.streams)  # a video, not an album cover
+            moving = any(stream.type == "video" and not is_cover(stream) for stream in self._container.streams)
             self.video = VideoReader(self.path, limits=self._limits) if moving else None
             self.duration_s = (self.video.duration_s if self.video
                                else _declared_duration(self._container, self._stream))

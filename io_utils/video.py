@@ -561,9 +561,9 @@ def chosen_stream(container: av.container.InputContainer, kind: str) -> av.strea
     picture, often stream 0 of a tagged MP4) is never a video; of the rest, one FFmpeg can decode, the one marked
     default, else the largest picture (the most channels), else the first. A file without one is a
     :class:`VideoError` that says what the file has instead."""
-    candidates = [stream for stream in container.streams if stream.type == kind and not _is_cover(stream)]
+    candidates = [stream for stream in container.streams if stream.type == kind and not is_cover(stream)]
     if not candidates:
-        what = sorted({"a cover picture" if _is_cover(stream) else stream.type for stream in container.streams})
+        what = sorted({"a cover picture" if is_cover(stream) else stream.type for stream in container.streams})
         raise VideoError(f"no {kind} stream (only {' and '.join(what)})" if what else
                          "no streams (truncated or not a video)")
     return decodable(min(candidates, key=lambda stream: (stream.codec_context is None,
@@ -571,7 +571,8 @@ def chosen_stream(container: av.container.InputContainer, kind: str) -> av.strea
                                                          -_stream_size(stream), stream.index)))
 
 
-def _is_cover(stream: av.stream.Stream) -> bool:
+def is_cover(stream: av.stream.Stream) -> bool:
+    """Whether ``stream`` is a cover picture (an attached picture: album art, a thumbnail), not a video."""
     return stream.type == "video" and bool(stream.disposition & av.stream.Disposition.attached_pic)
 
 
@@ -734,11 +735,11 @@ def _index_by_demuxing(source: _Input, limits: InputLimits) -> StreamIndex:
         raise VideoError(f"truncated: {packets} of the {stream.frames} frames it declares are in the file")
     if not shown:
         raise VideoError("the video stream has no frames")
-    first = min(pts for pts, _ in shown)
+    every = np.sort(np.fromiter((pts for pts, _ in shown), dtype=np.int64, count=len(shown)))
+    first = int(every[0])
     keyframes = sorted(keyframes)
     if not keyframes or keyframes[0] > first:
         keyframes.insert(0, first)  # decoding starts at the first packet whatever its flag says
-    every = np.sort(np.fromiter((pts for pts, _ in shown), dtype=np.int64, count=len(shown)))
     return StreamIndex(np.asarray(keyframes, dtype=np.int64), first, _end_of(shown, stream), len(shown), every)
 
 
