@@ -37,7 +37,7 @@ from io_utils.outputs import FinishingSink, MemorySink, OutputLayout, Sink, open
 from io_utils.readers import FrameReader, Reader
 from io_utils.sampling import SamplingMethod, parse_extract_method
 from io_utils.sources import Source, as_source
-from io_utils.video import VideoReader
+from io_utils.video import Frame, VideoReader
 from io_utils.video_list import VIDEO_EXTENSIONS, VideoJob, output_stem
 
 V = TypeVar("V")
@@ -64,7 +64,8 @@ CHECKPOINT = Option("checkpoint", None, "a local checkpoint in the official form
 # Families that run any model of a library name it (timm's, open_clip's).
 MODEL_NAME = Option("model_name", None, "the model: for timm, with its pretrained tag if it has several (e.g. "
                     "vit_base_patch16_224.augreg2_in21k_ft_in1k); for open_clip, its name (ViT-B-16-SigLIP2) or a "
-                    "local-dir:FOLDER / hf-hub:ORG/REPO in open_clip's hub format", "resnet50.a1_in1k",
+                    "local-dir:FOLDER / hf-hub:ORG/REPO in open_clip's hub format; for transformers, a hub repository "
+                    "(ORG/NAME) or a local folder in the hub's format", "resnet50.a1_in1k",
                     metavar="NAME", required=True)
 BATCH_SIZE = Option("batch_size", 32, "inputs (frames, clips, audio examples) per forward pass", 4,
                     convert=positive_int, section=Section.SAMPLING, changes_features=False)
@@ -430,15 +431,17 @@ class FrameWiseExtractor(BaseExtractor):
         return f"frames on screen at the times of {sampling(config)} (presentation timestamps)"
 
     def model_inputs(self, video: FrameReader, job: VideoJob) -> Iterator[tuple[torch.Tensor, float]]:
-        method = sampling(self.config)
-        if method.kind == "all":
-            frames = video.read_all()
-        else:
-            targets = method.target_pts(video.start_pts, video.end_pts, video.time_base)
-            if method.kind == "uni" and len(targets) > video.num_frames:
-                counted = f"{video.num_frames} frame" + ("s" * (video.num_frames != 1))
-                raise VideoError(f"too short: {counted}, fewer than the {len(targets)} that "
-                                 f"{method} asks for")
-            frames = video.read_at(targets)
-        for frame in frames:
+        for frame in sampled_frames(video, self.config):
             yield (torch.from_numpy(frame.rgb) if self._on_device else self.preprocess(frame.rgb)), frame.time_ms
+
+
+def sampled_frames(video: FrameReader, config: RunConfig) -> Iterator[Frame]:
+    """The frames ``--extract_method`` (or ``--views``) takes, in time order: what frame-wise models read."""
+    method = sampling(config)
+    if method.kind == "all":
+        return video.read_all()
+    targets = method.target_pts(video.start_pts, video.end_pts, video.time_base)
+    if method.kind == "uni" and len(targets) > video.num_frames:
+        counted = f"{video.num_frames} frame" + ("s" * (video.num_frames != 1))
+        raise VideoError(f"too short: {counted}, fewer than the {len(targets)} that {method} asks for")
+    return video.read_at(targets)

@@ -142,3 +142,54 @@ def record_absent(snapshot: Path, file_name: str) -> None:
     marker = snapshot.parent.parent / ".no_exist" / snapshot.name / file_name
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.touch()
+
+
+# The files of a transformers repository that feature extraction reads: the configuration, the weights (one
+# file or shards with their index) and the processor configurations; nothing of a tokenizer or of remote code.
+REPOSITORY_FILES = ("config.json", "*.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                    "pytorch_model.bin.index.json", "preprocessor_config.json", "video_preprocessor_config.json",
+                    "processor_config.json")
+
+
+class RepositoryUnavailable(UsageError):
+    """A repository that is neither local nor downloadable now."""
+
+
+def hub_repository(name: str, weights_dir: str | os.PathLike | None, what: str, progress: bool = True) -> Path:
+    """The folder of a transformers repository: ``name`` itself where it is a local folder; for a hub id
+    (``ORG/NAME``), its snapshot in ``--weights_dir`` or the hub cache when that holds ``config.json`` and
+    weights, else downloaded (only :data:`REPOSITORY_FILES`) into the user's cache."""
+    if Path(name).is_dir():
+        return Path(name)
+    if name.count("/") != 1:
+        raise UsageError(f"{what}: {name} is neither a local folder nor a hub repository (ORG/NAME)")
+    for folder in _caches(weights_dir):
+        snapshot = _local_snapshot(name, folder)
+        if snapshot is not None:
+            return snapshot
+    unreachable = hub_unreachable()
+    if not unreachable:
+        from huggingface_hub import snapshot_download
+
+        try:
+            return Path(snapshot_download(name, allow_patterns=list(REPOSITORY_FILES),
+                                          tqdm_class=None if progress else _Silent))
+        except Exception as error:  # network, missing repository, permissions: one message below
+            unreachable = f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
+    places = " or ".join(str(folder) for folder in _caches(weights_dir))
+    raise RepositoryUnavailable(
+        f"{what}: {hub_url(name)} is not in the Hugging Face cache ({places}) and could not be downloaded "
+        f"({unreachable}); on a machine with network run `huggingface-cli download {name}` and copy its cache "
+        f"folder models--{name.replace('/', '--')} into {hub_cache()} or into a folder given by --weights_dir, "
+        f"or pass a local folder in the hub's format")
+
+
+def _local_snapshot(repo_id: str, cache: Path) -> Path | None:
+    """The snapshot of ``repo_id`` under ``cache`` that ``refs/main`` names, if it holds a configuration and
+    weights."""
+    refs = cache / f"models--{repo_id.replace('/', '--')}" / "refs" / "main"
+    if not refs.is_file():
+        return None
+    snapshot = refs.parent.parent / "snapshots" / refs.read_text().strip()
+    has_weights = any(snapshot.glob("*.safetensors")) or (snapshot / "pytorch_model.bin").is_file()
+    return snapshot if (snapshot / "config.json").is_file() and has_weights else None

@@ -102,12 +102,7 @@ class AudioExampleExtractor(BaseExtractor):
 
     @classmethod
     def sampling_rule(cls, config) -> str:
-        if config.timestamps_from:
-            return f"{cls.example_name} centred on the rows of the timestamps_ms outputs in {config.timestamps_from}"
-        if sampling(config) is not None:
-            return f"{cls.example_name} centred on the frames of {sampling(config)}"
-        hop = cls.example_hop / cls.sample_rate
-        return f"{cls.example_name} every {hop:g} s from the first video frame"
+        return examples_rule(config, cls.example_name, cls.example_hop / cls.sample_rate)
 
     def open_reader(self, path: str | os.PathLike) -> AudioReader:
         return AudioReader(path, self.sample_rate, verbose=self.config.verbose, limits=self.limits)
@@ -157,6 +152,16 @@ class AudioExampleExtractor(BaseExtractor):
             raise VideoError(f"the file declares no duration, which {method} needs")
         duration = Fraction(audio.duration_s).limit_denominator(1_000_000)
         return [float(offset * 1000) for offset in method.target_offsets(duration)]
+
+
+def examples_rule(config, examples: str, hop_s: float) -> str:
+    """Where a run's audio examples go, in words (``examples``: what they are, "10 s examples"; ``hop_s``: the
+    seconds between those of the default grid), for the manifest and ``--list_models``."""
+    if config.timestamps_from:
+        return f"{examples} centred on the rows of the timestamps_ms outputs in {config.timestamps_from}"
+    if sampling(config) is not None:
+        return f"{examples} centred on the frames of {sampling(config)}"
+    return f"{examples} every {hop_s:g} s from the first video frame"
 
 
 def _chained(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
