@@ -1,7 +1,8 @@
-"""What the clip-level video classifiers (r21d, s3d, resnext101_3d) share.
+"""What the clip-level video classifiers share (r21d, s3d, resnext101_3d, slowfast, and through
+``extractors/models/hub_video.py`` videomae and vjepa2; ``--list_models`` shows each one's family module).
 
-Each window of ``--stack_size`` frames is preprocessed frame by frame (the weights' preprocessing), stacked to
-(C, T, H, W) and run through the backbone, which pools it to one vector. The classifier is kept apart for
+Each window of ``--stack_size`` frames is preprocessed frame by frame (the weights' preprocessing), stacked along
+time and run through the backbone, which pools it to one vector. The classifier is kept apart for
 ``--show_pred``.
 """
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Windows of consecutive frames, the input of the clip models (i3d, r21d, s3d, resnext101_3d).
+"""Windows of consecutive frames, the input of the clip models (i3d, the video classifiers of
+``extractors/video_classifier.py``, and transformers' video models).
 
 Windows of ``--stack_size`` frames start every ``--step_size`` frames among the frames taken at
 ``--extraction_fps`` (default: the model's rate, else every frame of the video); with ``--views N``, N windows

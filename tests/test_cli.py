@@ -200,3 +200,7 @@ def test_the_random_checkpoint_writer_prints_its_usage_and_refuses_what_has_no_c
     assert result.returncode == 0, result.stderr
     assert sorted(path.name for path in tmp_path.iterdir()) == ["flow_imagenet.pt", "network-default.pytorch",
                                                                  "rgb_imagenet.pt"]
+    result = subprocess.run([*command, str(tmp_path / "clip"), "--feature_type", "CLIP-ViT-B/32"], cwd=REPO,
+                            capture_output=True, text=True)
+    assert (result.returncode, result.stdout, result.stderr) == (0, f"{tmp_path / 'clip' / 'ViT-B-32.pt'}\n", ""), \
+        result.stderr  # open_clip's "initialized randomly" warning, read as a failure, is not printed

@@ -89,6 +89,18 @@ def test_the_generated_reference_equals_the_registry():
     assert "`C_T_SKHT_V2` (`sintel`) (default)" in pages["weights.md"]
 
 
+def test_every_family_is_exported_and_listed_in_the_contributors_layout():
+    import extractors
+
+    families = {registry.extractor_class(name) for name in registry.feature_types()}
+    missing = sorted(family.__name__ for family in families if getattr(extractors, family.__name__, None) is not family)
+    assert not missing, f"extractors/__init__.py does not export {missing}"
+    assert all(family.__name__ in extractors.__all__ for family in families)
+    layout = (REPO / "docs" / "contributing" / "index.md").read_text()
+    modules = sorted(path.name for path in (REPO / "extractors" / "models").glob("*.py") if path.name != "__init__.py")
+    assert [name for name in modules if f"`{name}`" not in layout] == []
+
+
 def test_list_models_describes_every_feature_type_with_its_defaults():
     assert list_models("CLIP-*") == [name for name in list_models() if name.startswith("CLIP-")]
     i3d = describe("i3d")

@@ -77,3 +77,25 @@ def test_videomae_refusals_are_one_line(tmp_path):
         ExtractVideoMAE(dict(feature_type="videomae", cpu=True, checkpoint=str(tmp_path)))
     with pytest.raises(UsageError, match="^videomae kinetics400_base: config.json of .*MCG-NJU/videomae-base-finetuned"):
         ExtractVideoMAE(dict(feature_type="videomae", cpu=True))
+
+
+def test_a_processor_file_of_2022_loads_with_the_values_transformers_gives_it(tmp_path):
+    """MCG-NJU's repositories hold the preprocessor_config.json a VideoMAEFeatureExtractor wrote in 2022: "size": 224,
+    no crop_size, no rescale keys. transformers reads it as a 224 short side, a 224 x 224 crop and 1/255; so does
+    the tool, through --checkpoint FOLDER as through the hub cache."""
+    import json
+
+    weights = write_random_weights("videomae", tmp_path / "cache")[0]
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for path in weights.parent.iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "do_center_crop": True, "do_normalize": True, "do_resize": True,
+        "feature_extractor_type": "VideoMAEFeatureExtractor", "image_mean": [0.485, 0.456, 0.406],
+        "image_std": [0.229, 0.224, 0.225], "resample": 2, "size": 224}))
+    options = dict(feature_type="videomae", cpu=True, views=1)
+    published = ExtractVideoMAE({**options, "weights_dir": str(tmp_path / "cache")})
+    older = ExtractVideoMAE({**options, "checkpoint": str(folder)})
+    assert older.transform == published.transform
+    np.testing.assert_array_equal(older.extract(SAMPLE_19FPS)["videomae"], published.extract(SAMPLE_19FPS)["videomae"])

@@ -16,8 +16,10 @@ matching architecture from its tensor shapes, load it.
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
+import logging
 import warnings
 from functools import partial
 from pathlib import Path
@@ -85,7 +87,26 @@ def clip_preprocessing(size: int, pil: bool = True) -> FramePreprocessing:
 def _open_clip_model(name: str) -> torch.nn.Module:
     import open_clip  # imported here: it pulls in timm and the HF hub, seconds that --help need not wait
 
-    return open_clip.create_model(name, pretrained=None, force_quick_gelu=True)
+    with built_without_weights():
+        return open_clip.create_model(name, pretrained=None, force_quick_gelu=True)
+
+
+class _NoRandomInitWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded")
+
+
+@contextlib.contextmanager
+def built_without_weights():
+    """open_clip's warning that a model was "initialized randomly" silenced: it logs it on the root logger for
+    every model built without its pretrained tag, which is what the tool asks for when it loads a checkpoint
+    itself or writes random weights on purpose; read there, it looks like a failure."""
+    muted = _NoRandomInitWarning()
+    logging.getLogger().addFilter(muted)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(muted)
 
 
 def _openai(sha256: str, open_clip_name: str, image_size: int, embed_dim: int) -> Weights:
@@ -313,7 +334,7 @@ def write_random_open_clip(name: str, tag: str, cache: Path, seed: int = 0) -> l
 
     cfg = open_clip.get_pretrained_cfg(name, tag)
     torch.manual_seed(seed)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), built_without_weights():
         warnings.simplefilter("ignore", UserWarning)
         model = open_clip.create_model(name, force_quick_gelu=cfg.get("quick_gelu", False), force_preprocess_cfg=cfg,
                                        pretrained_text=False)

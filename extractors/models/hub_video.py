@@ -125,14 +125,32 @@ def load_strictly(network: nn.Module, state_dict: Mapping[str, torch.Tensor], pa
         raise UsageError(f"{path}: not the {family} its config.json describes ({reason})") from error
 
 
-def processor_preprocessing(processor: dict[str, Any], shortest_edge: int | None = None) -> FramePreprocessing:
-    """A processor configuration as a :class:`FramePreprocessing`: transformers' default (torchvision) image and
-    video processors resize uint8 tensors with ``torchvision.transforms.v2``, antialiased. ``shortest_edge``
-    replaces the stored size for processors that derive it from the crop."""
-    size, crop = processor.get("size"), processor["crop_size"]
-    if shortest_edge is None:
-        shortest_edge = size["shortest_edge"] if isinstance(size, dict) else size
-    crop_size = (crop["height"], crop["width"]) if isinstance(crop, dict) else (crop, crop)
-    return FramePreprocessing(shortest_edge, crop_size, tuple(processor["image_mean"]), tuple(processor["image_std"]),
-                              divisor=1 / processor.get("rescale_factor", 1 / 255),
-                              interpolation=_RESAMPLE[processor.get("resample", 2)], v2=True)
+def processor_preprocessing(processor: Any, shortest_edge: int | None = None) -> FramePreprocessing:
+    """A processor, as transformers read it from the repository's file, as a :class:`FramePreprocessing`:
+    transformers' default (torchvision) image and video processors resize uint8 tensors with
+    ``torchvision.transforms.v2``, antialiased. Asking transformers for the values reads every file it reads with
+    the values it gives: the 2022 files of MCG-NJU's VideoMAE repositories, written by a ``*FeatureExtractor``,
+    say ``"size": 224`` with no ``crop_size`` or rescale keys. ``shortest_edge`` replaces the stored size for
+    processors that derive it from the crop."""
+    crop = processor.crop_size
+    return FramePreprocessing(shortest_edge or processor.size.shortest_edge, (crop.height, crop.width),
+                              tuple(processor.image_mean), tuple(processor.image_std),
+                              divisor=1 / processor.rescale_factor, interpolation=_RESAMPLE[int(processor.resample)],
+                              v2=True)
+
+
+def read_processor(path: Path, kind: str) -> Any:
+    """The processor of the repository file at ``path`` as transformers reads it (``kind``: ``AutoImageProcessor``,
+    or a video processor class), its log quiet; a file it cannot read is refused in one line."""
+    import transformers
+    from transformers.utils import logging
+
+    level = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        return getattr(transformers, kind).from_pretrained(path.parent)
+    except Exception as error:  # transformers raises many types for files it cannot read
+        raise UsageError(f"{path}: not a processor configuration transformers reads ({type(error).__name__}: "
+                         f"{' '.join(str(error).split())[:300]})") from error
+    finally:
+        logging.set_verbosity(level)

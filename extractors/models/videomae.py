@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from extractors.models.hub_video import (HUB, WEIGHT_FILES, HubVideoExtractor, load_strictly,
-                                         processor_preprocessing, read_tensors, repo_id)
+                                         processor_preprocessing, read_processor, read_tensors, repo_id)
 from extractors.predictions import kinetics400_labels
 from extractors.registry import FeatureType, register
 from extractors.transforms import FramePreprocessing
@@ -101,7 +101,7 @@ class ExtractVideoMAE(HubVideoExtractor):
         configuration = VideoMAEConfig.from_json_file(files["config"])
         model = self.checked_for_show_pred(
             _strictly_loaded(configuration, published_state_dict(files["weights"]), files["weights"]), files["weights"])
-        return model, processor_preprocessing(json.loads(files["processor"].read_text()))
+        return model, processor_preprocessing(read_processor(files["processor"], "AutoImageProcessor"))
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         """(B, T, C, H, W) windows, as VideoMAE takes them -> (B, D) features."""

@@ -21,7 +21,6 @@ the file, and the file may hold nothing else but the predictor, which feature ex
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -29,7 +28,7 @@ import torch
 from torch import nn
 
 from extractors.models.hub_video import (HUB, HubVideoExtractor, load_strictly, processor_preprocessing,
-                                         read_tensors, repo_id)
+                                         read_processor, read_tensors, repo_id)
 from extractors.registry import FeatureType, register
 from extractors.transforms import FramePreprocessing
 from extractors.weights import Meta, Weights, WeightsTable, random_constants
@@ -115,19 +114,17 @@ class ExtractVJEPA2(HubVideoExtractor):
             _strictly_loaded(configuration, read_tensors(files["weights"]), files["weights"]), files["weights"])
         if "head" in model:
             self._class_names = [configuration.id2label[index] for index in range(configuration.num_labels)]
-        return model, video_processor_preprocessing(json.loads(files["processor"].read_text()))
+        return model, video_processor_preprocessing(read_processor(files["processor"], "VJEPA2VideoProcessor"))
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         """(B, T, C, H, W) windows, as V-JEPA 2 takes them -> (B, D) features."""
         return self.model["backbone"](batch)
 
 
-def video_processor_preprocessing(processor: dict[str, Any]) -> FramePreprocessing:
+def video_processor_preprocessing(processor: Any) -> FramePreprocessing:
     """``VJEPA2VideoProcessor``'s preprocessing: it ignores the stored size and resizes the short side to
     ``int(crop * 256 / 224)``."""
-    crop = processor.get("crop_size", 256)
-    height = crop["height"] if isinstance(crop, dict) else crop
-    return processor_preprocessing({**processor, "crop_size": crop}, shortest_edge=int(height * 256 / 224))
+    return processor_preprocessing(processor, shortest_edge=int(processor.crop_size.height * 256 / 224))
 
 
 def _strictly_loaded(configuration: Any, state_dict: dict[str, torch.Tensor], path: Path) -> nn.ModuleDict:
