@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import optical_flow
 
-from io_utils.checkpoints import load_state_dict_strictly
+from io_utils.checkpoints import load_state_dict_strictly, renamed_key
 from io_utils.errors import VideoError
 
 MIN_SIDE = 128  # the correlation pyramid pools 1/8-resolution features 3 times
@@ -84,9 +84,8 @@ _ENCODERS = {"fnet": "feature_encoder", "cnet": "context_encoder"}
 
 
 def _convert_key(key: str, state_dict: dict[str, torch.Tensor]) -> str | None:
-    for pattern, replacement in _UPDATE_BLOCK_RENAMES:
-        if re.match(pattern, key):
-            return re.sub(pattern, replacement, key)
+    if key.startswith("update_block."):  # the rules are anchored and exclusive: one applies at most
+        return renamed_key(key, _UPDATE_BLOCK_RENAMES)
     encoder, _, rest = key.partition(".")
     if encoder not in _ENCODERS:
         return key

@@ -1,4 +1,5 @@
-"""Checkpoint files: finding them locally, downloading and verifying them, loading them strictly.
+"""Checkpoint files: finding them locally, downloading and verifying them, reading them as data, renaming their
+keys, loading them strictly.
 
 A published checkpoint (described by the model layer's ``Weights`` entries: here only its URL, file name and
 SHA-256 matter, see :class:`PublishedFile`) is looked up, in order, under its official file name (the last part
@@ -15,7 +16,7 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Any, Callable, Mapping, Protocol, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -24,6 +25,8 @@ from tqdm import tqdm
 from io_utils.errors import UsageError
 from io_utils.files import temporary_beside
 
+T = TypeVar("T")
+Renames = Sequence[tuple[str, str]]  # (regular expression, replacement), applied in order
 WEIGHTS_DIR_ENV = "VIDEO_FEATURES_WEIGHTS_DIR"
 _CHUNK = 1 << 20
 # NumPy arrays and scalars, under NumPy 2's module names and NumPy 1's (files pickled before 2024 name
@@ -70,16 +73,52 @@ def local_file(local: str | os.PathLike, option: str) -> Path:
 
 def load_state_dict_strictly(module: torch.nn.Module, path: Path, what: str,
                              convert: Callable[[dict], dict] | None = None) -> None:
-    """Load the state dict pickled at ``path`` into ``module`` with ``strict=True`` (after ``convert``, for
-    checkpoints whose keys need renaming). Unreadable or mismatching files end in one line naming the file:
+    """Load the weights at ``path`` into ``module`` with ``strict=True`` (after ``convert``, for checkpoints whose
+    keys need renaming). Unreadable or mismatching files end in one line naming the file:
     ``<path>: not <what> (<reason>)``."""
+    state_dict = read_state_dict(path, what)
+    load_strictly(module, convert(state_dict) if convert else state_dict, path, what)
+
+
+def read_state_dict(path: Path, what: str) -> dict[str, Any]:
+    """The tensors of a weights file: safetensors, or a pickle read as data only (tensors and NumPy arrays, no
+    code). An unreadable file ends in one line: ``<path>: not <what> (<reason>)``."""
     try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
         with torch.serialization.safe_globals(_NUMPY_ARRAYS):  # arrays, no code: some publishers save NumPy's
-            state_dict = torch.load(path, map_location="cpu", weights_only=True)
-        module.load_state_dict(convert(state_dict) if convert else state_dict, strict=True)
-    except Exception as error:  # torch raises several unrelated types for unreadable or mismatching files
-        reason = " ".join(str(error).split())  # torch's mismatch report spans lines; the message is one
-        raise UsageError(f"{path}: not {what} ({type(error).__name__}: {reason})") from error
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch and safetensors raise several unrelated types for unreadable files
+        raise UsageError(f"{path}: not {what} ({_one_line(error)})") from error
+
+
+def load_strictly(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], path: Path, what: str) -> None:
+    """``module.load_state_dict(state_dict, strict=True)``: every tensor of the module is in the file and the
+    file holds nothing else, or one line ``<path>: not <what> (<torch's report>)``: the one strict load of the
+    tool, whatever the file's format."""
+    try:
+        module.load_state_dict(state_dict, strict=True)
+    except Exception as error:  # torch raises RuntimeError for mismatches, others for odd values
+        raise UsageError(f"{path}: not {what} ({_one_line(error)})") from error
+
+
+def _one_line(error: Exception) -> str:
+    """An exception as one line (torch's mismatch report spans lines), at most about a thousand characters."""
+    return " ".join(f"{type(error).__name__}: {error}".split())[:1000]
+
+
+def renamed_key(key: str, rules: Renames) -> str:
+    """``key`` with each rule's pattern replaced in turn (``re.sub``): a publisher's name as the network's."""
+    for pattern, replacement in rules:
+        key = re.sub(pattern, replacement, key)
+    return key
+
+
+def renamed_keys(state_dict: Mapping[str, T], rules: Renames) -> dict[str, T]:
+    """Every key of ``state_dict`` through :func:`renamed_key`: the one renaming of a checkpoint's keys."""
+    return {renamed_key(key, rules): value for key, value in state_dict.items()}
 
 
 def cache_dir() -> Path:

@@ -29,10 +29,11 @@ from torch import nn
 from extractors.base import WeightsFile
 from extractors.models.audio_examples import AudioExampleExtractor
 from extractors.models.clip import PRED_TEXTS
-from extractors.models.hub_video import HUB, WEIGHT_FILES, load_strictly, read_tensors, repo_id
+from extractors.models.hub_video import HUB, WEIGHT_FILES, repo_id
 from extractors.predictions import SHOW_PRED, print_top_classes
 from extractors.registry import FeatureType, feature_type, register
 from extractors.weights import Meta, Weights, WeightsTable, random_constants
+from io_utils.checkpoints import load_strictly, read_state_dict
 from io_utils.errors import UsageError
 from io_utils.hub import hub_file, hub_url, snapshot_folder
 
@@ -103,7 +104,8 @@ class ExtractCLAP(AudioExampleExtractor):
         files = repository_files(self.weights, self.config.checkpoint, self.config.weights_dir, self.config.show_pred,
                                  progress=not self.external_call)
         model = ClapModel(ClapConfig.from_json_file(files["config"])).eval()
-        load_strictly(model, read_tensors(files["weights"]), files["weights"], "CLAP")
+        what = "the CLAP its config.json describes"
+        load_strictly(model, read_state_dict(files["weights"], what), files["weights"], what)
         self.feature_extractor = ClapFeatureExtractor.from_json_file(files["processor"])
         self.fused = bool(model.config.audio_config.enable_fusion)
         if self.config.show_pred:  # scored against the texts, which are encoded once

@@ -9,9 +9,8 @@ older ones) and the processor configuration (the preprocessing). The three are f
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
-import torch
 from torch import nn
 from torchvision.transforms import InterpolationMode
 
@@ -99,30 +98,6 @@ class HubVideoExtractor(VideoClassifierExtractor):
 
 def _first_file(folder: Path, names: tuple[str, ...]) -> Path | None:
     return next((folder / name for name in names if (folder / name).is_file()), None)
-
-
-def read_tensors(path: Path, renamed: Callable[[str], str] = lambda key: key) -> dict[str, torch.Tensor]:
-    """The tensors of a published file (safetensors or a pickled state dict), each key passed through
-    ``renamed`` (a family's mapping from the published names to those of today's transformers)."""
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            tensors = load_file(str(path))
-        else:
-            tensors = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # safetensors and torch raise several unrelated types for unreadable files
-        raise UsageError(f"{path}: cannot be read as weights ({type(error).__name__}: {error})") from error
-    return {renamed(key): tensor for key, tensor in tensors.items()}
-
-
-def load_strictly(network: nn.Module, state_dict: Mapping[str, torch.Tensor], path: Path, family: str) -> None:
-    """``network.load_state_dict(state_dict, strict=True)``, a mismatch said in one line naming the file."""
-    try:
-        network.load_state_dict(state_dict, strict=True)
-    except RuntimeError as error:
-        reason = " ".join(str(error).split())[:500]
-        raise UsageError(f"{path}: not the {family} its config.json describes ({reason})") from error
 
 
 def processor_preprocessing(processor: Any, shortest_edge: int | None = None) -> FramePreprocessing:

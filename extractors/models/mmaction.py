@@ -37,7 +37,7 @@ from extractors.predictions import SHOW_PRED, HeadPredictions, kinetics400_label
 from extractors.registry import FeatureType, feature_type, register
 from extractors.transforms import CROPS, crop_views
 from extractors.weights import Meta, Weights, WeightsTable, lively
-from io_utils.checkpoints import load_state_dict_strictly, sha256_in_file_name
+from io_utils.checkpoints import Renames, load_state_dict_strictly, renamed_keys, sha256_in_file_name
 from io_utils.errors import VideoError
 from io_utils.readers import FrameReader
 from io_utils.video_list import VideoJob
@@ -163,18 +163,10 @@ def build_slowonly() -> MMActionRecognizer:
     return MMActionRecognizer(SlowOnlyBackbone())
 
 
-_CONV_MODULE_TO_TORCHVISION = [(re.compile(r"\.conv(\d)\.conv\."), r".conv\1."), (re.compile(r"\.conv(\d)\.bn\."), r".bn\1."),
-                               (re.compile(r"\.downsample\.conv\."), ".downsample.0."),
-                               (re.compile(r"\.downsample\.bn\."), ".downsample.1.")]
-_TORCHVISION_TO_CONV_MODULE = [(re.compile(r"\.conv(\d)\.(weight)$"), r".conv\1.conv.\2"), (re.compile(r"\.bn(\d)\."), r".conv\1.bn."),
-                               (re.compile(r"\.downsample\.0\."), ".downsample.conv."),
-                               (re.compile(r"\.downsample\.1\."), ".downsample.bn.")]
-
-
-def _rename(key: str, rules: list[tuple[re.Pattern, str]]) -> str:
-    for pattern, replacement in rules:
-        key = pattern.sub(replacement, key)
-    return key
+_CONV_MODULE_TO_TORCHVISION = [(r"\.conv(\d)\.conv\.", r".conv\1."), (r"\.conv(\d)\.bn\.", r".bn\1."),
+                               (r"\.downsample\.conv\.", ".downsample.0."), (r"\.downsample\.bn\.", ".downsample.1.")]
+_TORCHVISION_TO_CONV_MODULE = [(r"\.conv(\d)\.(weight)$", r".conv\1.conv.\2"), (r"\.bn(\d)\.", r".conv\1.bn."),
+                               (r"\.downsample\.0\.", ".downsample.conv."), (r"\.downsample\.1\.", ".downsample.bn.")]
 
 
 def mmcv_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -188,14 +180,14 @@ def tsn_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     state_dict = mmcv_state_dict(checkpoint)
     if "backbone.conv1.conv.weight" not in state_dict:
         return state_dict
-    return {_rename(key, _CONV_MODULE_TO_TORCHVISION): value for key, value in state_dict.items()}
+    return renamed_keys(state_dict, _CONV_MODULE_TO_TORCHVISION)
 
 
-def _save_mmcv_checkpoint(network: nn.Module, path, rules: list[tuple[re.Pattern, str]] | None) -> None:
+def _save_mmcv_checkpoint(network: nn.Module, path, rules: Renames | None) -> None:
     """mmcv's checkpoint container: ``meta`` (here a note that the weights are random) and ``state_dict``."""
     state_dict = network.state_dict()
     if rules is not None:
-        state_dict = {_rename(key, rules): value for key, value in state_dict.items()}
+        state_dict = renamed_keys(state_dict, rules)
     torch.save({"meta": {"note": "random weights written by video_features"}, "state_dict": state_dict}, path)
 
 

@@ -11,7 +11,6 @@ scaled to [-1, 1] instead of Kinetics mean/std.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 
 import torch
@@ -23,7 +22,7 @@ from extractors.registry import FeatureType, register
 from extractors.transforms import FramePreprocessing
 from extractors.video_classifier import VideoClassifierExtractor
 from extractors.weights import WeightsTable, torchvision_weights
-from io_utils.checkpoints import load_state_dict_strictly
+from io_utils.checkpoints import load_state_dict_strictly, renamed_keys
 
 _KINETICS = S3D_Weights.KINETICS400_V1
 S3D_WEIGHTS = WeightsTable([
@@ -61,6 +60,11 @@ def is_kylemin_state_dict(state_dict: dict[str, torch.Tensor]) -> bool:
     return any(key.removeprefix("module.").startswith("base.") for key in state_dict)
 
 
+_KYLEMIN_TO_TORCHVISION = [(r"^module\.", ""), (r"^base\.", "features."), (r"^fc\.0\.", "classifier.1."),
+                           (r"\.branch0\.0\.", ".branch0."), (r"\.conv_s\.", ".0.0."), (r"\.bn_s\.", ".0.1."),
+                           (r"\.conv_t\.", ".1.0."), (r"\.bn_t\.", ".1.1."), (r"\.conv\.", ".0."), (r"\.bn\.", ".1.")]
+
+
 def convert_kylemin_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """kylemin/S3D key names -> torchvision's S3D.
 
@@ -70,19 +74,7 @@ def convert_kylemin_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str,
     branch 0 holds directly rather than in a one-element sequence. Older checkpoints lack the batch-norm
     counters, which are then zero.
     """
-    converted = {}
-    for key, value in state_dict.items():
-        key = key.removeprefix("module.")
-        key = re.sub(r"^base\.", "features.", key)
-        key = re.sub(r"^fc\.0\.", "classifier.1.", key)
-        key = re.sub(r"\.branch0\.0\.", ".branch0.", key)
-        key = re.sub(r"\.conv_s\.", ".0.0.", key)
-        key = re.sub(r"\.bn_s\.", ".0.1.", key)
-        key = re.sub(r"\.conv_t\.", ".1.0.", key)
-        key = re.sub(r"\.bn_t\.", ".1.1.", key)
-        key = re.sub(r"\.conv\.", ".0.", key)
-        key = re.sub(r"\.bn\.", ".1.", key)
-        converted[key] = value
+    converted = renamed_keys(state_dict, _KYLEMIN_TO_TORCHVISION)
     for key in [key for key in converted if key.endswith(".running_var")]:
         converted.setdefault(key.removesuffix("running_var") + "num_batches_tracked", torch.tensor(0))
     return converted

@@ -43,6 +43,7 @@ from extractors.registry import FeatureType, register
 from extractors.transforms import FramePreprocessing
 from extractors.video_classifier import VideoClassifierExtractor
 from extractors.weights import Meta, Weights, WeightsTable, lively
+from io_utils.checkpoints import load_strictly, renamed_key
 from io_utils.errors import UsageError
 from io_utils.readers import FrameReader
 from io_utils.video_list import VideoJob
@@ -185,9 +186,7 @@ _CAFFE2_PREFIXES = [
 
 
 def caffe2_to_module_name(blob: str) -> str:
-    for pattern, replacement in _CAFFE2_PREFIXES:
-        blob = re.sub(pattern, replacement, blob)
-    return blob
+    return renamed_key(blob, _CAFFE2_PREFIXES)
 
 
 class _ArraysOnly(pickle.Unpickler):
@@ -299,10 +298,7 @@ class ExtractSlowFast(VideoClassifierExtractor):
     def load_model(self) -> tuple[nn.ModuleDict, FramePreprocessing]:
         network = SlowFastR50()
         path = Path(self.checkpoint_file())
-        try:
-            network.load_state_dict(slowfast_state_dict(path, network), strict=True)
-        except RuntimeError as error:
-            raise UsageError(f"{path}: not the SlowFast-R50 ({' '.join(str(error).split())[:500]})") from error
+        load_strictly(network, slowfast_state_dict(path, network), path, "the SlowFast-R50")
         head = network.head.projection
         network.head = nn.Module()  # the features are taken before the classifier
         self._fast_indices = hero_frame_indices(self.config.stack_size, 30.0)  # each video sets its own

@@ -20,24 +20,28 @@ renaming its own loader has been reported to miss, leaving zeros).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from extractors.models.hub_video import (HUB, WEIGHT_FILES, HubVideoExtractor, load_strictly,
-                                         processor_preprocessing, read_processor, read_tensors, repo_id)
+from extractors.models.hub_video import (HUB, WEIGHT_FILES, HubVideoExtractor, processor_preprocessing,
+                                         read_processor, repo_id)
 from extractors.predictions import kinetics400_labels
 from extractors.registry import FeatureType, register
 from extractors.transforms import FramePreprocessing
 from extractors.weights import Meta, Weights, WeightsTable
+from io_utils.checkpoints import load_strictly, read_state_dict, renamed_keys
 from io_utils.hub import snapshot_folder
 
 _PROCESSOR_FILE = "preprocessor_config.json"
+_WHAT = "the VideoMAE its config.json describes"
 # transformers v5's names for what the published files call q_bias / v_bias.
 _BIAS_NAMES = {".attention.attention.q_bias": ".attention.attention.query.bias",
                ".attention.attention.v_bias": ".attention.attention.value.bias"}
+_BIAS_RENAMES = [(re.escape(published) + "$", ours) for published, ours in _BIAS_NAMES.items()]
 # Keys of a pre-training checkpoint that are not the encoder (the pixel decoder).
 _DECODER_PREFIXES = ("decoder.", "encoder_to_decoder.", "mask_token")
 
@@ -110,12 +114,7 @@ class ExtractVideoMAE(HubVideoExtractor):
 
 def published_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a published file under transformers v5's names (``q_bias`` -> ``query.bias``)."""
-    def renamed(key: str) -> str:
-        for old, new in _BIAS_NAMES.items():
-            key = key.replace(old, new)
-        return key
-
-    return read_tensors(path, renamed)
+    return renamed_keys(read_state_dict(path, "VideoMAE weights"), _BIAS_RENAMES)
 
 
 def _strictly_loaded(configuration: Any, state_dict: dict[str, torch.Tensor], path: Path) -> nn.ModuleDict:
@@ -126,13 +125,13 @@ def _strictly_loaded(configuration: Any, state_dict: dict[str, torch.Tensor], pa
 
     if "classifier.weight" in state_dict:
         network = VideoMAEForVideoClassification(configuration)
-        load_strictly(network, state_dict, path, "VideoMAE")
+        load_strictly(network, state_dict, path, _WHAT)
         norm = network.fc_norm if network.fc_norm is not None else nn.Identity()
         return nn.ModuleDict({"backbone": MeanPooled(network.videomae, norm), "head": network.classifier})
     encoder = {key.removeprefix("videomae."): value for key, value in state_dict.items()
                if not key.startswith(_DECODER_PREFIXES)}
     network = VideoMAEModel(configuration)
-    load_strictly(network, encoder, path, "VideoMAE")
+    load_strictly(network, encoder, path, _WHAT)
     return nn.ModuleDict({"backbone": MeanPooled(network, nn.Identity())})
 
 

@@ -27,17 +27,18 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from extractors.models.hub_video import (HUB, HubVideoExtractor, load_strictly, processor_preprocessing,
-                                         read_processor, read_tensors, repo_id)
+from extractors.models.hub_video import HUB, HubVideoExtractor, processor_preprocessing, read_processor, repo_id
 from extractors.registry import FeatureType, register
 from extractors.transforms import FramePreprocessing
 from extractors.weights import Meta, Weights, WeightsTable, random_constants
 from io_utils.errors import UsageError
+from io_utils.checkpoints import load_strictly, read_state_dict
 from io_utils.hub import snapshot_folder
 
 # Vision transformer sizes of the released encoders: (hidden size, layers, heads, MLP ratio).
 _SIZES = {"L": (1024, 24, 16, 4.0), "H": (1280, 32, 16, 4.0), "g": (1408, 40, 22, 48 / 11)}
 _SSV2_CLASSES = 174
+_WHAT = "the V-JEPA 2 its config.json describes"
 # What a published file may hold besides the modules that are run.
 _PREDICTOR_PREFIXES = ("predictor.", "vjepa2.predictor.")
 
@@ -111,7 +112,7 @@ class ExtractVJEPA2(HubVideoExtractor):
                                       progress=not self.external_call)
         configuration = VJEPA2Config.from_json_file(files["config"])
         model = self.checked_for_show_pred(
-            _strictly_loaded(configuration, read_tensors(files["weights"]), files["weights"]), files["weights"])
+            _strictly_loaded(configuration, read_state_dict(files["weights"], _WHAT), files["weights"]), files["weights"])
         if "head" in model:
             self._class_names = [configuration.id2label[index] for index in range(configuration.num_labels)]
         return model, video_processor_preprocessing(read_processor(files["processor"], "VJEPA2VideoProcessor"))
@@ -147,7 +148,7 @@ def _strictly_loaded(configuration: Any, state_dict: dict[str, torch.Tensor], pa
                          f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''})")
     for prefix, module in parts.items():
         part = {key.removeprefix(prefix): value for key, value in state_dict.items() if key.startswith(prefix)}
-        load_strictly(module, part, path, "V-JEPA 2")
+        load_strictly(module, part, path, _WHAT)
     return nn.ModuleDict(model)
 
 
