@@ -19,6 +19,7 @@ from extractors.models.resnet import ExtractResNet
 from extractors.models.resnext3d import ExtractResNeXt3D
 from extractors.models.s3d import ExtractS3D
 from extractors.models.slowfast import ExtractSlowFast
+from extractors.models.timesformer import ExtractTimeSformer
 from extractors.models.timm_models import ExtractTimm
 from extractors.models.transformers_models import ExtractTransformers
 from extractors.models.vggish import ExtractVGGish
@@ -29,6 +30,6 @@ from extractors.windows import WindowExtractor
 
 __all__ = ["BaseExtractor", "FrameWiseExtractor", "WindowExtractor", "RunConfig", "resolve_config", "ExtractCLAP",
            "ExtractCLIP", "ExtractOpenCLIP", "ExtractFlow", "ExtractRAFT", "ExtractI3D", "ExtractR21D", "ExtractResNet",
-           "ExtractResNeXt3D", "ExtractS3D", "ExtractSlowFast", "ExtractSlowOnly", "ExtractTimm", "ExtractTransformers",
-           "ExtractTSN", "ExtractVGGish", "ExtractVideoMAE", "ExtractVJEPA2", "describe", "extractor_class",
-           "feature_types", "JointExtractor", "list_models"]
+           "ExtractResNeXt3D", "ExtractS3D", "ExtractSlowFast", "ExtractSlowOnly", "ExtractTimeSformer", "ExtractTimm",
+           "ExtractTransformers", "ExtractTSN", "ExtractVGGish", "ExtractVideoMAE", "ExtractVJEPA2", "describe",
+           "extractor_class", "feature_types", "JointExtractor", "list_models"]

@@ -24,6 +24,9 @@ from io_utils.errors import UsageError
 from io_utils.files import sha256_of
 
 
+HUB = "https://huggingface.co"  # where the hub publishes repositories (what Weights entries of its files name)
+
+
 def hub_cache() -> Path:
     from huggingface_hub.constants import HF_HUB_CACHE
 

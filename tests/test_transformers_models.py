@@ -207,3 +207,29 @@ def test_a_hub_id_is_found_in_the_weights_dir_and_recorded_with_its_hub_address(
     assert files["model.safetensors"] == "https://huggingface.co/someone/tiny-vivit/blob/main/model.safetensors"
     with pytest.raises(UsageError, match=r"someone/other is not in the Hugging Face cache .*\(HF_HUB_OFFLINE is set\)"):
         ExtractTransformers({**config, "model_name": "someone/other"})
+
+
+def test_a_named_entry_takes_its_repository_its_sampling_and_its_embedding(tmp_path):
+    """timesformer: facebook/timesformer-base-finetuned-k400 written with random weights as it is published, found
+    in --weights_dir; 8-frame windows at 30/32 fps; the classifier's input (the class token after the final norm)."""
+    from transformers import TimesformerForVideoClassification, VideoMAEImageProcessor
+
+    from extractors.catalog import write_random_weights
+    from extractors.models.timesformer import ExtractTimeSformer
+
+    written = write_random_weights("timesformer", tmp_path)
+    folder = written[0].parent
+    assert {path.name for path in written} == {"config.json", "model.safetensors", "preprocessor_config.json"}
+    extractor = ExtractTimeSformer(dict(feature_type="timesformer", cpu=True, weights_dir=str(tmp_path), views=1))
+    assert (extractor.config.stack_size, extractor.config.extraction_fps, extractor.config.weights) == (
+        8, 30 / 32, "k400_base")
+    features = extractor.extract(SAMPLE_19FPS)
+    with VideoReader(SAMPLE_19FPS) as video:
+        frames = [frame.rgb for frame in read_frames(video, 30 / 32)]
+    start = int((len(frames) - 8 + 1) / 2)  # --views 1: the middle window
+    model = TimesformerForVideoClassification.from_pretrained(folder).eval()
+    inputs = VideoMAEImageProcessor.from_pretrained(folder)(frames[start : start + 8], return_tensors="pt")
+    with torch.inference_mode():
+        expected = model.timesformer(**inputs).last_hidden_state[:, 0].numpy()
+    assert features["timesformer"].shape == (1, 768)
+    np.testing.assert_allclose(features["timesformer"], expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())

@@ -20,9 +20,8 @@ from extractors.transforms import FramePreprocessing
 from extractors.video_classifier import VideoClassifierExtractor
 from extractors.weights import Weights
 from io_utils.errors import UsageError
-from io_utils.hub import hub_file, hub_url
+from io_utils.hub import HUB, hub_file, hub_url
 
-HUB = "https://huggingface.co"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # PIL's resampling codes, as processor configurations store them.
 _RESAMPLE = {0: InterpolationMode.NEAREST, 2: InterpolationMode.BILINEAR, 3: InterpolationMode.BICUBIC}

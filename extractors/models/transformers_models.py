@@ -29,20 +29,21 @@ import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
-from extractors.base import (BATCH_SIZE, CHECKPOINT, DEFAULT_SAMPLING, EXTRACT_METHOD, MODEL_NAME, VIEWS,
+from extractors.base import (BATCH_SIZE, CHECKPOINT, DEFAULT_SAMPLING, EXTRACT_METHOD, MODEL_NAME, VIEWS, WEIGHTS,
                              BaseExtractor, FrameWiseExtractor, WeightsFile, sampled_frames)
 from extractors.models.audio_examples import TIMESTAMPS_FROM, AudioExampleExtractor, examples_rule
 from extractors.options import Option
-from extractors.registry import FeatureType, register
+from extractors.registry import FeatureType, feature_type, register
+from extractors.weights import Meta, Weights, random_constants
 from extractors.windows import EXTRACTION_FPS, PAD_LAST, STACK_SIZE, STEP_SIZE, WINDOW_OPTIONS, WindowExtractor
 from io_utils.errors import UsageError
-from io_utils.hub import RepositoryUnavailable, hub_repository, hub_url, snapshot_folder
+from io_utils.hub import HUB, RepositoryUnavailable, hub_repository, hub_url, snapshot_folder
 from io_utils.readers import Reader
 from io_utils.video_list import VideoJob
 
@@ -72,11 +73,12 @@ class Repository:
 
 
 def repository(config) -> Repository:
-    """The repository of a run (``--checkpoint FOLDER`` in place of ``--model_name``'s files), downloaded if it
-    is nowhere local."""
+    """The repository of a run: ``--model_name``'s, or a named entry's ``--weights`` (``--checkpoint FOLDER`` in
+    place of their files), downloaded if it is nowhere local."""
     checkpoint = config.value(CHECKPOINT)
-    return _repository(checkpoint or config.value(MODEL_NAME), config.weights_dir, bool(checkpoint),
-                       config.value(MODALITY))
+    weights = feature_type(config.feature_type).weights_for(config)
+    name = config.value(MODEL_NAME) or weights.url.removeprefix(f"{HUB}/")
+    return _repository(checkpoint or name, config.weights_dir, bool(checkpoint), config.value(MODALITY))
 
 
 def repository_if_found(config) -> Repository | None:
@@ -257,6 +259,8 @@ class ExtractTransformers(WindowExtractor, AudioExampleExtractor):
     or audio examples (:class:`AudioExampleExtractor`); the options of the others are refused."""
 
     key = "transformers"
+    default_embedding = "default"  # what --embedding default takes (a named entry may choose another)
+    entry_modality: str | None = None  # a named entry's, known before its files are
     options = (*WINDOW_OPTIONS, EXTRACT_METHOD, BATCH_SIZE, TIMESTAMPS_FROM, MODEL_NAME, CHECKPOINT, EMBEDDING,
                MODALITY)
     examples = {"model_name": "facebook/dinov3-vits16-pretrain-lvd1689m"}
@@ -265,19 +269,23 @@ class ExtractTransformers(WindowExtractor, AudioExampleExtractor):
     def option_defaults(cls, config, weights) -> dict[str, Any]:
         """Video: windows of the repository's frame count; image: one frame per second, as the frame-wise
         families; audio: the examples' default grid."""
+        defaults = BaseExtractor.option_defaults.__func__(cls, config, weights)  # a named entry's --weights
         found = repository_if_found(config)
-        if found is None:
-            return {}
-        if found.modality == "image":
+        modality = found.modality if found else cls.entry_modality
+        if modality is None:
+            return defaults
+        if modality == "image":
             unset = config.value(EXTRACT_METHOD) is None and not config.value(VIEWS)
-            return {"extract_method": DEFAULT_SAMPLING} if unset else {}
-        if found.modality == "audio":
-            return {}
-        stack_size = config.value(STACK_SIZE) or found.frames
+            return {**defaults, "extract_method": DEFAULT_SAMPLING} if unset else defaults
+        if modality == "audio":
+            return defaults
+        meta = weights.meta if weights is not None else Meta()
+        stack_size = config.value(STACK_SIZE) or (found and found.frames) or meta.stack_size
         if stack_size is None:
             raise UsageError(f"--model_name {config.value(MODEL_NAME)}: its files give no frame count per input; "
                              f"give --stack_size")
-        return {"stack_size": stack_size, "step_size": config.value(STEP_SIZE) or stack_size}
+        return {**defaults, "stack_size": stack_size, "step_size": config.value(STEP_SIZE) or stack_size,
+                "extraction_fps": config.value(EXTRACTION_FPS) or meta.fps}
 
     @classmethod
     def validate(cls, config, weights) -> None:
@@ -286,10 +294,10 @@ class ExtractTransformers(WindowExtractor, AudioExampleExtractor):
         found = repository_if_found(config)
         if found is None:
             return
-        for option in _NOT_READ[found.modality]:
+        for option in _NOT_READ[found.modality]:  # (a named entry declares only its modality's)
             if config.model_options.get(option.name) not in (None, False):
-                raise UsageError(f"--{option.name} is not read by transformers for {config.value(MODEL_NAME)}, a "
-                                 f"{found.modality} model")
+                raise UsageError(f"--{option.name} is not read by {config.feature_type} for "
+                                 f"{config.value(MODEL_NAME) or found.folder}, a {found.modality} model")
         if found.modality == "audio":
             AudioExampleExtractor.validate.__func__(cls, config, weights)
         choice = config.value(EMBEDDING)
@@ -300,13 +308,14 @@ class ExtractTransformers(WindowExtractor, AudioExampleExtractor):
     @classmethod
     def sampling_rule(cls, config) -> str:
         found = repository_if_found(config)
+        modality = found.modality if found else cls.entry_modality
+        if modality == "video":
+            return WindowExtractor.sampling_rule.__func__(cls, config)
+        if modality == "image":
+            return FrameWiseExtractor.sampling_rule.__func__(cls, config)
         if found is None:
             return ("by the repository's modality: video, windows of its frame count; image, frames as --extract_method "
                     "takes them (default fix_1); audio, examples of its feature extractor's length")
-        if found.modality == "video":
-            return WindowExtractor.sampling_rule.__func__(cls, config)
-        if found.modality == "image":
-            return FrameWiseExtractor.sampling_rule.__func__(cls, config)
         processor = load_processor(found.folder, "audio")
         seconds = example_samples(processor) / processor.sampling_rate
         return examples_rule(config, f"{seconds:g} s examples at {processor.sampling_rate} Hz", seconds)
@@ -352,13 +361,18 @@ class ExtractTransformers(WindowExtractor, AudioExampleExtractor):
         self.processor = load_processor(found.folder, found.modality)
         network = load_network(found.folder, found.architecture)
         self._embedding = _embedding_function(network, found)
-        if self._embedding is None or self.config.value(EMBEDDING) not in ("default", "pooled"):
+        if self._embedding is None or self._choice() not in ("default", "pooled"):
             self._embedding = None
             network = _encoder(network)
         if found.modality == "audio":
             self.sample_rate = self.processor.sampling_rate
             self.example_span = self.example_hop = example_samples(self.processor)
         return network, None
+
+    def _choice(self) -> str:
+        """``--embedding``, where ``default`` is a named entry's own choice."""
+        choice = self.config.value(EMBEDDING)
+        return self.default_embedding if choice == "default" else choice
 
     @property
     def inputs_per_batch(self) -> int:
@@ -405,7 +419,7 @@ class ExtractTransformers(WindowExtractor, AudioExampleExtractor):
             output = self._embedding(**_arguments(batch, self._embedding))
             return _one_vector(output if isinstance(output, torch.Tensor) else output.pooler_output)
         output = self.model(**_arguments(batch, self.model.forward))
-        choice = self.config.value(EMBEDDING)
+        choice = self._choice()
         pooled = getattr(output, "pooler_output", None)
         if choice == "pooled" or (choice == "default" and pooled is not None):
             if pooled is None:
@@ -468,4 +482,34 @@ def _first(processed: Any) -> dict[str, torch.Tensor]:
     return {key: value[0] for key, value in processed.items() if isinstance(value, torch.Tensor)}
 
 
+class TransformersEntry(ExtractTransformers):
+    """A named entry on this path: a feature type whose repositories are a :class:`WeightsTable` (``--weights``
+    chooses one), with the sampling of its model card (``Meta``: ``fps``, ``stack_size``; a frame count in the
+    repository's configuration comes first) and, where it is documented so, its own ``default_embedding``. Its
+    random weights are the network ``Weights.build`` makes, with the processor ``publishes_processor`` makes."""
+
+    options = (*WINDOW_OPTIONS, BATCH_SIZE, WEIGHTS, CHECKPOINT, EMBEDDING)  # a video entry's (image or audio
+    examples = {}  # entries would declare theirs)
+    entry_modality = "video"
+    publishes_processor: Callable[[], Any]
+
+    @classmethod
+    def write_random(cls, config, folder: Path, seed: int = 0) -> list[Path]:
+        """The repository of ``--weights`` with random weights, in the hub cache layout under ``folder``:
+        ``save_pretrained`` of the network and of the processor its publisher writes."""
+        weights = feature_type(config.feature_type).weights_for(config)
+        torch.manual_seed(seed)
+        destination = snapshot_folder(folder, weights.url.removeprefix(f"{HUB}/"))
+        with _quiet():
+            random_constants(weights.build()).save_pretrained(destination)
+            cls.publishes_processor().save_pretrained(destination)
+        return sorted(path for path in destination.iterdir() if path.is_file())
+
+
+def hub_entry(name: str, repository: str, build: Callable[[], nn.Module], **meta: Any) -> Weights:
+    """A hub repository of a named entry (``build``: its network, with random weights)."""
+    return Weights(name, f"{HUB}/{repository}", None, build, meta=Meta(**meta))
+
+
 register(FeatureType("transformers", ExtractTransformers))
+
