@@ -11,6 +11,7 @@ come as single sampled frames (:class:`FrameWiseExtractor`), consecutive frame p
 """
 from __future__ import annotations
 
+import abc
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -89,7 +90,7 @@ def sampling(config: RunConfig) -> SamplingMethod | None:
     return SamplingMethod("uni", Fraction(config.views)) if config.views else config.extract_method
 
 
-class BaseExtractor:
+class BaseExtractor(abc.ABC):
     """Turns one video into a dict of arrays: ``{main key: (N, ...), "fps": (), "timestamps_ms": (N,)}``.
 
     ``external_call=True`` is for use from Python: the library prints nothing of its own (no progress bar for
@@ -142,9 +143,9 @@ class BaseExtractor:
         Options it does not read at all are refused before this, from ``options``."""
 
     @classmethod
+    @abc.abstractmethod
     def sampling_rule(cls, config: RunConfig) -> str:
         """Which inputs a run takes, in words, for the manifest and ``--list_models``."""
-        raise NotImplementedError
 
     @classmethod
     def checkpoints(cls, config: RunConfig) -> list[tuple[Weights, str | None, str]]:
@@ -194,17 +195,17 @@ class BaseExtractor:
     def inputs_per_batch(self) -> int:
         return self.config.batch_size
 
+    @abc.abstractmethod
     def load_model(self) -> tuple[torch.nn.Module, FramePreprocessing | None]:
         """The network with its weights, and the preprocessing of one frame (None: ``preprocess`` is overridden)."""
-        raise NotImplementedError
 
     def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
         """One (H, W, 3) uint8 RGB frame -> one model input, on the CPU, with ``--crops``."""
         return self.transform(rgb, self.config.crops)
 
+    @abc.abstractmethod
     def forward(self, batch: Batch) -> torch.Tensor | dict[str, torch.Tensor]:
         """A batch of inputs, on ``self.device`` -> (B, ...) outputs of the main key, or a dict of them."""
-        raise NotImplementedError
 
     def open_reader(self, path: str | os.PathLike | Source) -> Reader:
         """What ``model_inputs`` reads a file with: its video stream (audio models read its audio); a folder of
@@ -213,18 +214,19 @@ class BaseExtractor:
             return FrameFolderReader(path, self.config.frames_fps)
         return VideoReader(path, limits=self.limits)
 
+    @abc.abstractmethod
     def model_inputs(self, video: FrameReader, job: VideoJob
                      ) -> Iterator[tuple[torch.Tensor | dict[str, torch.Tensor], float]]:
         """Inputs (a tensor, or a dict of tensors) with their timestamps (ms), in time order. ``job`` says where
         this video's outputs go (and so where an earlier run's are, for families that read them)."""
-        raise NotImplementedError
 
     def open_sink(self, paths: Mapping[str, Path]) -> Sink:
         """Where a video's outputs go, batch by batch, for ``--on_extraction`` (``paths``: the layout's)."""
         return open_sink(self.config.on_extraction, paths)
 
     def show_predictions(self, outputs: Mapping[str, np.ndarray], timestamps_ms: Sequence[float]) -> None:
-        """``--show_pred``: print what the model recognises in one batch (models that read ``show_pred``)."""
+        """``--show_pred``: print what the model recognises in one batch. Not abstract: only the families that
+        declare ``--show_pred`` give it (the option is refused for the others, so this is never reached)."""
         raise NotImplementedError
 
     def video_job(self, path: str | os.PathLike | Source) -> VideoJob:

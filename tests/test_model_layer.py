@@ -3,6 +3,7 @@ extract is listed from the registry; the generated reference equals the registry
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import sys
 
@@ -96,6 +97,7 @@ def test_every_family_is_exported_and_listed_in_the_contributors_layout():
     missing = sorted(family.__name__ for family in families if getattr(extractors, family.__name__, None) is not family)
     assert not missing, f"extractors/__init__.py does not export {missing}"
     assert all(family.__name__ in extractors.__all__ for family in families)
+    assert [family.__name__ for family in families if inspect.isabstract(family)] == []  # every hook is given
     layout = (REPO / "docs" / "contributing" / "index.md").read_text()
     modules = sorted(path.name for path in (REPO / "extractors" / "models").glob("*.py") if path.name != "__init__.py")
     assert [name for name in modules if f"`{name}`" not in layout] == []

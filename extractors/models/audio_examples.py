@@ -14,6 +14,7 @@ input (:meth:`AudioExampleExtractor.example_input`), told which of them lie with
 """
 from __future__ import annotations
 
+import abc
 import itertools
 import os
 from fractions import Fraction
@@ -107,10 +108,10 @@ class AudioExampleExtractor(BaseExtractor):
     def open_reader(self, path: str | os.PathLike) -> AudioReader:
         return AudioReader(path, self.sample_rate, verbose=self.config.verbose, limits=self.limits)
 
+    @abc.abstractmethod
     def example_input(self, samples: np.ndarray, present: slice) -> torch.Tensor:
         """The model's input for one example: its ``example_span`` samples (zeros outside the track) and which
         of them lie within the track."""
-        raise NotImplementedError
 
     def model_inputs(self, audio: AudioReader, job: VideoJob) -> Iterator[tuple[torch.Tensor, float]]:
         chunks = audio.chunks()

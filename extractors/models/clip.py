@@ -16,6 +16,7 @@ matching architecture from its tensor shapes, load it.
 """
 from __future__ import annotations
 
+import abc
 import contextlib
 import difflib
 import json
@@ -162,9 +163,9 @@ class ImageTextExtractor(FrameWiseExtractor):
                     setattr(model, name, None)
         return model
 
+    @abc.abstractmethod
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         """Token ids of ``texts``, with the model's own tokenizer."""
-        raise NotImplementedError
 
     def show_predictions(self, outputs: Mapping[str, np.ndarray], timestamps_ms: Sequence[float]) -> None:
         """Top-5 zero-shot classes per frame, over ``--pred_texts`` or "a photo of {Kinetics-400 label}", scored

@@ -8,6 +8,7 @@ older ones) and the processor configuration (the preprocessing). The three are f
 """
 from __future__ import annotations
 
+import abc
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +62,9 @@ class HubVideoExtractor(VideoClassifierExtractor):
         return cls.write_random_repository(cls._weights(config), folder, seed)
 
     @classmethod
+    @abc.abstractmethod
     def write_random_repository(cls, weights: Weights, cache: Path, seed: int) -> list[Path]:
-        raise NotImplementedError
+        """The repository of ``weights`` with random weights, in the hub cache layout under ``cache``."""
 
     @staticmethod
     def _weights(config) -> Weights:

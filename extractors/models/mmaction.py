@@ -20,6 +20,7 @@ as they are.
 """
 from __future__ import annotations
 
+import abc
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -271,9 +272,9 @@ class MMActionExtractor(HeadPredictions, BaseExtractor):
                 if not uses[index]:
                     del held[index]
 
+    @abc.abstractmethod
     def clip_input(self, inputs: list[torch.Tensor]) -> torch.Tensor:
         """One clip's input from its frames' preprocessed forms."""
-        raise NotImplementedError
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         return self.model["backbone"](batch)
