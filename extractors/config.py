@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping
 
 from extractors.options import Option, OptionValues, Section, non_negative_float, positive_float, positive_int
 from extractors.presets import preset
-from extractors.registry import declared_options, feature_type, feature_types, known_options
+from extractors.registry import declared_options, feature_type, feature_types, known_options, reserve_run_options
 from io_utils.checkpoints import WEIGHTS_DIR_ENV
 from io_utils.errors import UsageError
 from io_utils.limits import InputLimits, parse_limit
@@ -135,20 +135,11 @@ class RunConfig:
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> RunConfig:
-        """Options by name, each converted and checked as the command line would (strings parsed, sequences made
-        tuples); an unknown name, an option the feature type does not read or a bad value is a
-        :class:`UsageError` naming the option."""
-        unknown = sorted(name for name in options if name not in RUN_OPTIONS and name not in known_options())
-        if unknown:
-            raise UsageError(f"unknown option {unknown[0]!r}")
-        if options.get("preset") and options.get("from_manifest"):
-            raise UsageError("--preset and --from_manifest both give a whole configuration; give one")
-        recipe: Mapping[str, Any] = {}
-        if options.get("preset"):
-            recipe = preset(options["preset"]).options
-        if options.get("from_manifest"):
-            recipe = recorded_options(options["from_manifest"])
-        values = {**recipe, **options}
+        """Options by name (a recipe's already resolved: :func:`with_recipe`), each converted and checked as the
+        command line would (strings parsed, sequences made tuples); an unknown name, an option the feature type
+        does not read or a bad value is a :class:`UsageError` naming the option."""
+        values = dict(options)
+        _refuse_unknown(values)
         if values.get("feature_type") is None:
             raise UsageError("--feature_type is required (or --preset NAME, or --from_manifest FILE)")
         shared = {name: RUN_OPTIONS[name].converted(value) for name, value in values.items() if name in RUN_OPTIONS}
@@ -186,6 +177,26 @@ class RunConfig:
                 "device_type": "cpu" if self.cpu else "cuda"}
 
 
+def with_recipe(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` over the recipe they name (``--preset``, ``--from_manifest``): a recipe is options, resolved
+    before the configuration is built from them. Unknown names are refused first."""
+    _refuse_unknown(options)
+    if options.get("preset") and options.get("from_manifest"):
+        raise UsageError("--preset and --from_manifest both give a whole configuration; give one")
+    recipe: Mapping[str, Any] = {}
+    if options.get("preset"):
+        recipe = preset(options["preset"]).options
+    if options.get("from_manifest"):
+        recipe = recorded_options(options["from_manifest"])
+    return {**recipe, **options}
+
+
+def _refuse_unknown(options: Mapping[str, Any]) -> None:
+    unknown = sorted(name for name in options if name not in RUN_OPTIONS and name not in known_options())
+    if unknown:
+        raise UsageError(f"unknown option {unknown[0]!r}")
+
+
 def run_options() -> dict[str, Option]:
     """The options of every run, from :class:`RunConfig`'s fields."""
     return {spec.name: Option(spec.name, spec.default, **spec.metadata) for spec in fields(RunConfig)
@@ -193,6 +204,7 @@ def run_options() -> dict[str, Option]:
 
 
 RUN_OPTIONS = run_options()
+reserve_run_options(RUN_OPTIONS)
 
 
 def _model_values(name: str, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -237,7 +249,7 @@ def _jsonable(value: Any) -> Any:
 
 def resolve_config(options: RunConfig | Mapping[str, Any]) -> RunConfig:
     """The complete configuration of a run of one feature type (see the module's docstring). Idempotent."""
-    config = options if isinstance(options, RunConfig) else RunConfig.from_options(options)
+    config = options if isinstance(options, RunConfig) else RunConfig.from_options(with_recipe(options))
     spec = feature_type(config.feature_type)
     family = spec.extractor
     declared = declared_options(family)

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Protocol
+from typing import Any, Iterable, Mapping, Protocol
 
 from extractors.options import Option
 from extractors.weights import Weights, WeightsTable
 from io_utils.errors import UsageError
 
-if TYPE_CHECKING:
-    from extractors.config import RunConfig
+RunConfig = Any  # extractors.config.RunConfig: the configuration imports this module, never the reverse
+_RUN_OPTIONS: set[str] = set()  # the options of every run, which no family may declare (set by the configuration)
 
 
 class Family(Protocol):
@@ -88,11 +88,9 @@ def _check_declarations(spec: FeatureType) -> None:
     repeated = {name for name in names if names.count(name) > 1}
     if repeated:
         raise ValueError(f"{spec.name}: options declared twice: {', '.join(sorted(repeated))}")
-    from extractors.config import RUN_OPTIONS  # (imported here: the configuration imports this module)
-
     known = {option.name: option for option in declared_everywhere()}
     for option in spec.extractor.options:
-        if option.name in RUN_OPTIONS or any(former in RUN_OPTIONS for former in option.former):
+        if option.name in _RUN_OPTIONS or any(former in _RUN_OPTIONS for former in option.former):
             raise ValueError(f"{spec.name}: --{option.name} is an option of every run")
         if option.name in known and not option.same_as(known[option.name]):
             raise ValueError(f"{spec.name}: --{option.name} differs from its declaration by another family")
@@ -100,6 +98,14 @@ def _check_declarations(spec: FeatureType) -> None:
             if not _parsed_alike(option, known[former]):
                 raise ValueError(f"{spec.name}: --{former} would parse as another family's option, not as "
                                  f"--{option.name}")
+
+
+def reserve_run_options(names: Iterable[str]) -> None:
+    """The options of every run, which the configuration declares: no family may declare one (checked for the
+    families registered already, and for each one registered later)."""
+    _RUN_OPTIONS.update(names)
+    for spec in _FEATURE_TYPES.values():
+        _check_declarations(spec)
 
 
 def _parsed_alike(option: Option, other: Option) -> bool:

@@ -77,6 +77,16 @@ def test_a_run_of_the_family_records_its_option_and_gives_its_features(toy, tmp_
                       str(out)]) == 1  # a folder holds one configuration: refused, naming the difference
 
 
+def test_a_family_may_not_declare_an_option_of_every_run(toy):
+    from extractors.options import Option
+
+    class Clash(toy.ExtractToy):
+        options = (*toy.ExtractToy.options, Option("output_path", None, "where", "out"))
+
+    with pytest.raises(ValueError, match="clash: --output_path is an option of every run"):
+        registry.register(registry.FeatureType("clash", Clash))
+
+
 def test_the_generated_reference_equals_the_registry():
     pages = reference_pages()
     folder = REPO / "docs" / "reference"
