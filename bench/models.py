@@ -28,8 +28,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench.flow import median_seconds  # noqa: E402
 from extractors import WindowExtractor, extractor_class, feature_types  # noqa: E402
+from extractors.base import VIEWS  # noqa: E402
 from extractors.catalog import write_random_weights  # noqa: E402
 from extractors.models.mmaction import MMActionExtractor  # noqa: E402
+from extractors.windows import STACK_SIZE  # noqa: E402
 
 DEFAULT_TYPES = ("resnet50", "resnet152", "r21d", "s3d", "resnext101_3d", "tsn", "slowonly")
 
@@ -41,7 +43,7 @@ def input_shape(extractor) -> tuple[int, ...]:
     if isinstance(extractor, MMActionExtractor):
         return tuple(extractor.clip_input([torch.empty(frame)] * extractor.weights.meta.stack_size).shape)
     if isinstance(extractor, WindowExtractor):  # what window_input makes of a window (SlowFast keeps 32 of 60)
-        size = extractor.config.stack_size
+        size = extractor.config[STACK_SIZE]
         return tuple(extractor.window_input(list(range(size)), [], [torch.empty(frame)] * size).shape)
     return frame
 
@@ -49,7 +51,7 @@ def input_shape(extractor) -> tuple[int, ...]:
 def batch_size(extractor) -> int:
     """The inputs of one forward pass in a default run: MMAction2's clips of a video go through together."""
     if isinstance(extractor, MMActionExtractor):
-        return min(extractor.inputs_per_batch, extractor.config.views)
+        return min(extractor.inputs_per_batch, extractor.config[VIEWS])
     return extractor.inputs_per_batch
 
 

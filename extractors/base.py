@@ -26,7 +26,7 @@ from extractors.devices import default_device
 from extractors.options import Option, Section, positive_int
 from extractors.predictions import SHOW_PRED
 from extractors.prefetch import Batch, Prefetcher, batches, pinned, to_device
-from extractors.registry import feature_type
+from extractors.registry import ModelDocs, feature_type
 from extractors.transforms import CROPS, PREPROCESS_ON_DEVICE, FramePreprocessing
 from extractors.weights import Weights
 from io_utils.activity import ACTIVITY, MODEL
@@ -87,7 +87,7 @@ class WeightsFile:
 
 def sampling(config: RunConfig) -> SamplingMethod | None:
     """Which frames to take: ``--views N`` is ``uni_N``, else ``--extract_method`` (None: the model's own)."""
-    return SamplingMethod("uni", Fraction(config.views)) if config.views else config.extract_method
+    return SamplingMethod("uni", Fraction(config[VIEWS])) if config[VIEWS] else config[EXTRACT_METHOD]
 
 
 class BaseExtractor(abc.ABC):
@@ -106,6 +106,7 @@ class BaseExtractor(abc.ABC):
     crops_inside_forward: bool = False  # inputs are whole frames; ``forward`` returns (B * crops, ...) rows
     # option values for a runnable example of this family, where an option's own example is another family's
     examples: Mapping[str, Any] = {}
+    docs: ModelDocs | None = None  # its row in the generated model tables
 
     def __init__(self, config: RunConfig | Mapping[str, Any], external_call: bool = False,
                  device: str | torch.device | None = None, layout: OutputLayout | None = None):
@@ -123,7 +124,7 @@ class BaseExtractor(abc.ABC):
         model, self.transform = self.load_model()
         self.model = model.to(self.device).eval()
         self._fitting_inputs: int | None = None  # inputs per forward that fit after running out of memory
-        self._on_device = self.config.value(PREPROCESS_ON_DEVICE)  # declared by families of FramePreprocessing
+        self._on_device = self.config[PREPROCESS_ON_DEVICE]  # declared by families of FramePreprocessing
         self._copy_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
 
     @classmethod
@@ -152,7 +153,7 @@ class BaseExtractor(abc.ABC):
         """The published checkpoints a run loads, each with the local file given instead (or None) and the
         option that gives it; by default the entry of ``--weights`` and ``--checkpoint``."""
         weights = feature_type(config.feature_type).weights_for(config)
-        return [(weights, config.value(CHECKPOINT), "checkpoint")] if weights is not None else []
+        return [(weights, config[CHECKPOINT], "checkpoint")] if weights is not None else []
 
     @classmethod
     def weights_files(cls, config: RunConfig) -> list[WeightsFile]:
@@ -188,12 +189,12 @@ class BaseExtractor(abc.ABC):
         """The file to load: ``local`` (by default ``--checkpoint``), else the published ``weights`` (by default
         this extractor's) looked up or downloaded."""
         if weights is None:
-            weights, local = self.weights, self.config.value(CHECKPOINT)
+            weights, local = self.weights, self.config[CHECKPOINT]
         return checkpoint_path(weights, local, option, self.config.weights_dir, progress=not self.external_call)
 
     @property
     def inputs_per_batch(self) -> int:
-        return self.config.batch_size
+        return self.config[BATCH_SIZE]
 
     @abc.abstractmethod
     def load_model(self) -> tuple[torch.nn.Module, FramePreprocessing | None]:
@@ -201,7 +202,7 @@ class BaseExtractor(abc.ABC):
 
     def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
         """One (H, W, 3) uint8 RGB frame -> one model input, on the CPU, with ``--crops``."""
-        return self.transform(rgb, self.config.crops)
+        return self.transform(rgb, self.config[CROPS])
 
     @abc.abstractmethod
     def forward(self, batch: Batch) -> torch.Tensor | dict[str, torch.Tensor]:
@@ -290,11 +291,11 @@ class BaseExtractor(abc.ABC):
         ``--preprocess_on_device``, resized, cropped and normalised there too). The tensors are marked as used
         by the model's stream, so that their memory is not reused while the model still reads it."""
         if self._copy_stream is None:
-            return self.transform.batch(batch, self.config.value(CROPS)) if self._on_device else batch
+            return self.transform.batch(batch, self.config[CROPS]) if self._on_device else batch
         with torch.cuda.stream(self._copy_stream):
             moved = to_device(pinned(batch), self.device)
             if self._on_device:
-                moved = self.transform.batch(moved, self.config.value(CROPS))
+                moved = self.transform.batch(moved, self.config[CROPS])
         self._copy_stream.synchronize()
         model_stream = torch.cuda.default_stream(self.device)
         for tensor in (moved.values() if isinstance(moved, dict) else [moved]):
@@ -302,11 +303,11 @@ class BaseExtractor(abc.ABC):
         return moved
 
     def _run_batch(self, inputs: Batch, timestamps_ms: list[float]) -> tuple[dict[str, np.ndarray], list[float]]:
-        crops = self.config.value(CROPS)
+        crops = self.config[CROPS]
         if crops > 1 and not self.crops_inside_forward:  # (B, crops, ...): the crops are more inputs
             inputs = inputs.flatten(0, 1)
         arrays = self._forward_fitting(inputs)
-        if self.config.value(SHOW_PRED):
+        if self.config[SHOW_PRED]:
             self.show_predictions(arrays, [time for time in timestamps_ms for _ in range(crops)])
         if crops > 1:
             arrays = {key: value.reshape(len(timestamps_ms), crops, *value.shape[1:]) for key, value in arrays.items()}
@@ -357,8 +358,8 @@ class ModelFeed:
     def __init__(self, extractor: BaseExtractor, sink_of: Callable[[Any], Sink]):
         self._extractor, self._sink_of = extractor, sink_of
         config = extractor.config
-        self._finish = FinishingSink.wrapper(config.value(POOL), config.value(L2_NORMALIZE), config.value(DTYPE),
-                                             config.value(CROPS))
+        self._finish = FinishingSink.wrapper(config[POOL], config[L2_NORMALIZE], config[DTYPE],
+                                             config[CROPS])
         self._sink: Sink | None = None
         self.failed: Exception | None = None
 
@@ -418,14 +419,14 @@ class FrameWiseExtractor(BaseExtractor):
     def option_defaults(cls, config: RunConfig, weights: Weights | None) -> dict[str, Any]:
         """One frame per second, unless ``--views`` samples."""
         defaults = super().option_defaults(config, weights)
-        if config.extract_method is None and not config.views:
+        if config[EXTRACT_METHOD] is None and not config[VIEWS]:
             defaults["extract_method"] = DEFAULT_SAMPLING
         return defaults
 
     @classmethod
     def validate(cls, config: RunConfig, weights: Weights | None) -> None:
         super().validate(config, weights)
-        if config.views and config.extract_method is not None:
+        if config[VIEWS] and config[EXTRACT_METHOD] is not None:
             raise UsageError("--views N takes N frames spread over the video: give it or --extract_method, not both")
 
     @classmethod

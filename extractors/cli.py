@@ -15,8 +15,8 @@ import argparse
 from pathlib import Path
 from typing import Any, Callable
 
-from extractors.catalog import (collapsed, models_listing, presets_listing, reference_pages, shown, weights_line,
-                                write_random_weights)
+from extractors.catalog import (MODEL_TABLES, REPOSITORY, collapsed, models_listing, presets_listing, reference_pages,
+                                shown, weights_line, with_model_table, write_random_weights)
 from extractors.config import RUN_OPTIONS, output_layout, resolve_config
 from extractors.options import Option, Section
 from extractors.registry import declared_everywhere, feature_types, former_spellings, readers
@@ -207,7 +207,8 @@ def random_weights_command(argv: list[str]) -> int:
 
 
 def reference_command(argv: list[str]) -> int:
-    """``main.py reference FOLDER``: the generated reference pages (options, feature types, weights, presets)."""
+    """``main.py reference FOLDER``: the generated reference pages (options, feature types, weights, presets), and
+    the model tables of the README and of ``docs/models/index.md``."""
     parser = argparse.ArgumentParser(prog="main.py reference", description="Write the reference pages of the "
                                      "documentation, generated from the registry, into FOLDER (docs/reference).")
     parser.add_argument("folder", type=Path, metavar="FOLDER")
@@ -216,6 +217,11 @@ def reference_command(argv: list[str]) -> int:
     for name, text in reference_pages().items():
         atomic_write(folder / name, lambda handle, text=text: handle.write(text.encode()))
         print(folder / name)
+    for name, pages in MODEL_TABLES.items():  # the model tables of the README and the models index
+        path = REPOSITORY / name
+        text = with_model_table(path.read_text(), pages)
+        atomic_write(path, lambda handle, text=text: handle.write(text.encode()))
+        print(path)
     return 0
 
 

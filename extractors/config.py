@@ -3,8 +3,8 @@ from the command line and from Python.
 
 :class:`RunConfig`'s fields are the options every run shares: where the videos come from, the devices, where the
 outputs go. A feature type's own options (its sampling, windows, crops, weights, flow network...) are declared by
-its family's module and the engine (``extractors/options.py``) and held in ``model_options``; they read as
-attributes (``config.stack_size``) for the feature types that declare them.
+its family's module and the engine (``extractors/options.py``) and held in ``model_options``; they are read one
+way, by their declaration: ``config[STACK_SIZE]`` (so every reader of an option is found by its name).
 
 ``main.py`` parses the command line into the options the user typed (the parser is generated from these
 declarations, in ``extractors/cli.py``); the Python API takes a dict. Both go through :func:`resolve_config`,
@@ -126,12 +126,6 @@ class RunConfig:
     # the feature type's own options, declared by its family (see the module's docstring)
     model_options: OptionValues = field(default_factory=OptionValues, repr=False)
 
-    def __getattr__(self, name: str) -> Any:
-        """A model option of this feature type, as an attribute (only called when no field has the name)."""
-        values = self.__dict__.get("model_options")
-        if values is not None and name in values:
-            return values[name]
-        raise AttributeError(f"{self.__dict__.get('feature_type')} reads no option {name!r}")
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> RunConfig:
@@ -147,9 +141,9 @@ class RunConfig:
                                                        if name not in RUN_OPTIONS})
         return cls(**shared, model_options=OptionValues(model))
 
-    def value(self, option: Option) -> Any:
-        """``option``'s value, or its default for a feature type that does not read it (for the engine, which
-        serves every feature type)."""
+    def __getitem__(self, option: Option) -> Any:
+        """The value of a feature type's own option (``config[STACK_SIZE]``), or the option's default for a
+        feature type that does not read it (for the engine, which serves every feature type)."""
         return self.model_options.get(option.name, option.default)
 
     def with_options(self, **values: Any) -> RunConfig:

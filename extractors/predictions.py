@@ -46,7 +46,7 @@ class HeadPredictions:
     @classmethod
     def validate(cls, config, weights) -> None:
         super().validate(config, weights)
-        if config.show_pred and not cls.names_classes(weights):
+        if config[SHOW_PRED] and not cls.names_classes(weights):
             raise UsageError(f"--show_pred: the classes of {config.feature_type} {weights.name} have no published names")
 
     @classmethod

@@ -22,6 +22,19 @@ RunConfig = Any  # extractors.config.RunConfig: the configuration imports this m
 _RUN_OPTIONS: set[str] = set()  # the options of every run, which no family may declare (set by the configuration)
 
 
+@dataclass(frozen=True)
+class ModelDocs:
+    """What the model tables of the README and of ``docs/models/index.md`` say of a family (they are generated
+    from these, by ``python main.py reference docs/reference``): its page's title and file under
+    ``docs/models/``, one line of what it extracts, its inputs, and its output key with its dimension."""
+
+    title: str
+    page: str
+    summary: str
+    inputs: str
+    outputs: str
+
+
 class Family(Protocol):
     """The static description of a model family, given by its extractor class (class attributes and class
     methods; see ``extractors/base.py`` for what each means)."""
@@ -31,6 +44,7 @@ class Family(Protocol):
     writes_flow: bool
     input_extensions: frozenset[str]
     examples: Mapping[str, Any]
+    docs: ModelDocs | None
 
     def feature_keys(self, config: RunConfig) -> list[str]: ...
     def option_defaults(self, config: RunConfig, weights: Weights | None) -> dict[str, Any]: ...

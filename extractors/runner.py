@@ -14,7 +14,7 @@ from typing import Any, Iterator, Mapping
 
 from tqdm import tqdm
 
-from extractors.base import POOL
+from extractors.base import DTYPE, POOL
 from extractors.config import RunConfig, joint_configs, resolve_config
 from extractors.devices import worker_devices
 from extractors.pool import LocalPoolExecutor
@@ -179,11 +179,11 @@ def _open_manifest(extraction: Extraction, layout: OutputLayout, existing: Mappi
 
 def _device(config: RunConfig) -> dict[str, Any]:
     if config.cpu:
-        return {"type": "cpu", "saved_dtype": config.dtype}
+        return {"type": "cpu", "saved_dtype": config[DTYPE]}
     import torch
 
     names = [torch.cuda.get_device_name(index) for index in config.device_ids] if torch.cuda.is_available() else []
-    return {"type": "cuda", "names": names, "saved_dtype": config.dtype}
+    return {"type": "cuda", "names": names, "saved_dtype": config[DTYPE]}
 
 
 def _executor(config: RunConfig) -> Executor:
@@ -259,7 +259,7 @@ def _collect(config: RunConfig, layout: OutputLayout, jobs: list[VideoJob]) -> N
     """``--collect_pickle``: the main features of every video of the list, in its order (repeats repeated), in one
     pickle."""
     paths = [layout.paths(job)[layout.main_key] for job in jobs]
-    missing = collect_pickle(paths, Path(config.collect_pickle), squeeze_single_row=config.value(POOL) == "mean")
+    missing = collect_pickle(paths, Path(config.collect_pickle), squeeze_single_row=config[POOL] == "mean")
     note = f", {len(missing)} without features (None in their place)" if missing else ""
     print(f"collected {len(paths) - len(missing)} videos into {config.collect_pickle}{note}", file=sys.stderr)
 

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Iterator, Sequence, TypeVar
 
 import torch
 
-from extractors.base import FEATURE_OPTIONS, BaseExtractor
+from extractors.base import FEATURE_OPTIONS, VIEWS, BaseExtractor
 from extractors.config import RunConfig
 from extractors.options import Option, Section, positive_float, positive_int
 from extractors.weights import Weights
@@ -48,30 +48,30 @@ class WindowExtractor(BaseExtractor):
     @classmethod
     def option_defaults(cls, config: RunConfig, weights: Weights | None) -> dict[str, Any]:
         meta = weights.meta
-        stack_size = config.stack_size or meta.stack_size
+        stack_size = config[STACK_SIZE] or meta.stack_size
         return {**super().option_defaults(config, weights), "stack_size": stack_size,
-                "step_size": config.step_size or meta.step_size or stack_size,
-                "extraction_fps": config.extraction_fps or meta.fps}
+                "step_size": config[STEP_SIZE] or meta.step_size or stack_size,
+                "extraction_fps": config[EXTRACTION_FPS] or meta.fps}
 
     @classmethod
     def validate(cls, config: RunConfig, weights: Weights | None) -> None:
         super().validate(config, weights)
         minimum = weights.meta.min_stack_size
-        if config.stack_size < minimum:
-            raise UsageError(f"--stack_size {config.stack_size}: {config.feature_type} needs at least {minimum} "
+        if config[STACK_SIZE] < minimum:
+            raise UsageError(f"--stack_size {config[STACK_SIZE]}: {config.feature_type} needs at least {minimum} "
                              "frames per window")
 
     @classmethod
     def sampling_rule(cls, config: RunConfig) -> str:
-        frames = frames_read(config.extraction_fps)
-        if config.views:
-            return f"{config.views} windows of {config.stack_size} spread uniformly over {frames}"
-        padded = ", the last padded by repeating its last frame" if config.pad_last else ""
-        return f"windows of {config.stack_size} frames every {config.step_size} among {frames}{padded}"
+        frames = frames_read(config[EXTRACTION_FPS])
+        if config[VIEWS]:
+            return f"{config[VIEWS]} windows of {config[STACK_SIZE]} spread uniformly over {frames}"
+        padded = ", the last padded by repeating its last frame" if config[PAD_LAST] else ""
+        return f"windows of {config[STACK_SIZE]} frames every {config[STEP_SIZE]} among {frames}{padded}"
 
     @property
     def window_size(self) -> int:
-        return self.config.stack_size
+        return self.config[STACK_SIZE]
 
     @property
     def inputs_per_batch(self) -> int:
@@ -92,12 +92,12 @@ class WindowExtractor(BaseExtractor):
 
     def model_inputs(self, video: FrameReader, job: VideoJob
                      ) -> Iterator[tuple[torch.Tensor | dict[str, torch.Tensor], float]]:
-        if self.config.views:
+        if self.config[VIEWS]:
             windows = self._uniform_windows(video)
         else:
-            taken = enumerate(read_frames(video, self.config.extraction_fps))
+            taken = enumerate(read_frames(video, self.config[EXTRACTION_FPS]))
             items = ((index, frame, self.preprocess(frame.rgb)) for index, frame in taken)
-            windows = sliding_windows(items, self.window_size, self.config.step_size, pad_last=self.config.pad_last)
+            windows = sliding_windows(items, self.window_size, self.config[STEP_SIZE], pad_last=self.config[PAD_LAST])
         count = 0
         for window, real in windows:
             count += 1
@@ -109,14 +109,14 @@ class WindowExtractor(BaseExtractor):
 
     def _uniform_windows(self, video: FrameReader) -> Iterator[tuple[list, int]]:
         """``--views`` windows over the frames at ``--extraction_fps`` (default: the video's average rate)."""
-        fps = self.config.extraction_fps or video.fps
+        fps = self.config[EXTRACTION_FPS] or video.fps
         if not fps:
             raise VideoError("the video declares no frame rate; give --extraction_fps with --views")
         targets = _fixed_rate_targets(video, fps)
         size = self.window_size
-        if len(targets) < size and not self.config.pad_last:
+        if len(targets) < size and not self.config[PAD_LAST]:
             return iter(())
-        starts = uniform_window_starts(len(targets), size, self.config.views)
+        starts = uniform_window_starts(len(targets), size, self.config[VIEWS])
         needed = sorted({index for start in starts for index in range(start, min(start + size, len(targets)))})
         frames = video.read_at([targets[index] for index in needed])
         items = ((index, frame, self.preprocess(frame.rgb)) for index, frame in zip(needed, frames))

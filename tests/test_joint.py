@@ -189,8 +189,11 @@ def test_combinations_that_cannot_run_are_refused_up_front(options, message):
 def test_an_option_goes_to_the_types_that_read_it_and_per_type_to_one():
     resnet, resnext = joint_configs({"feature_type": list(HOWTO100M_PAIR), "extract_method": "uni_5",
                                      "dtype": "float16", "resnext101_3d:step_size": 8})
-    assert str(resnet.extract_method) == "uni_5" and resnet.dtype == "float16" and resnext.dtype == "float16"
-    assert resnext.step_size == 8 and resnext.stack_size == 16 and "extract_method" not in resnext.model_options
+    resnet_options, resnext_options = resnet.model_options, resnext.model_options
+    assert str(resnet_options["extract_method"]) == "uni_5"
+    assert resnet_options["dtype"] == resnext_options["dtype"] == "float16"
+    assert (resnext_options["step_size"], resnext_options["stack_size"]) == (8, 16)
+    assert "extract_method" not in resnext_options
 
 
 def test_per_type_switches_and_lists_parse_as_on_the_command_line():
@@ -198,7 +201,8 @@ def test_per_type_switches_and_lists_parse_as_on_the_command_line():
                              "resnet18:l2_normalize=false", "i3d:l2_normalize=true", "i3d:streams=rgb,flow"])
     assert options["resnet18:l2_normalize"] is False and options["i3d:l2_normalize"] is True
     i3d, resnet = joint_configs(options)
-    assert i3d.streams == ("rgb", "flow") and i3d.l2_normalize and not resnet.l2_normalize
+    assert i3d.model_options["streams"] == ("rgb", "flow")
+    assert i3d.model_options["l2_normalize"] and not resnet.model_options["l2_normalize"]
 
 
 def test_the_command_line_takes_per_type_options(weights, tmp_path):

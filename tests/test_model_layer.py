@@ -15,7 +15,7 @@ import torch
 
 import main
 from extractors import describe, list_models, registry
-from extractors.catalog import reference_pages
+from extractors.catalog import MODEL_TABLES, reference_pages, with_model_table
 from extractors.cli import build_parser
 from extractors.config import resolve_config
 from extractors.models.clip import ExtractCLIP
@@ -93,6 +93,11 @@ def test_the_generated_reference_equals_the_registry():
     for name, text in pages.items():
         assert (folder / name).read_text() == text, f"docs/reference/{name} is out of date: run " \
                                                     "`python main.py reference docs/reference`"
+    for name, links in MODEL_TABLES.items():
+        text = (REPO / name).read_text()
+        assert with_model_table(text, links) == text, f"the model table of {name} is out of date: run " \
+                                                      "`python main.py reference docs/reference`"
+    assert "| `timesformer` | TimeSformer (Kinetics-400)" in (REPO / "README.md").read_text()
     options = pages["options.md"]
     for name in ("--stack_size", "--raft_weights", "--weights_dir"):
         assert f"### `{name}" in options

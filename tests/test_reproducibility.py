@@ -128,9 +128,8 @@ def test_from_manifest_reproduces_bit_identical_features(weights, tmp_path):
 def test_every_preset_resolves_and_explicit_options_override_it(name):
     config = resolve_config({"preset": name})
     explicit = resolve_config(dict(PRESETS[name].options))
-    for option in PRESETS[name].options:
-        assert getattr(config, option) == getattr(explicit, option)
-    assert resolve_config({"preset": name, "dtype": "float16"}).dtype == "float16"
+    assert config.recorded() == explicit.recorded() and config.model_options == explicit.model_options
+    assert resolve_config({"preset": name, "dtype": "float16"}).model_options["dtype"] == "float16"
 
 
 def test_a_run_without_feature_type_preset_or_manifest_is_one_line(capsys):
@@ -141,12 +140,15 @@ def test_a_run_without_feature_type_preset_or_manifest_is_one_line(capsys):
 def test_preset_contents_and_listing():
     assert resolve_config({"preset": "howto100m_2d"}).given() == {
         "preset": "howto100m_2d", "feature_type": "resnet152", "extract_method": resolve_config(
-            {"feature_type": "resnet152", "extract_method": "fix_1"}).extract_method,
+            {"feature_type": "resnet152", "extract_method": "fix_1"}).model_options["extract_method"],
         "side_size": 224, "l2_normalize": True, "dtype": "float16", "weights": "IMAGENET1K_V1"}
     three_d = resolve_config({"preset": "howto100m_3d"})
-    assert (three_d.extraction_fps, three_d.stack_size, three_d.step_size) == (24.0, 16, 16)
+    assert {name: three_d.model_options[name] for name in ("extraction_fps", "stack_size", "step_size")} == dict(
+        extraction_fps=24.0, stack_size=16, step_size=16)
     ten_crop = resolve_config({"preset": "i3d_rgb_ten_crop"})
-    assert (ten_crop.streams, ten_crop.crops, ten_crop.stack_size, ten_crop.extraction_fps) == (("rgb",), 10, 16, 25.0)
+    names = ("streams", "crops", "stack_size", "extraction_fps")
+    assert {name: ten_crop.model_options[name] for name in names} == dict(
+        streams=("rgb",), crops=10, stack_size=16, extraction_fps=25.0)
     listing = subprocess.run([sys.executable, "main.py", "--list_presets"], cwd=ROOT, capture_output=True, text=True)
     assert listing.returncode == 0
     for name in PRESETS:

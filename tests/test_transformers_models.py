@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 
+from extractors.base import EXTRACT_METHOD, WEIGHTS
 from extractors.models.transformers_models import ExtractTransformers, example_samples
-from extractors.windows import read_frames
+from extractors.windows import EXTRACTION_FPS, STACK_SIZE, read_frames
 from io_utils.audio import AudioReader
 from io_utils.errors import UsageError
 from io_utils.hub import snapshot_folder
@@ -62,11 +63,11 @@ def _reference_pieces(entry: Repository, extractor: ExtractTransformers) -> list
         return [padded[index * span : (index + 1) * span] for index in range(count)]
     with VideoReader(SAMPLE_19FPS) as video:
         if entry.modality == "image":
-            method = config.extract_method
+            method = config[EXTRACT_METHOD]
             return [frame.rgb for frame in video.read_at(method.target_pts(video.start_pts, video.end_pts,
                                                                            video.time_base))]
-        frames = [frame.rgb for frame in read_frames(video, config.extraction_fps)]
-    size = config.stack_size
+        frames = [frame.rgb for frame in read_frames(video, config[EXTRACTION_FPS])]
+    size = config[STACK_SIZE]
     return [frames[start : start + size] for start in range(0, len(frames) - size + 1, size)][:COMPARED]
 
 
@@ -221,7 +222,7 @@ def test_a_named_entry_takes_its_repository_its_sampling_and_its_embedding(tmp_p
     folder = written[0].parent
     assert {path.name for path in written} == {"config.json", "model.safetensors", "preprocessor_config.json"}
     extractor = ExtractTimeSformer(dict(feature_type="timesformer", cpu=True, weights_dir=str(tmp_path), views=1))
-    assert (extractor.config.stack_size, extractor.config.extraction_fps, extractor.config.weights) == (
+    assert (extractor.config[STACK_SIZE], extractor.config[EXTRACTION_FPS], extractor.config[WEIGHTS]) == (
         8, 30 / 32, "k400_base")
     features = extractor.extract(SAMPLE_19FPS)
     with VideoReader(SAMPLE_19FPS) as video:

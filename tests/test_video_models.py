@@ -12,7 +12,7 @@ from torchvision.models.video import R2Plus1D_18_Weights, S3D_Weights, r2plus1d_
 from extractors.models.r21d import R21D_WEIGHTS, ExtractR21D
 from extractors.models.resnext3d import RESNEXT101_WEIGHTS, ExtractResNeXt3D, ResNeXt3D
 from extractors.models.s3d import S3D_WEIGHTS, ExtractS3D
-from extractors.windows import read_frames
+from extractors.windows import STACK_SIZE, STEP_SIZE, read_frames
 from io_utils.errors import UsageError, VideoError
 from io_utils.video import VideoReader
 from tests.checkpoints import official_keys
@@ -49,7 +49,7 @@ def clip_input(transforms, frames) -> torch.Tensor:
 def test_r21d_windows_timestamps_and_features_equal_torchvision(weights, frames_at_2fps, capsys):
     extractor = ExtractR21D(dict(feature_type="r21d", cpu=True, weights_dir=str(weights), extraction_fps=2,
                                  show_pred=True))
-    assert (extractor.config.stack_size, extractor.config.step_size) == (16, 16)
+    assert (extractor.config[STACK_SIZE], extractor.config[STEP_SIZE]) == (16, 16)
     features = extractor.extract(SAMPLE_19FPS)
     assert features["r21d"].shape == (2, 512)  # 37 frames: windows 0-15 and 16-31, the tail of 5 dropped
     times = [frame.time_ms for frame in frames_at_2fps]
@@ -74,7 +74,7 @@ def test_ig65m_checkpoints_load_strictly_with_caffe2_widths(tmp_path):
     name = "r2plus1d_34_8_ig65m_from_scratch"
     R21D_WEIGHTS[name].write_random(tmp_path, seed=8)
     extractor = ExtractR21D(dict(feature_type="r21d", model_name=name, cpu=True, weights_dir=str(tmp_path), views=1))
-    assert extractor.config.stack_size == 8
+    assert extractor.config[STACK_SIZE] == 8
     backbone = extractor.model["backbone"]
     assert backbone.layer3[0].conv2[0][0].weight.shape == (576, 256, 1, 3, 3)
     assert extractor.model["head"].out_features == 359

@@ -30,7 +30,7 @@ class ExtractToy(FrameWiseExtractor):
     options = (*FrameWiseExtractor.options, TOY_GAIN)
 
     def load_model(self) -> tuple[nn.Module, None]:
-        return MeanColour(self.config.toy_gain), None
+        return MeanColour(self.config[TOY_GAIN]), None
 
     def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(rgb).permute(2, 0, 1)

@@ -96,10 +96,10 @@ class AudioExampleExtractor(BaseExtractor):
         if config.frames_dir:
             raise UsageError(f"--frames_dir: folders of frames have no audio for {config.feature_type}")
         sampled = [f"--{name}" for name in ("extract_method", "views") if name in config.given()]
-        if config.timestamps_from and sampled:  # (nothing fills either in: "given" is what the user gave)
+        if config[TIMESTAMPS_FROM] and sampled:  # (nothing fills either in: "given" is what the user gave)
             raise UsageError(f"--timestamps_from places the examples: give it or {' or '.join(sampled)}, not both")
-        if config.timestamps_from and not Path(config.timestamps_from).is_dir():
-            raise UsageError(f"--timestamps_from {config.timestamps_from}: no such folder")
+        if config[TIMESTAMPS_FROM] and not Path(config[TIMESTAMPS_FROM]).is_dir():
+            raise UsageError(f"--timestamps_from {config[TIMESTAMPS_FROM]}: no such folder")
 
     @classmethod
     def sampling_rule(cls, config) -> str:
@@ -137,8 +137,8 @@ class AudioExampleExtractor(BaseExtractor):
     def _centres_ms(self, audio: AudioReader, job: VideoJob) -> list[float] | None:
         """Where the examples are centred, or None for the default grid."""
         config = self.config
-        if config.timestamps_from:
-            return _timestamps_of(self.layout.in_folder(config.timestamps_from), job)
+        if config[TIMESTAMPS_FROM]:
+            return _timestamps_of(self.layout.in_folder(config[TIMESTAMPS_FROM]), job)
         method = sampling(config)
         if method is None:
             return None
@@ -158,8 +158,8 @@ class AudioExampleExtractor(BaseExtractor):
 def examples_rule(config, examples: str, hop_s: float) -> str:
     """Where a run's audio examples go, in words (``examples``: what they are, "10 s examples"; ``hop_s``: the
     seconds between those of the default grid), for the manifest and ``--list_models``."""
-    if config.timestamps_from:
-        return f"{examples} centred on the rows of the timestamps_ms outputs in {config.timestamps_from}"
+    if config[TIMESTAMPS_FROM]:
+        return f"{examples} centred on the rows of the timestamps_ms outputs in {config[TIMESTAMPS_FROM]}"
     if sampling(config) is not None:
         return f"{examples} centred on the frames of {sampling(config)}"
     return f"{examples} every {hop_s:g} s from the first video frame"

@@ -26,12 +26,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from extractors.base import WeightsFile
+from extractors.base import CHECKPOINT, WeightsFile
 from extractors.models.audio_examples import AudioExampleExtractor
 from extractors.models.clip import PRED_TEXTS
 from extractors.models.hub_video import HUB, WEIGHT_FILES, repo_id
 from extractors.predictions import SHOW_PRED, print_top_classes
-from extractors.registry import FeatureType, feature_type, register
+from extractors.registry import FeatureType, ModelDocs, feature_type, register
 from extractors.weights import Meta, Weights, WeightsTable, random_constants
 from io_utils.checkpoints import load_strictly, read_state_dict
 from io_utils.errors import UsageError
@@ -66,15 +66,17 @@ class ExtractCLAP(AudioExampleExtractor):
     """One 512-d unit-norm embedding per 10 s example; key ``clap``."""
 
     key = "clap"
+    docs = ModelDocs("CLAP", "clap.md", "LAION CLAP audio embeddings (10 s examples), scored against texts",
+                     "audio", "`clap`, 512")
     options = (*AudioExampleExtractor.options, SHOW_PRED, PRED_TEXTS)
     sample_rate, example_span, example_hop, example_name = SAMPLE_RATE, EXAMPLE_SAMPLES, EXAMPLE_SAMPLES, "10 s examples"
 
     @classmethod
     def validate(cls, config, weights) -> None:
         super().validate(config, weights)
-        if config.pred_texts and not config.show_pred:
+        if config[PRED_TEXTS] and not config[SHOW_PRED]:
             raise UsageError("--pred_texts are the texts that --show_pred scores; give --show_pred too")
-        if config.show_pred and not config.pred_texts:
+        if config[SHOW_PRED] and not config[PRED_TEXTS]:
             raise UsageError("--show_pred: clap scores the texts of --pred_texts (e.g. --pred_texts 'a dog barking' "
                              "'rain'); give them")
 
@@ -84,13 +86,13 @@ class ExtractCLAP(AudioExampleExtractor):
 
     @classmethod
     def prepare(cls, config) -> None:
-        repository_files(_weights(config), config.checkpoint, config.weights_dir, config.show_pred)
+        repository_files(_weights(config), config[CHECKPOINT], config.weights_dir, config[SHOW_PRED])
 
     @classmethod
     def weights_files(cls, config) -> list[WeightsFile]:
         weights = _weights(config)
-        files = repository_files(weights, config.checkpoint, config.weights_dir, config.show_pred, progress=False)
-        return [WeightsFile(path, str(path) if config.checkpoint else hub_url(repo_id(weights), path.name))
+        files = repository_files(weights, config[CHECKPOINT], config.weights_dir, config[SHOW_PRED], progress=False)
+        return [WeightsFile(path, str(path) if config[CHECKPOINT] else hub_url(repo_id(weights), path.name))
                 for role, path in files.items() if role != "tokenizer"]
 
     @classmethod
@@ -101,16 +103,16 @@ class ExtractCLAP(AudioExampleExtractor):
     def load_model(self) -> tuple[nn.Module, None]:
         from transformers import AutoTokenizer, ClapConfig, ClapFeatureExtractor, ClapModel
 
-        files = repository_files(self.weights, self.config.checkpoint, self.config.weights_dir, self.config.show_pred,
+        files = repository_files(self.weights, self.config[CHECKPOINT], self.config.weights_dir, self.config[SHOW_PRED],
                                  progress=not self.external_call)
         model = ClapModel(ClapConfig.from_json_file(files["config"])).eval()
         what = "the CLAP its config.json describes"
         load_strictly(model, read_state_dict(files["weights"], what), files["weights"], what)
         self.feature_extractor = ClapFeatureExtractor.from_json_file(files["processor"])
         self.fused = bool(model.config.audio_config.enable_fusion)
-        if self.config.show_pred:  # scored against the texts, which are encoded once
+        if self.config[SHOW_PRED]:  # scored against the texts, which are encoded once
             tokenizer = AutoTokenizer.from_pretrained(str(files["tokenizer"]))
-            tokens = tokenizer(list(self.config.pred_texts), padding=True, return_tensors="pt")
+            tokens = tokenizer(list(self.config[PRED_TEXTS]), padding=True, return_tensors="pt")
             with torch.inference_mode():
                 self.text_features = model.get_text_features(**tokens).pooler_output
         model.text_model = model.text_projection = None  # features come from the audio tower alone
@@ -131,7 +133,7 @@ class ExtractCLAP(AudioExampleExtractor):
         audio = torch.from_numpy(outputs[self.main_key]).float()
         scale = self.model.logit_scale_a.detach().float().exp().cpu()
         scores = (scale * audio @ self.text_features.float().T).softmax(dim=-1)
-        print_top_classes(list(self.config.pred_texts), scores, timestamps_ms)
+        print_top_classes(list(self.config[PRED_TEXTS]), scores, timestamps_ms)
 
 
 def _weights(config) -> Weights:

@@ -33,7 +33,7 @@ from torchvision.transforms import InterpolationMode
 from extractors.base import CHECKPOINT, MODEL_NAME, FrameWiseExtractor, WeightsFile
 from extractors.options import Option
 from extractors.predictions import SHOW_PRED, kinetics400_labels, print_top_classes
-from extractors.registry import FeatureType, register
+from extractors.registry import FeatureType, ModelDocs, register
 from extractors.transforms import CROPS, FAST_RESIZE, PREPROCESS_ON_DEVICE, FramePreprocessing
 from extractors.weights import Meta, Weights, WeightsTable
 from io_utils.checkpoints import local_file
@@ -139,14 +139,14 @@ class ImageTextExtractor(FrameWiseExtractor):
     @classmethod
     def validate(cls, config, weights) -> None:
         super().validate(config, weights)
-        if config.pred_texts and not config.show_pred:
+        if config[PRED_TEXTS] and not config[SHOW_PRED]:
             raise UsageError("--pred_texts are the texts that --show_pred scores; give --show_pred too")
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.texts: list[str] = []
-        if self.config.show_pred:  # the tokenizer loads now, so that a missing one stops the run, not each video
-            self.texts = list(self.config.pred_texts or [f"a photo of {label}" for label in kinetics400_labels()])
+        if self.config[SHOW_PRED]:  # the tokenizer loads now, so that a missing one stops the run, not each video
+            self.texts = list(self.config[PRED_TEXTS] or [f"a photo of {label}" for label in kinetics400_labels()])
             with torch.inference_mode():
                 features = self.model.encode_text(self.tokenize(self.texts).to(self.device)).float()
             self.text_features = torch.nn.functional.normalize(features, dim=-1).cpu()
@@ -157,7 +157,7 @@ class ImageTextExtractor(FrameWiseExtractor):
     def image_tower(self, model: torch.nn.Module) -> torch.nn.Module:
         """``model`` without its text tower unless ``--show_pred`` needs it: features come from the image tower
         alone, and the text tower is as large (SigLIP 2's 256k-token embedding) or larger (EVA02-E, bigG)."""
-        if not self.config.show_pred:
+        if not self.config[SHOW_PRED]:
             for name in ("text", "transformer", "token_embedding", "ln_final", "positional_embedding", "text_projection"):
                 if hasattr(model, name):
                     setattr(model, name, None)
@@ -179,6 +179,9 @@ class ExtractOpenCLIP(ImageTextExtractor):
     ``hf-hub:`` name)."""
 
     key = "open_clip"
+    docs = ModelDocs("open_clip", "open-clip.md",
+                     "any open_clip pair (`--model_name ViT-B-16-SigLIP2 --pretrained webli`)", "frames",
+                     "`open_clip`, the model's")
     examples = {"model_name": "ViT-B-16-SigLIP2", "pretrained": "webli"}
     options = (*FrameWiseExtractor.options, MODEL_NAME, PRETRAINED, CHECKPOINT, CROPS, FAST_RESIZE,
                PREPROCESS_ON_DEVICE, SHOW_PRED, PRED_TEXTS)
@@ -186,27 +189,27 @@ class ExtractOpenCLIP(ImageTextExtractor):
     @classmethod
     def validate(cls, config, weights) -> None:
         super().validate(config, weights)
-        open_clip_source(config.model_name, config.pretrained, config.checkpoint)
+        open_clip_source(config[MODEL_NAME], config[PRETRAINED], config[CHECKPOINT])
 
     @classmethod
     def prepare(cls, config) -> None:
         """Find or download the weights once per run, before workers start."""
-        _tag_weights(config.model_name, config.pretrained, config.checkpoint, config.weights_dir)
+        _tag_weights(config[MODEL_NAME], config[PRETRAINED], config[CHECKPOINT], config.weights_dir)
 
     @classmethod
     def weights_files(cls, config) -> list[WeightsFile]:
         """The tag's weights file with the tag's preprocessing (a ``local-dir:`` / ``hf-hub:`` model: none here,
         its folder's configuration says it)."""
-        path = _tag_weights(config.model_name, config.pretrained, config.checkpoint, config.weights_dir, progress=False)
+        path = _tag_weights(config[MODEL_NAME], config[PRETRAINED], config[CHECKPOINT], config.weights_dir, progress=False)
         if path is None:
             return []
         import open_clip
 
-        cfg = open_clip.get_pretrained_cfg(config.model_name, config.pretrained)
+        cfg = open_clip.get_pretrained_cfg(config[MODEL_NAME], config[PRETRAINED])
         repo_id, _ = hub_location(cfg)
-        source = str(path) if config.checkpoint else hub_url(repo_id, path.name)
-        size = open_clip.get_model_config(config.model_name)["vision_cfg"].get("image_size", 224)
-        preprocessing = open_clip_preprocessing({**cfg, "size": size, "fill_color": 0}, pil=not config.fast_resize)
+        source = str(path) if config[CHECKPOINT] else hub_url(repo_id, path.name)
+        size = open_clip.get_model_config(config[MODEL_NAME])["vision_cfg"].get("image_size", 224)
+        preprocessing = open_clip_preprocessing({**cfg, "size": size, "fill_color": 0}, pil=not config[FAST_RESIZE])
         return [WeightsFile(path, source, repr(preprocessing))]
 
     @classmethod
@@ -221,15 +224,15 @@ class ExtractOpenCLIP(ImageTextExtractor):
 
     @classmethod
     def write_random(cls, config, folder: Path, seed: int = 0) -> list[Path]:
-        if config.pretrained is None:
+        if config[PRETRAINED] is None:
             raise UsageError("random weights are written for a --model_name with --pretrained TAG, into the hub "
                              "cache layout that --weights_dir reads")
-        return write_random_open_clip(config.model_name, config.pretrained, folder, seed)
+        return write_random_open_clip(config[MODEL_NAME], config[PRETRAINED], folder, seed)
 
     def load_model(self) -> tuple[torch.nn.Module, FramePreprocessing]:
         import open_clip
 
-        name, tag, checkpoint = self.config.model_name, self.config.pretrained, self.config.checkpoint
+        name, tag, checkpoint = self.config[MODEL_NAME], self.config[PRETRAINED], self.config[CHECKPOINT]
         try:
             if tag is None:  # a local-dir: folder or an hf-hub: repository: open_clip reads its config
                 model = open_clip.create_model(name, cache_dir=self.config.weights_dir, require_pretrained=True)
@@ -246,7 +249,7 @@ class ExtractOpenCLIP(ImageTextExtractor):
             reason = " ".join(f"{type(error).__name__}: {error}".split())[:500]
             raise UsageError(f"open_clip {name} {tag or ''}: cannot load {checkpoint or 'the weights'} "
                              f"({reason})") from error
-        preprocessing = open_clip_preprocessing(model.visual.preprocess_cfg, pil=not self.config.fast_resize)
+        preprocessing = open_clip_preprocessing(model.visual.preprocess_cfg, pil=not self.config[FAST_RESIZE])
         return self.image_tower(model), preprocessing
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
@@ -254,7 +257,7 @@ class ExtractOpenCLIP(ImageTextExtractor):
         (transformers would otherwise query the hub, retrying for minutes when offline)."""
         import open_clip
 
-        name = self.config.model_name
+        name = self.config[MODEL_NAME]
         text_cfg = (open_clip.get_model_config(name) or {}).get("text_cfg", {})
         repo_id = text_cfg.get("hf_tokenizer_name")
         local = repo_id and local_snapshot(repo_id, "tokenizer_config.json", self.config.weights_dir)
@@ -378,6 +381,8 @@ class ExtractCLIP(ImageTextExtractor):
     """OpenAI's CLIP models from OpenAI's release files; fp16 weights on CUDA, fp32 on the CPU."""
 
     key = "clip"
+    docs = ModelDocs("CLIP", "clip.md", "OpenAI CLIP image embeddings of sampled frames",
+                     "frames", "`clip`, 512-1024")
     options = (*FrameWiseExtractor.options, CHECKPOINT.formerly("clip_checkpoint"), CROPS, FAST_RESIZE,
                PREPROCESS_ON_DEVICE, SHOW_PRED, PRED_TEXTS)
 
@@ -392,7 +397,7 @@ class ExtractCLIP(ImageTextExtractor):
         except (KeyError, RuntimeError) as error:
             raise UsageError(f"{path}: not an OpenAI-format CLIP checkpoint ({error})") from error
         size: int = model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size
-        return self.image_tower(model if half else model.float()), clip_preprocessing(size, pil=not self.config.fast_resize)
+        return self.image_tower(model if half else model.float()), clip_preprocessing(size, pil=not self.config[FAST_RESIZE])
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         import open_clip

@@ -15,7 +15,8 @@ from typing import Any
 from torch import nn
 from torchvision.transforms import InterpolationMode
 
-from extractors.base import WEIGHTS, WeightsFile
+from extractors.base import CHECKPOINT, WEIGHTS, WeightsFile
+from extractors.predictions import SHOW_PRED
 from extractors.registry import feature_type
 from extractors.transforms import FramePreprocessing
 from extractors.video_classifier import VideoClassifierExtractor
@@ -48,13 +49,13 @@ class HubVideoExtractor(VideoClassifierExtractor):
 
     @classmethod
     def prepare(cls, config) -> None:
-        cls.repository_files(cls._weights(config), config.checkpoint, config.weights_dir)
+        cls.repository_files(cls._weights(config), config[CHECKPOINT], config.weights_dir)
 
     @classmethod
     def weights_files(cls, config) -> list[WeightsFile]:
         weights = cls._weights(config)
-        files = cls.repository_files(weights, config.checkpoint, config.weights_dir, progress=False)
-        return [WeightsFile(path, str(path) if config.checkpoint else hub_url(repo_id(weights), path.name))
+        files = cls.repository_files(weights, config[CHECKPOINT], config.weights_dir, progress=False)
+        return [WeightsFile(path, str(path) if config[CHECKPOINT] else hub_url(repo_id(weights), path.name))
                 for path in files.values()]
 
     @classmethod
@@ -73,7 +74,7 @@ class HubVideoExtractor(VideoClassifierExtractor):
     def checked_for_show_pred(self, model: nn.ModuleDict, weights_file: Path) -> nn.ModuleDict:
         """``model``, refused for ``--show_pred`` when its file holds no classifier (a ``--checkpoint`` folder of a
         pre-trained model given with the name of a classifier's weights)."""
-        if self.config.show_pred and "head" not in model:
+        if self.config[SHOW_PRED] and "head" not in model:
             raise UsageError(f"--show_pred: {weights_file} holds no classifier")
         return model
 

@@ -26,10 +26,10 @@ from extractors.models.optical_flow import (FLOW_BATCH_SIZE, FLOW_BOUND, RAFT_IT
                                             resize_short_side)
 from extractors.options import Option, local_folder
 from extractors.predictions import SHOW_PRED, kinetics400_labels, print_top_classes
-from extractors.registry import FeatureType, register
+from extractors.registry import FeatureType, ModelDocs, register
 from extractors.transforms import CROPS, crop_views, mirrored_views
 from extractors.weights import Meta, Weights, WeightsTable
-from extractors.windows import WINDOW_OPTIONS, WindowExtractor, frames_to_read
+from extractors.windows import EXTRACTION_FPS, STACK_SIZE, WINDOW_OPTIONS, WindowExtractor, frames_to_read
 from flow import FLOW_NETWORKS, load_flow_network
 from io_utils.checkpoints import load_state_dict_strictly
 from io_utils.errors import UsageError, VideoError
@@ -172,6 +172,9 @@ FLOW_STREAM_OPTIONS = (FLOW_TYPE, *dict.fromkeys(option for options in _SOURCE_O
 class ExtractI3D(WindowExtractor):
     """One 1024-d feature per window and stream: keys ``rgb`` and/or ``flow``, ``timestamps_ms``, ``fps``."""
 
+    docs = ModelDocs("I3D", "i3d.md", "two-stream I3D (RGB and RAFT / PWC / precomputed flow)",
+                     "windows", "`rgb`, `flow`, 1024")
+
     options = (*WINDOW_OPTIONS, STREAMS, *FLOW_STREAM_OPTIONS, CROPS, SHOW_PRED)
     crops_inside_forward = True  # the flow is computed on whole frames, then cropped
 
@@ -185,23 +188,23 @@ class ExtractI3D(WindowExtractor):
             where = f"--flow_type {source}" if source else "--streams without flow"
             raise UsageError(f"--{option} is not read by i3d with {where}")
         if source == "precomputed":
-            if not config.flow_dir:
+            if not config[FLOW_DIR]:
                 raise UsageError("--flow_type precomputed needs --flow_dir")
-            if not Path(config.flow_dir).is_dir():
-                raise UsageError(f"--flow_dir {config.flow_dir}: no such folder")
+            if not Path(config[FLOW_DIR]).is_dir():
+                raise UsageError(f"--flow_dir {config[FLOW_DIR]}: no such folder")
         cls.checkpoints(config)  # an unknown --raft_weights is refused here
 
     @classmethod
     def feature_keys(cls, config) -> list[str]:
         """The streams asked for, rgb first; the first is the main output."""
-        return [stream for stream in STREAMS.choices if stream in config.streams]
+        return [stream for stream in STREAMS.choices if stream in config[STREAMS]]
 
     @classmethod
     def checkpoints(cls, config) -> list[tuple[Weights, str | None, str]]:
         files = [(I3D_WEIGHTS[stream], None, "checkpoint") for stream in cls.feature_keys(config)]
         if flow_source(config) in FLOW_NETWORKS:
-            network = flow_weights(config.flow_type, config.raft_model, config.raft_weights, "raft_weights")
-            files.append((network, config.flow_checkpoint, "flow_checkpoint"))
+            network = flow_weights(config[FLOW_TYPE], config[RAFT_MODEL], config[RAFT_WEIGHTS], "raft_weights")
+            files.append((network, config[FLOW_CHECKPOINT], "flow_checkpoint"))
         return files
 
     @property
@@ -210,15 +213,15 @@ class ExtractI3D(WindowExtractor):
 
     @property
     def window_size(self) -> int:
-        return self.config.stack_size + 1
+        return self.config[STACK_SIZE] + 1
 
     def load_model(self) -> tuple[nn.Module, None]:
         model = nn.ModuleDict()
         for weights, local, option in self.checkpoints(self.config):
             path = self.checkpoint_file(weights, local, option)
             if option == "flow_checkpoint":
-                model["flow_network"] = load_flow_network(self.config.flow_type, path, self.config.raft_model,
-                                                          self.config.raft_iters)
+                model["flow_network"] = load_flow_network(self.config[FLOW_TYPE], path, self.config[RAFT_MODEL],
+                                                          self.config[RAFT_ITERS])
             else:
                 model[weights.name] = weights.build()
                 load_state_dict_strictly(model[weights.name], path, f"a piergiaj I3D {weights.name} checkpoint")
@@ -240,10 +243,10 @@ class ExtractI3D(WindowExtractor):
     def _precomputed_folder(self, video: FrameReader, job: VideoJob) -> Path:
         """The video's flow folder, where a ``save_flow_images`` run into ``--flow_dir`` wrote it (named as this
         run names the video's outputs), checked to hold exactly one pair per consecutive pair of frames taken."""
-        folder = self.layout.in_folder(self.config.flow_dir, "save_flow_images").paths(job)[self.main_key]
+        folder = self.layout.in_folder(self.config[FLOW_DIR], "save_flow_images").paths(job)[self.main_key]
         if not folder.is_dir():
             raise VideoError(f"precomputed flow: no folder {folder} for this video")
-        pairs, frames = count_flow_pairs(folder), frames_to_read(video, self.config.extraction_fps)
+        pairs, frames = count_flow_pairs(folder), frames_to_read(video, self.config[EXTRACTION_FPS])
         if pairs != frames - 1:
             raise VideoError(f"precomputed flow: {folder} holds {pairs} pairs but the video gives {frames} frames, "
                              f"so {frames - 1} pairs; were they computed with the same --extraction_fps?")
@@ -262,7 +265,7 @@ class ExtractI3D(WindowExtractor):
             if following == index:
                 fields.append(torch.zeros(2, *size))
                 continue
-            flow = torch.from_numpy(read_flow_jpegs(self._flow_folder, index + 1, self.config.flow_bound))
+            flow = torch.from_numpy(read_flow_jpegs(self._flow_folder, index + 1, self.config[FLOW_BOUND]))
             fields.append(resize_flow(flow, size))
         return torch.stack(fields)
 
@@ -270,11 +273,11 @@ class ExtractI3D(WindowExtractor):
         frames = batch["frames"] if isinstance(batch, dict) else batch
         outputs = {}
         if "rgb" in self.streams:
-            rgb = crop_windows(frames[:, :-1], self.config.crops).float() / 127.5 - 1.0
+            rgb = crop_windows(frames[:, :-1], self.config[CROPS]).float() / 127.5 - 1.0
             outputs["rgb"] = self.model["rgb"].features(rgb.transpose(1, 2))
         if "flow" in self.streams:
             flow = batch["flow"] if isinstance(batch, dict) else self._compute_flow(frames)
-            flow = crop_windows(flow, self.config.crops, flow=True).clamp(-FLOW_CLIP, FLOW_CLIP) / FLOW_CLIP
+            flow = crop_windows(flow, self.config[CROPS], flow=True).clamp(-FLOW_CLIP, FLOW_CLIP) / FLOW_CLIP
             outputs["flow"] = self.model["flow"].features(flow.transpose(1, 2))
         return outputs
 
@@ -283,7 +286,7 @@ class ExtractI3D(WindowExtractor):
         batch, length = frames.shape[:2]
         first = frames[:, :-1].flatten(0, 1)
         second = frames[:, 1:].flatten(0, 1)
-        step = self.config.flow_batch_size
+        step = self.config[FLOW_BATCH_SIZE]
         flow = torch.cat([self.model["flow_network"](first[i : i + step].float(), second[i : i + step].float())
                           for i in range(0, len(first), step)])
         return flow.unflatten(0, (batch, length - 1))
@@ -298,7 +301,7 @@ class ExtractI3D(WindowExtractor):
 
 def flow_source(config) -> str | None:
     """Where the flow stream's input comes from (raft, pwc or precomputed); None without a flow stream."""
-    return config.flow_type if "flow" in config.streams else None
+    return config[FLOW_TYPE] if "flow" in config[STREAMS] else None
 
 
 def crop_windows(windows: torch.Tensor, crops: int, flow: bool = False) -> torch.Tensor:

@@ -32,10 +32,10 @@ import torch
 from torch import nn
 from torchvision.models import resnet50
 
-from extractors.base import BATCH_SIZE, CHECKPOINT, FEATURE_OPTIONS, BaseExtractor
+from extractors.base import BATCH_SIZE, CHECKPOINT, FEATURE_OPTIONS, POOL, VIEWS, BaseExtractor
 from extractors.config import RunConfig
 from extractors.predictions import SHOW_PRED, HeadPredictions, kinetics400_labels
-from extractors.registry import FeatureType, feature_type, register
+from extractors.registry import FeatureType, ModelDocs, feature_type, register
 from extractors.transforms import CROPS, crop_views
 from extractors.weights import Meta, Weights, WeightsTable, lively
 from io_utils.checkpoints import Renames, load_state_dict_strictly, renamed_keys, sha256_in_file_name
@@ -225,6 +225,9 @@ SLOWONLY_WEIGHTS = WeightsTable([
 class MMActionExtractor(HeadPredictions, BaseExtractor):
     """Clips sampled as MMAction2 tests, one model input per clip; the video's row is their mean."""
 
+    docs = ModelDocs("MMAction2", "mmaction.md", "MMAction2's Kinetics TSN-R50 and SlowOnly-R50 clip features",
+                     "clips", "`tsn`, `slowonly`, 2048")
+
     options = (*FEATURE_OPTIONS, BATCH_SIZE, CHECKPOINT, CROPS, SHOW_PRED)
     num_clips: int  # MMAction2's default number of clips (``--views``)
     state_dict_of = staticmethod(mmcv_state_dict)  # the file's contents -> the network's state dict
@@ -232,13 +235,13 @@ class MMActionExtractor(HeadPredictions, BaseExtractor):
     @classmethod
     def option_defaults(cls, config: RunConfig, weights: Weights | None) -> dict[str, Any]:
         """MMAction2's clips and its per-video mean, unless ``--views`` or ``--pool none`` say otherwise."""
-        return {**super().option_defaults(config, weights), "views": config.views or cls.num_clips,
-                "pool": config.pool or "mean"}
+        return {**super().option_defaults(config, weights), "views": config[VIEWS] or cls.num_clips,
+                "pool": config[POOL] or "mean"}
 
     @classmethod
     def sampling_rule(cls, config: RunConfig) -> str:
         meta = feature_type(config.feature_type).weights_for(config).meta
-        return (f"MMAction2 SampleFrames in test mode over the decoded frames: {config.views} clips of {meta.stack_size} "
+        return (f"MMAction2 SampleFrames in test mode over the decoded frames: {config[VIEWS]} clips of {meta.stack_size} "
                 f"frame(s) {meta.step_size or 1} apart, indices wrapping around in short videos")
 
     def load_model(self) -> tuple[nn.Module, MMActionPreprocessing]:
@@ -254,7 +257,7 @@ class MMActionExtractor(HeadPredictions, BaseExtractor):
         if not shown:
             raise VideoError("no frames")
         meta = self.weights.meta
-        clips = mmaction_clip_indices(len(shown), meta.stack_size, meta.step_size or 1, self.config.views).tolist()
+        clips = mmaction_clip_indices(len(shown), meta.stack_size, meta.step_size or 1, self.config[VIEWS]).tolist()
         uses = Counter(index for clip in clips for index in clip)
         wanted = sorted(uses)
         frames = zip(wanted, video.read_at([shown[index] for index in wanted]))

@@ -15,7 +15,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from extractors.base import CHECKPOINT, DTYPE, WEIGHTS, BaseExtractor
 from extractors.options import Option, positive_float, positive_int
-from extractors.registry import FeatureType, register
+from extractors.registry import FeatureType, ModelDocs, register
 from extractors.transforms import SIDE_SIZE
 from extractors.weights import Meta, Weights, WeightsTable, torchvision_weights
 from extractors.windows import EXTRACTION_FPS, frames_read, read_frames
@@ -69,6 +69,8 @@ class ExtractFlow(BaseExtractor):
     """
 
     key = "flow"
+    docs = ModelDocs("Optical flow", "optical-flow.md", "optical flow between consecutive frames",
+                     "frame pairs", "`flow`, 2 x H x W")
     writes_flow = True
     options = (*_FLOW_OUTPUT_OPTIONS, WEIGHTS, CHECKPOINT.formerly("flow_checkpoint"))
 
@@ -80,24 +82,24 @@ class ExtractFlow(BaseExtractor):
 
     @property
     def inputs_per_batch(self) -> int:
-        return self.config.flow_batch_size
+        return self.config[FLOW_BATCH_SIZE]
 
     def load_model(self) -> tuple[torch.nn.Module, None]:
         config = self.config
-        return load_flow_network(self.feature_type, self.checkpoint_file(), config.value(RAFT_MODEL),
-                                 config.value(RAFT_ITERS)), None
+        return load_flow_network(self.feature_type, self.checkpoint_file(), config[RAFT_MODEL],
+                                 config[RAFT_ITERS]), None
 
     def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
         """(3, H, W) uint8; with ``--side_size``, resized (bilinear, antialiased) to that short side."""
-        return resize_short_side(torch.from_numpy(rgb).permute(2, 0, 1), self.config.side_size)
+        return resize_short_side(torch.from_numpy(rgb).permute(2, 0, 1), self.config[SIDE_SIZE])
 
     @classmethod
     def sampling_rule(cls, config) -> str:
-        return f"flow between consecutive pairs of {frames_read(config.extraction_fps)}"
+        return f"flow between consecutive pairs of {frames_read(config[EXTRACTION_FPS])}"
 
     def model_inputs(self, video: FrameReader, job: VideoJob) -> Iterator[tuple[torch.Tensor, float]]:
         previous, pairs = None, 0
-        for frame in read_frames(video, self.config.extraction_fps):
+        for frame in read_frames(video, self.config[EXTRACTION_FPS]):
             current = self.preprocess(frame.rgb)
             if previous is not None:
                 pairs += 1
@@ -112,7 +114,7 @@ class ExtractFlow(BaseExtractor):
 
     def open_sink(self, paths: Mapping[str, Path]) -> Sink:
         """Flow images are written with ``--flow_bound``."""
-        return open_sink(self.config.on_extraction, paths, self.config.flow_bound)
+        return open_sink(self.config.on_extraction, paths, self.config[FLOW_BOUND])
 
 
 class ExtractRAFT(ExtractFlow):

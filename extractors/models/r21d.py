@@ -19,7 +19,7 @@ from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, R2Plus1dSte
 
 from extractors.base import WEIGHTS
 from extractors.predictions import kinetics400_labels, with_separate_head
-from extractors.registry import FeatureType, register
+from extractors.registry import FeatureType, ModelDocs, register
 from extractors.transforms import KINETICS_MEAN, KINETICS_STD, FramePreprocessing
 from extractors.video_classifier import VideoClassifierExtractor
 from extractors.weights import Meta, Weights, WeightsTable, torchvision_weights
@@ -69,6 +69,8 @@ class ExtractR21D(VideoClassifierExtractor):
     """One 512-d feature per window; key ``r21d``."""
 
     key = "r21d"
+    docs = ModelDocs("R(2+1)D", "r21d.md", "R(2+1)D-18 (Kinetics) and R(2+1)D-34 (IG-65M)",
+                     "windows", "`r21d`, 512")
     options = (*VideoClassifierExtractor.options, WEIGHTS.formerly("model_name"))
 
     def load_model(self) -> tuple[nn.ModuleDict, FramePreprocessing]:

@@ -15,7 +15,7 @@ from torchvision import models
 
 from extractors.base import CHECKPOINT, WEIGHTS, FrameWiseExtractor
 from extractors.predictions import SHOW_PRED, HeadPredictions, with_separate_head
-from extractors.registry import FeatureType, register
+from extractors.registry import FeatureType, ModelDocs, register
 from extractors.transforms import CROPS, PREPROCESS_ON_DEVICE, SIDE_SIZE, FramePreprocessing
 from extractors.weights import WeightsTable, torchvision_weights
 from io_utils.checkpoints import load_state_dict_strictly
@@ -39,20 +39,22 @@ class ExtractResNet(HeadPredictions, FrameWiseExtractor):
     """Pooled features of sampled frames; ``--show_pred`` prints the top-5 ImageNet classes per frame."""
 
     key = "resnet"
+    docs = ModelDocs("ResNet", "resnet.md", "torchvision ImageNet ResNets, pooled features",
+                     "frames", "`resnet`, 512 or 2048")
     options = (*FrameWiseExtractor.options, WEIGHTS, CHECKPOINT, CROPS, SHOW_PRED, SIDE_SIZE, PREPROCESS_ON_DEVICE)
 
     @classmethod
     def validate(cls, config, weights) -> None:
         super().validate(config, weights)
-        if config.side_size and config.crops > 1:
+        if config[SIDE_SIZE] and config[CROPS] > 1:
             raise UsageError("--side_size feeds the whole frame, uncropped: it cannot be combined with --crops")
 
     def load_model(self) -> tuple[nn.Module, FramePreprocessing]:
         network = self.weights.build()
         load_state_dict_strictly(network, self.checkpoint_file(), f"a torchvision {self.feature_type} checkpoint")
         preprocessing = self.weights.preprocessing
-        if self.config.side_size:  # the whole frame at that short side; the network pools whatever size it gets
-            preprocessing = replace(preprocessing, resize=self.config.side_size, crop=None)
+        if self.config[SIDE_SIZE]:  # the whole frame at that short side; the network pools whatever size it gets
+            preprocessing = replace(preprocessing, resize=self.config[SIDE_SIZE], crop=None)
         return with_separate_head(network, "fc"), preprocessing
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:

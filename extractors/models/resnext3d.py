@@ -20,7 +20,7 @@ from torchvision.transforms import InterpolationMode
 
 from extractors.base import WEIGHTS
 from extractors.predictions import kinetics400_labels, with_separate_head
-from extractors.registry import FeatureType, register
+from extractors.registry import FeatureType, ModelDocs, register
 from extractors.transforms import FramePreprocessing
 from extractors.video_classifier import VideoClassifierExtractor
 from extractors.weights import Meta, Weights, WeightsTable
@@ -95,6 +95,8 @@ class ExtractResNeXt3D(VideoClassifierExtractor):
     """One 2048-d feature per 16-frame window of frames at 24 fps; key ``resnext101_3d``."""
 
     key = "resnext101_3d"
+    docs = ModelDocs("3D ResNeXt-101", "resnext101_3d.md", "the HowTo100M 3D ResNeXt-101",
+                     "windows", "`resnext101_3d`, 2048")
     options = (*VideoClassifierExtractor.options, WEIGHTS)
 
     def load_model(self) -> tuple[nn.ModuleDict, FramePreprocessing]:

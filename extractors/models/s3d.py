@@ -18,7 +18,7 @@ from torch import nn
 from torchvision.models.video import S3D_Weights, s3d
 
 from extractors.base import WEIGHTS
-from extractors.registry import FeatureType, register
+from extractors.registry import FeatureType, ModelDocs, register
 from extractors.transforms import FramePreprocessing
 from extractors.video_classifier import VideoClassifierExtractor
 from extractors.weights import WeightsTable, torchvision_weights
@@ -84,6 +84,8 @@ class ExtractS3D(VideoClassifierExtractor):
     """One 1024-d feature per window (default 64 frames); key ``s3d``."""
 
     key = "s3d"
+    docs = ModelDocs("S3D", "s3d.md", "S3D (Kinetics), torchvision's or kylemin's weights",
+                     "windows", "`s3d`, 1024")
     options = (*VideoClassifierExtractor.options, WEIGHTS)
 
     def load_model(self) -> tuple[nn.ModuleDict, FramePreprocessing]:

@@ -39,10 +39,11 @@ from torchvision.transforms import InterpolationMode
 
 from extractors.base import WEIGHTS
 from extractors.predictions import kinetics400_labels
-from extractors.registry import FeatureType, register
+from extractors.registry import FeatureType, ModelDocs, register
 from extractors.transforms import FramePreprocessing
 from extractors.video_classifier import VideoClassifierExtractor
 from extractors.weights import Meta, Weights, WeightsTable, lively
+from extractors.windows import STACK_SIZE
 from io_utils.checkpoints import load_strictly, renamed_key
 from io_utils.errors import UsageError
 from io_utils.readers import FrameReader
@@ -287,6 +288,8 @@ class ExtractSlowFast(VideoClassifierExtractor):
     """One 2304-d feature per 2 s clip; key ``slowfast``."""
 
     key = "slowfast"
+    docs = ModelDocs("SlowFast", "slowfast.md", "SlowFast-R50 (Kinetics-400), 2 s clips as QVHighlights' features",
+                     "windows", "`slowfast`, 2304")
     options = (*VideoClassifierExtractor.options, WEIGHTS)
 
     @classmethod
@@ -301,11 +304,11 @@ class ExtractSlowFast(VideoClassifierExtractor):
         load_strictly(network, slowfast_state_dict(path, network), path, "the SlowFast-R50")
         head = network.head.projection
         network.head = nn.Module()  # the features are taken before the classifier
-        self._fast_indices = hero_frame_indices(self.config.stack_size, 30.0)  # each video sets its own
+        self._fast_indices = hero_frame_indices(self.config[STACK_SIZE], 30.0)  # each video sets its own
         return nn.ModuleDict({"backbone": network, "head": head}), self.weights.preprocessing
 
     def model_inputs(self, video: FrameReader, job: VideoJob) -> Iterator[tuple[torch.Tensor, float]]:
-        self._fast_indices = hero_frame_indices(self.config.stack_size, video.fps)
+        self._fast_indices = hero_frame_indices(self.config[STACK_SIZE], video.fps)
         return super().model_inputs(video, job)
 
     def window_input(self, indices: list[int], frames: list, inputs: list[torch.Tensor]) -> torch.Tensor:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from extractors.models.transformers_models import TransformersEntry, hub_entry
 from extractors.predictions import kinetics400_labels
-from extractors.registry import FeatureType, register
+from extractors.registry import FeatureType, ModelDocs, register
 from extractors.weights import WeightsTable
 
 
@@ -23,6 +23,8 @@ class ExtractTimeSformer(TransformersEntry):
     """One 768-d feature per 8-frame window; key ``timesformer``."""
 
     key = "timesformer"
+    docs = ModelDocs("transformers", "transformers.md", "TimeSformer (Kinetics-400), 8-frame windows, a named "
+                     "entry of the transformers path", "windows", "`timesformer`, 768")
     default_embedding = "cls"
 
     @staticmethod

@@ -22,7 +22,7 @@ from torchvision.transforms import InterpolationMode
 
 from extractors.base import CHECKPOINT, MODEL_NAME, FrameWiseExtractor, WeightsFile
 from extractors.options import Option
-from extractors.registry import FeatureType, register
+from extractors.registry import FeatureType, ModelDocs, register
 from extractors.transforms import CROPS, FAST_RESIZE, PREPROCESS_ON_DEVICE, FramePreprocessing
 from io_utils.checkpoints import local_file
 from io_utils.errors import UsageError
@@ -63,6 +63,8 @@ class ExtractTimm(FrameWiseExtractor):
     own source, so it has no :class:`Weights` entry."""
 
     key = "timm"
+    docs = ModelDocs("timm", "timm.md", "any timm model (`--model_name`): pooled, class token or patch-mean features",
+                     "frames", "`timm`, the model's")
     options = (*FrameWiseExtractor.options, MODEL_NAME, CHECKPOINT, IMAGE_FEATURE, CROPS, FAST_RESIZE,
                PREPROCESS_ON_DEVICE)
 
@@ -71,23 +73,23 @@ class ExtractTimm(FrameWiseExtractor):
         super().validate(config, weights)
         import timm
 
-        if not timm.is_model(config.model_name):
-            close = difflib.get_close_matches(config.model_name, timm.list_models(), n=5)
+        if not timm.is_model(config[MODEL_NAME]):
+            close = difflib.get_close_matches(config[MODEL_NAME], timm.list_models(), n=5)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise UsageError(f"--model_name {config.model_name}: not a timm model{hint}")
+            raise UsageError(f"--model_name {config[MODEL_NAME]}: not a timm model{hint}")
 
     @classmethod
     def prepare(cls, config) -> None:
         """Find or download the weights once per run, before workers start."""
-        _weights_file(config.model_name, config.checkpoint, config.weights_dir)
+        _weights_file(config[MODEL_NAME], config[CHECKPOINT], config.weights_dir)
 
     @classmethod
     def weights_files(cls, config) -> list[WeightsFile]:
-        path = _weights_file(config.model_name, config.checkpoint, config.weights_dir, progress=False)
+        path = _weights_file(config[MODEL_NAME], config[CHECKPOINT], config.weights_dir, progress=False)
         if path is None:  # left to timm: a URL it caches itself
             return []
-        repo_id, _ = _hub_files(config.model_name)
-        source = str(path) if config.checkpoint else hub_url(repo_id, path.name)
+        repo_id, _ = _hub_files(config[MODEL_NAME])
+        source = str(path) if config[CHECKPOINT] else hub_url(repo_id, path.name)
         return [WeightsFile(path, source)]
 
     @classmethod
@@ -97,14 +99,14 @@ class ExtractTimm(FrameWiseExtractor):
         import timm
         from timm.models._hub import save_for_hf
 
-        repo_id, names = _hub_files(config.model_name)
+        repo_id, names = _hub_files(config[MODEL_NAME])
         if repo_id is None:
-            raise UsageError(f"timm model {config.model_name}: its weights are not a hub checkpoint that timm loads "
+            raise UsageError(f"timm model {config[MODEL_NAME]}: its weights are not a hub checkpoint that timm loads "
                              f"as a state dict (timm reads them with the model's own code); random weights are "
                              f"written only in the hub format")
         torch.manual_seed(seed)
         destination = snapshot_folder(folder, repo_id)
-        save_for_hf(timm.create_model(config.model_name, pretrained=False), str(destination), safe_serialization=True)
+        save_for_hf(timm.create_model(config[MODEL_NAME], pretrained=False), str(destination), safe_serialization=True)
         if names[0] != "model.safetensors":
             (destination / "model.safetensors").rename(destination / names[0])
         return [destination / names[0], destination / "config.json"]
@@ -112,8 +114,8 @@ class ExtractTimm(FrameWiseExtractor):
     def load_model(self) -> tuple[nn.Module, FramePreprocessing]:
         import timm
 
-        name = self.config.model_name
-        path = _weights_file(name, self.config.checkpoint, self.config.weights_dir, progress=not self.external_call)
+        name = self.config[MODEL_NAME]
+        path = _weights_file(name, self.config[CHECKPOINT], self.config.weights_dir, progress=not self.external_call)
         overlay = {"file": str(path)} if path is not None else None
         try:
             model = timm.create_model(name, pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay)
@@ -121,12 +123,12 @@ class ExtractTimm(FrameWiseExtractor):
             reason = " ".join(f"{type(error).__name__}: {error}".split())[:500]
             raise UsageError(f"timm model {name}: cannot load {path or 'its weights'} ({reason}); pass "
                              f"--checkpoint PATH or put the hub repository in --weights_dir") from error
-        _check_tokens(model, name, self.config.image_feature)
+        _check_tokens(model, name, self.config[IMAGE_FEATURE])
         config = timm.data.resolve_data_config({}, model=model)
-        return model, timm_preprocessing(config, pil=not self.config.fast_resize)
+        return model, timm_preprocessing(config, pil=not self.config[FAST_RESIZE])
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        choice = self.config.image_feature
+        choice = self.config[IMAGE_FEATURE]
         if choice == "pooled":
             return self.model(batch)
         tokens = self.model.forward_features(batch)  # (B, prefix + patches, C), after the final norm

@@ -39,7 +39,7 @@ from extractors.base import (BATCH_SIZE, CHECKPOINT, DEFAULT_SAMPLING, EXTRACT_M
                              BaseExtractor, FrameWiseExtractor, WeightsFile, sampled_frames)
 from extractors.models.audio_examples import TIMESTAMPS_FROM, AudioExampleExtractor, examples_rule
 from extractors.options import Option
-from extractors.registry import FeatureType, feature_type, register
+from extractors.registry import FeatureType, ModelDocs, feature_type, register
 from extractors.weights import Meta, Weights, random_constants
 from extractors.windows import EXTRACTION_FPS, PAD_LAST, STACK_SIZE, STEP_SIZE, WINDOW_OPTIONS, WindowExtractor
 from io_utils.errors import UsageError
@@ -75,10 +75,10 @@ class Repository:
 def repository(config) -> Repository:
     """The repository of a run: ``--model_name``'s, or a named entry's ``--weights`` (``--checkpoint FOLDER`` in
     place of their files), downloaded if it is nowhere local."""
-    checkpoint = config.value(CHECKPOINT)
+    checkpoint = config[CHECKPOINT]
     weights = feature_type(config.feature_type).weights_for(config)
-    name = config.value(MODEL_NAME) or weights.url.removeprefix(f"{HUB}/")
-    return _repository(checkpoint or name, config.weights_dir, bool(checkpoint), config.value(MODALITY))
+    name = config[MODEL_NAME] or weights.url.removeprefix(f"{HUB}/")
+    return _repository(checkpoint or name, config.weights_dir, bool(checkpoint), config[MODALITY])
 
 
 def repository_if_found(config) -> Repository | None:
@@ -259,6 +259,9 @@ class ExtractTransformers(WindowExtractor, AudioExampleExtractor):
     or audio examples (:class:`AudioExampleExtractor`); the options of the others are refused."""
 
     key = "transformers"
+    docs = ModelDocs("transformers", "transformers.md", "any vision, video or audio encoder transformers knows "
+                     "(`--model_name ORG/NAME`), with its own processor", "windows, frames or audio",
+                     "`transformers`, the model's")
     default_embedding = "default"  # what --embedding default takes (a named entry may choose another)
     entry_modality: str | None = None  # a named entry's, known before its files are
     options = (*WINDOW_OPTIONS, EXTRACT_METHOD, BATCH_SIZE, TIMESTAMPS_FROM, MODEL_NAME, CHECKPOINT, EMBEDDING,
@@ -275,21 +278,21 @@ class ExtractTransformers(WindowExtractor, AudioExampleExtractor):
         if modality is None:
             return defaults
         if modality == "image":
-            unset = config.value(EXTRACT_METHOD) is None and not config.value(VIEWS)
+            unset = config[EXTRACT_METHOD] is None and not config[VIEWS]
             return {**defaults, "extract_method": DEFAULT_SAMPLING} if unset else defaults
         if modality == "audio":
             return defaults
         meta = weights.meta if weights is not None else Meta()
-        stack_size = config.value(STACK_SIZE) or (found and found.frames) or meta.stack_size
+        stack_size = config[STACK_SIZE] or (found and found.frames) or meta.stack_size
         if stack_size is None:
-            raise UsageError(f"--model_name {config.value(MODEL_NAME)}: its files give no frame count per input; "
+            raise UsageError(f"--model_name {config[MODEL_NAME]}: its files give no frame count per input; "
                              f"give --stack_size")
-        return {**defaults, "stack_size": stack_size, "step_size": config.value(STEP_SIZE) or stack_size,
-                "extraction_fps": config.value(EXTRACTION_FPS) or meta.fps}
+        return {**defaults, "stack_size": stack_size, "step_size": config[STEP_SIZE] or stack_size,
+                "extraction_fps": config[EXTRACTION_FPS] or meta.fps}
 
     @classmethod
     def validate(cls, config, weights) -> None:
-        if config.value(VIEWS) and config.value(EXTRACT_METHOD) is not None:
+        if config[VIEWS] and config[EXTRACT_METHOD] is not None:
             raise UsageError("--views N takes N inputs spread over the video: give it or --extract_method, not both")
         found = repository_if_found(config)
         if found is None:
@@ -297,10 +300,10 @@ class ExtractTransformers(WindowExtractor, AudioExampleExtractor):
         for option in _NOT_READ[found.modality]:  # (a named entry declares only its modality's)
             if config.model_options.get(option.name) not in (None, False):
                 raise UsageError(f"--{option.name} is not read by {config.feature_type} for "
-                                 f"{config.value(MODEL_NAME) or found.folder}, a {found.modality} model")
+                                 f"{config[MODEL_NAME] or found.folder}, a {found.modality} model")
         if found.modality == "audio":
             AudioExampleExtractor.validate.__func__(cls, config, weights)
-        choice = config.value(EMBEDDING)
+        choice = config[EMBEDDING]
         if choice not in ("default", "pooled") and _has_embedding(_class(found), found.modality):
             raise UsageError(f"--embedding {choice}: {found.architecture} embeds {found.modality} with more than "
                              f"one tower; it gives default or pooled")
@@ -343,7 +346,7 @@ class ExtractTransformers(WindowExtractor, AudioExampleExtractor):
 
         found = repository(config)
         if found.repo_id is None:
-            raise UsageError(f"--model_name {config.value(MODEL_NAME)}: a local folder; random weights are written for "
+            raise UsageError(f"--model_name {config[MODEL_NAME]}: a local folder; random weights are written for "
                              f"hub repositories (ORG/NAME)")
         torch.manual_seed(seed)
         destination = snapshot_folder(folder, found.repo_id)
@@ -371,12 +374,12 @@ class ExtractTransformers(WindowExtractor, AudioExampleExtractor):
 
     def _choice(self) -> str:
         """``--embedding``, where ``default`` is a named entry's own choice."""
-        choice = self.config.value(EMBEDDING)
+        choice = self.config[EMBEDDING]
         return self.default_embedding if choice == "default" else choice
 
     @property
     def inputs_per_batch(self) -> int:
-        return self.config.value(BATCH_SIZE)
+        return self.config[BATCH_SIZE]
 
     def open_reader(self, path) -> Reader:
         if self.modality == "audio":

@@ -24,7 +24,7 @@ from torch import nn
 
 from extractors.models.audio_examples import SECTION, AudioExampleExtractor
 from extractors.options import Option
-from extractors.registry import FeatureType, register
+from extractors.registry import FeatureType, ModelDocs, register
 from extractors.weights import Meta, Weights, WeightsTable
 from io_utils.checkpoints import load_state_dict_strictly, sha256_in_file_name
 
@@ -131,17 +131,19 @@ class ExtractVGGish(AudioExampleExtractor):
     """One 128-d embedding per 0.96 s example; key ``vggish``."""
 
     key = "vggish"
+    docs = ModelDocs("VGGish", "vggish.md", "AudioSet VGGish audio embeddings, on the visual timeline",
+                     "audio", "`vggish`, 128")
     options = (*AudioExampleExtractor.options, VGGISH_POSTPROCESS)
     sample_rate, example_span, example_hop, example_name = SAMPLE_RATE, EXAMPLE_SPAN, EXAMPLE_HOP, "0.96 s examples"
 
     @classmethod
     def checkpoints(cls, config) -> list[tuple[Weights, str | None, str]]:
-        return super().checkpoints(config) + ([(VGGISH_PCA, None, "checkpoint")] if config.vggish_postprocess else [])
+        return super().checkpoints(config) + ([(VGGISH_PCA, None, "checkpoint")] if config[VGGISH_POSTPROCESS] else [])
 
     def load_model(self) -> tuple[nn.Module, None]:
         model = nn.ModuleDict({"vggish": self.weights.build()})
         load_state_dict_strictly(model["vggish"], self.checkpoint_file(), "a VGGish checkpoint (vggish-10086976.pth)")
-        if self.config.vggish_postprocess:
+        if self.config[VGGISH_POSTPROCESS]:
             model["pca"] = VGGISH_PCA.build()
             load_state_dict_strictly(model["pca"], self.checkpoint_file(VGGISH_PCA, None),
                                      "AudioSet's VGGish PCA parameters (vggish_pca_params-970ea276.pth)",
@@ -153,6 +155,6 @@ class ExtractVGGish(AudioExampleExtractor):
 
     def forward(self, examples: torch.Tensor) -> torch.Tensor:
         embeddings = self.model["vggish"](examples)
-        return self.model["pca"](embeddings) if self.config.vggish_postprocess else embeddings
+        return self.model["pca"](embeddings) if self.config[VGGISH_POSTPROCESS] else embeddings
 
 register(FeatureType("vggish", ExtractVGGish, VGGISH_WEIGHTS))

@@ -27,10 +27,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from extractors.base import CHECKPOINT
 from extractors.models.hub_video import (HUB, WEIGHT_FILES, HubVideoExtractor, processor_preprocessing,
                                          read_processor, repo_id)
 from extractors.predictions import kinetics400_labels
-from extractors.registry import FeatureType, register
+from extractors.registry import FeatureType, ModelDocs, register
 from extractors.transforms import FramePreprocessing
 from extractors.weights import Meta, Weights, WeightsTable
 from io_utils.checkpoints import load_strictly, read_state_dict, renamed_keys
@@ -90,6 +91,8 @@ class ExtractVideoMAE(HubVideoExtractor):
     """One feature per 16-frame window; key ``videomae``."""
 
     key = "videomae"
+    docs = ModelDocs("VideoMAE", "videomae.md", "VideoMAE (Kinetics fine-tuned or self-supervised), 16-frame windows",
+                     "windows", "`videomae`, 768 or 1024")
     display_name = "VideoMAE"
     processor_files = (_PROCESSOR_FILE,)
 
@@ -100,7 +103,7 @@ class ExtractVideoMAE(HubVideoExtractor):
     def load_model(self) -> tuple[nn.ModuleDict, FramePreprocessing]:
         from transformers import VideoMAEConfig
 
-        files = self.repository_files(self.weights, self.config.checkpoint, self.config.weights_dir,
+        files = self.repository_files(self.weights, self.config[CHECKPOINT], self.config.weights_dir,
                                       progress=not self.external_call)
         configuration = VideoMAEConfig.from_json_file(files["config"])
         model = self.checked_for_show_pred(

@@ -27,12 +27,13 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from extractors.base import CHECKPOINT
 from extractors.models.hub_video import HUB, HubVideoExtractor, processor_preprocessing, read_processor, repo_id
-from extractors.registry import FeatureType, register
+from extractors.registry import FeatureType, ModelDocs, register
 from extractors.transforms import FramePreprocessing
 from extractors.weights import Meta, Weights, WeightsTable, random_constants
-from io_utils.errors import UsageError
 from io_utils.checkpoints import load_strictly, read_state_dict
+from io_utils.errors import UsageError
 from io_utils.hub import snapshot_folder
 
 # Vision transformer sizes of the released encoders: (hidden size, layers, heads, MLP ratio).
@@ -88,6 +89,8 @@ class ExtractVJEPA2(HubVideoExtractor):
     """One feature per window; key ``vjepa2``."""
 
     key = "vjepa2"
+    docs = ModelDocs("V-JEPA 2", "vjepa2.md", "V-JEPA 2 (self-supervised ViT-L/H/g, or the SSv2 classifier), "
+                     "16-frame windows", "windows", "`vjepa2`, 1024, 1280 or 1408")
     display_name = "V-JEPA 2"
     # What transformers' video processors save; the older image-processor name is read too.
     processor_files = ("video_preprocessor_config.json", "preprocessor_config.json")
@@ -108,7 +111,7 @@ class ExtractVJEPA2(HubVideoExtractor):
     def load_model(self) -> tuple[nn.ModuleDict, FramePreprocessing]:
         from transformers import VJEPA2Config
 
-        files = self.repository_files(self.weights, self.config.checkpoint, self.config.weights_dir,
+        files = self.repository_files(self.weights, self.config[CHECKPOINT], self.config.weights_dir,
                                       progress=not self.external_call)
         configuration = VJEPA2Config.from_json_file(files["config"])
         model = self.checked_for_show_pred(
