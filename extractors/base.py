@@ -256,30 +256,26 @@ class BaseExtractor(abc.ABC):
         soon as they are computed, and ``on_progress(video, seconds done, seconds in all)`` follows them.
         ``on_facts(video, facts)`` receives what the reader knows of a video's stream once it is read.
         """
-        prefetch = Prefetcher(self.batched_inputs, videos, job_of, lambda video: self.open_reader(job_of(video).path),
-                              self._prepared)
+        prefetch = Prefetcher(self._tagged_batches, videos, job_of,
+                              lambda video: self.open_reader(job_of(video).path),
+                              lambda tagged: (tagged[0], self._prepared(tagged[1])))
         feed = ModelFeed(self, sink_of)
-        duration_s = 0.0
-        try:
-            for kind, video, payload in prefetch:
-                if kind == "start":
-                    duration_s = payload
-                    feed.start()
-                elif kind == "batch":
-                    if feed.run(video, *payload) and on_progress is not None:
-                        on_progress(video, payload[1][-1] / 1000, duration_s)
-                else:
-                    facts, error = (payload, None) if kind == "end" else (None, payload)
-                    if facts is not None and feed.failed is None and on_facts is not None:
-                        on_facts(video, facts)
-                    yield video, feed.end(video, facts, error)
-        finally:
-            feed.abort()
-            prefetch.close()
+
+        def ended(video: V, facts: dict[str, Any] | None, error: Exception | None) -> Any:
+            if facts is not None and feed.failed is None and on_facts is not None:
+                on_facts(video, facts)
+            return feed.end(video, facts, error)
+
+        yield from run_feeds(prefetch, [feed], ended, on_progress)
 
     def batched_inputs(self, reader: Reader, job: VideoJob) -> Iterator[tuple[Batch, list[float]]]:
         """The video's model inputs stacked into batches of ``inputs_per_batch``."""
         return batches(self.model_inputs(reader, job), self.inputs_per_batch)
+
+    def _tagged_batches(self, reader: Reader, job: VideoJob) -> Iterator[tuple[tuple[int, Batch], list[float]]]:
+        """The batches as :func:`run_feeds` takes them: tagged with the index of their feed (this one's: 0)."""
+        for batch, times in self.batched_inputs(reader, job):
+            yield (0, batch), times
 
     def reset_batch_size(self) -> None:
         """Each video starts from ``--batch_size``, whatever size the video before had to fall back to."""
@@ -336,6 +332,34 @@ class BaseExtractor(abc.ABC):
         if isinstance(outputs, torch.Tensor):
             outputs = {self.main_key: outputs}
         return {key: value.float().cpu().numpy() for key, value in outputs.items()}
+
+
+def run_feeds(prefetch: Prefetcher, feeds: Sequence[ModelFeed],
+              ended: Callable[[Any, Any, Exception | None], Any], on_progress: OnProgress | None = None
+              ) -> Iterator[tuple[Any, Any]]:
+    """The engine's one loop, decode -> batch -> model -> sink, for one feature type or several from one decode:
+    the decoding thread's events (``prefetch``, whose batches are tagged with the index of their feed, or carry
+    the exception that failed that feed) go to their :class:`ModelFeed`; at each video's end (or failure)
+    ``ended(video, the reader's facts or None, the error or None)`` gives what is yielded with the video."""
+    duration_s = 0.0
+    try:
+        for kind, video, payload in prefetch:
+            if kind == "start":
+                duration_s = payload
+                for feed in feeds:
+                    feed.start()
+            elif kind == "batch":
+                (index, inputs), times = payload
+                if isinstance(inputs, Exception):
+                    feeds[index].fail(inputs)
+                elif feeds[index].run(video, inputs, times) and on_progress is not None:
+                    on_progress(video, times[-1] / 1000, duration_s)
+            else:
+                yield video, ended(video, payload if kind == "end" else None, payload if kind == "error" else None)
+    finally:
+        for feed in feeds:
+            feed.abort()
+        prefetch.close()
 
 
 def _length(inputs: Batch) -> int:

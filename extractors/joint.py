@@ -26,7 +26,7 @@ from typing import Any, Callable, Collection, Iterable, Iterator, Mapping, Seque
 import numpy as np
 import torch
 
-from extractors.base import BaseExtractor, ModelFeed, OnProgress
+from extractors.base import BaseExtractor, ModelFeed, OnProgress, run_feeds
 from extractors.config import RunConfig, joint_configs
 from extractors.prefetch import Batcher, Prefetcher
 from extractors.registry import extractor_class
@@ -83,26 +83,8 @@ class JointExtractor:
                               self._prepared)
         feeds = [ModelFeed(member, lambda video, name=member.feature_type: sinks_of(video, name))
                  for member in self.members]
-        duration_s = 0.0
-        try:
-            for kind, video, payload in prefetch:
-                if kind == "start":
-                    duration_s = payload
-                    for feed in feeds:
-                        feed.start()
-                elif kind == "batch":
-                    (index, inputs), times = payload
-                    if isinstance(inputs, Exception):
-                        feeds[index].fail(inputs)
-                    elif feeds[index].run(video, inputs, times) and on_progress is not None:
-                        on_progress(video, times[-1] / 1000, duration_s)
-                else:
-                    yield video, self._outcomes(video, wanted(video), feeds, payload if kind == "end" else None,
-                                                payload if kind == "error" else None, on_facts)
-        finally:
-            for feed in feeds:
-                feed.abort()
-            prefetch.close()
+        yield from run_feeds(prefetch, feeds, lambda video, facts, error: self._outcomes(
+            video, wanted(video), feeds, facts, error, on_facts), on_progress)
 
     def _outcomes(self, video, indices: list[int], feeds: list[ModelFeed], facts: dict[int, dict] | None,
                   error: Exception | None, on_facts: Callable | None) -> Outcomes:
@@ -126,6 +108,9 @@ class JointExtractor:
         for index, error in joint.errors.items():
             yield (index, error), []
         sharing = [index for index in joint.sharing if index not in joint.errors]
+        if len(sharing) == 1:  # one type reads the frames: a run of it alone, without the planning pass
+            alone = sharing.pop()
+            streams[alone] = _inputs(self.members[alone], joint.video, job)
         if sharing:
             frames = _SharedFrames(joint.video, {index: self.members[index] for index in sharing}, job)
             for index in sharing:

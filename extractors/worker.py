@@ -64,10 +64,9 @@ class Extraction:
         """Each feature type's part of the run, this one first."""
         return (self, *self.also)
 
-    def engine(self, device: str) -> BaseExtractor | JointExtractor:
-        """The extractor a worker on ``device`` runs: one type's, or several types' fed from one decode."""
-        if not self.also:
-            return self.extractor(self.config, device=device, layout=self.layout.staged_here())
+    def engine(self, device: str) -> JointExtractor:
+        """The extractor a worker on ``device`` runs: the types of the run fed from one decode (a run of one type
+        is a joint run of one, without the planning pass)."""
         return JointExtractor([part.config for part in self.every], device=device,
                               layouts={part.config.feature_type: part.layout.staged_here() for part in self.every})
 
@@ -101,13 +100,13 @@ def serve(extraction: Extraction, device: str, threads: int, connection: Any) ->
 
 
 class _Worker:
-    """Extracts the videos it is handed with ``engine``: one feature type's extractor, or a
-    :class:`JointExtractor` of several; each type's outputs are claimed, published and reported on their own, so
-    a video done for one type and not another is extracted for the missing type only."""
+    """Extracts the videos it is handed with ``engine``, the :class:`JointExtractor` of the run's types (one or
+    several); each type's outputs are claimed, published and reported on their own, so a video done for one type
+    and not another is extracted for the missing type only."""
 
-    def __init__(self, engine: BaseExtractor | JointExtractor, connection: Connection):
+    def __init__(self, engine: JointExtractor, connection: Connection):
         self.engine = engine
-        self.members: list[BaseExtractor] = engine.members if isinstance(engine, JointExtractor) else [engine]
+        self.members: list[BaseExtractor] = engine.members
         self.by_type = {member.feature_type: member for member in self.members}
         self.config = self.members[0].config  # the run's own options are every type's
         self.outputs = {member.feature_type: output_store(member.layout) for member in self.members}
@@ -155,22 +154,10 @@ class _Worker:
 
     def _outcomes(self) -> Iterator[tuple[Assign, dict[str, dict | Exception]]]:
         """Each video handed out with each type's outcome."""
-        if isinstance(self.engine, JointExtractor):
-            return self.engine.extract_many(
-                self._jobs(), job_of=lambda assigned: assigned.job, sinks_of=self._sink, on_progress=self._progress,
-                on_facts=lambda assigned, name, facts: self._facts.update({(assigned.job_id, name): facts}),
-                types_of=lambda assigned: self.by_type.keys() - self._skipped[assigned.job_id].keys())
-        return self._one_type()
-
-    def _one_type(self) -> Iterator[tuple[Assign, dict[str, dict | Exception]]]:
-        name = self.engine.feature_type
-        outcomes = self.engine.extract_many(
-            self._jobs(), job_of=lambda assigned: assigned.job, sink_of=lambda assigned: self._sink(assigned, name),
-            on_progress=self._progress,
-            on_facts=lambda assigned, facts: self._facts.update({(assigned.job_id, name): facts}))
-        with closing(outcomes):
-            for assigned, outcome in outcomes:
-                yield assigned, {name: outcome}
+        return self.engine.extract_many(
+            self._jobs(), job_of=lambda assigned: assigned.job, sinks_of=self._sink, on_progress=self._progress,
+            on_facts=lambda assigned, name, facts: self._facts.update({(assigned.job_id, name): facts}),
+            types_of=lambda assigned: self.by_type.keys() - self._skipped[assigned.job_id].keys())
 
     def _jobs(self) -> Iterator[Assign]:
         """Videos from the scheduler, minus those already done or claimed by another run."""

@@ -223,8 +223,8 @@ def test_a_worker_ending_while_its_decoding_thread_claims_leaves_no_lock(tiny_ch
     """The decoding thread may be handed a video as the worker ends (its device broke): the claim it takes then
     is released by itself, and the video is not answered, so the scheduler gives it to the next worker."""
     config = resolve_config(parse_options(argv(tiny_checkpoint, videos[:1], tmp_path / "out")))
-    engine = SimpleNamespace(feature_type=config.feature_type, config=config, layout=output_layout(config))
-    worker = _Worker(engine, connection=None)
+    member = SimpleNamespace(feature_type=config.feature_type, config=config, layout=output_layout(config))
+    worker = _Worker(SimpleNamespace(members=[member]), connection=None)
     job = VideoJob(videos[0], PurePath(videos[0].stem))
     outputs = worker.outputs[config.feature_type]
     take = outputs.claim
