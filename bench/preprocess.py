@@ -22,7 +22,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from extractors.models.clip import clip_preprocessing, open_clip_preprocessing  # noqa: E402
+from extractors.models.clip import clip_preprocessing  # noqa: E402
+from extractors.models.image_text import open_clip_preprocessing  # noqa: E402
 from extractors.models.timm_models import timm_preprocessing  # noqa: E402
 from extractors.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from io_utils.video import VideoReader  # noqa: E402

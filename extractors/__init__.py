@@ -10,9 +10,10 @@ from extractors.catalog import describe, list_models
 from extractors.config import RunConfig, resolve_config
 from extractors.joint import JointExtractor
 from extractors.models.clap import ExtractCLAP
-from extractors.models.clip import ExtractCLIP, ExtractOpenCLIP
+from extractors.models.clip import ExtractCLIP
 from extractors.models.i3d import ExtractI3D
 from extractors.models.mmaction import ExtractSlowOnly, ExtractTSN
+from extractors.models.open_clip_models import ExtractOpenCLIP
 from extractors.models.optical_flow import ExtractFlow, ExtractRAFT
 from extractors.models.r21d import ExtractR21D
 from extractors.models.resnet import ExtractResNet

@@ -19,7 +19,9 @@ from torchvision import transforms as T
 
 from extractors import extractor_class
 from extractors.catalog import write_random_weights
-from extractors.models.clip import CLIP_MEAN, CLIP_STD, ExtractOpenCLIP, zero_shot_scores
+from extractors.models.clip import CLIP_MEAN, CLIP_STD
+from extractors.models.image_text import zero_shot_scores
+from extractors.models.open_clip_models import ExtractOpenCLIP
 from extractors.models.timm_models import ExtractTimm
 from io_utils.errors import UsageError
 from io_utils.sampling import parse_extract_method

@@ -2,6 +2,6 @@
 
 A new family is a new module here and its import line below (see docs/contributing/adding-a-model.md).
 """
-from extractors.models import (clap, clip, i3d, mmaction, optical_flow, r21d, resnet, resnext3d, s3d,  # noqa: F401
-                               slowfast, timesformer, timm_models, transformers_models, videomae, vggish,
-                               vjepa2)
+from extractors.models import (clap, clip, i3d, mmaction, open_clip_models, optical_flow, r21d, resnet,  # noqa: F401
+                               resnext3d, s3d, slowfast, timesformer, timm_models, transformers_models, videomae,
+                               vggish, vjepa2)

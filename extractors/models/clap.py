@@ -28,7 +28,7 @@ from torch import nn
 
 from extractors.base import CHECKPOINT, WeightsFile
 from extractors.models.audio_examples import AudioExampleExtractor
-from extractors.models.clip import PRED_TEXTS
+from extractors.models.image_text import PRED_TEXTS
 from extractors.models.hub_video import HUB, WEIGHT_FILES, repo_id
 from extractors.predictions import SHOW_PRED, print_top_classes
 from extractors.registry import FeatureType, ModelDocs, feature_type, register
