@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.flow import median_seconds  # noqa: E402
 from extractors import WindowExtractor, extractor_class, feature_types  # noqa: E402
-from extractors.base import VIEWS  # noqa: E402
 from extractors.catalog import write_random_weights  # noqa: E402
+from extractors.engine_options import VIEWS  # noqa: E402
 from extractors.models.mmaction import MMActionExtractor  # noqa: E402
 from extractors.windows import STACK_SIZE  # noqa: E402
 

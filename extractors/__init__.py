@@ -5,9 +5,10 @@ reads and writes; ``from extractors import ExtractCLIP`` a class itself; ``Joint
 from one decode of each video.
 """
 from extractors import models  # noqa: F401  (registers every feature type)
-from extractors.base import BaseExtractor, FrameWiseExtractor
+from extractors.base import BaseExtractor
 from extractors.catalog import describe, list_models
 from extractors.config import RunConfig, resolve_config
+from extractors.frame_wise import FrameWiseExtractor
 from extractors.joint import JointExtractor
 from extractors.models.clap import ExtractCLAP
 from extractors.models.clip import ExtractCLIP

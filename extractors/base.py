@@ -5,8 +5,9 @@ which inputs a video gives (``model_inputs``, usually through ``preprocess``) an
 (``forward``). The class attributes and class methods (``key``, ``options``, ``feature_keys``,
 ``option_defaults``, ``validate``, ``sampling_rule``, ``checkpoints``) are the family's static description, which
 the configuration reads before anything runs (``extractors/registry.py``). The engine owns decoding, batching,
-device placement, the dtype of the results and where they go, so every model gets the same guarantees. Inputs
-come as single sampled frames (:class:`FrameWiseExtractor`), consecutive frame pairs (flow,
+device placement, the dtype of the results and where they go, so every model gets the same guarantees: its one
+loop is ``extractors/feed.py``'s, the options it declares are ``extractors/engine_options.py``'s. Inputs come as
+single sampled frames (``extractors/frame_wise.py``), consecutive frame pairs (flow,
 ``extractors/models/optical_flow.py``) or windows of frames (``extractors/windows.py``).
 """
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import abc
 import os
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
@@ -23,56 +23,25 @@ import torch
 
 from extractors.config import RunConfig, output_layout, resolve_config
 from extractors.devices import default_device
-from extractors.options import Option, Section, positive_int
+from extractors.engine_options import BATCH_SIZE, CHECKPOINT
+from extractors.feed import ModelFeed, OnProgress, run_feeds
+from extractors.options import Option
 from extractors.predictions import SHOW_PRED
 from extractors.prefetch import Batch, Prefetcher, batches, pinned, to_device
 from extractors.registry import ModelDocs, feature_type
 from extractors.transforms import CROPS, PREPROCESS_ON_DEVICE, FramePreprocessing
 from extractors.weights import Weights
-from io_utils.activity import ACTIVITY, MODEL
 from io_utils.checkpoints import checkpoint_path
 from io_utils.errors import UsageError, VideoError
 from io_utils.frames import FrameFolderReader
 from io_utils.limits import InputLimits
-from io_utils.outputs import FinishingSink, MemorySink, OutputLayout, Sink, open_sink
+from io_utils.outputs import MemorySink, OutputLayout, Sink, open_sink
 from io_utils.readers import FrameReader, Reader
-from io_utils.sampling import SamplingMethod, parse_extract_method
 from io_utils.sources import Source, as_source
-from io_utils.video import Frame, VideoReader
+from io_utils.video import VideoReader
 from io_utils.video_list import VIDEO_EXTENSIONS, VideoJob, output_stem
 
 V = TypeVar("V")
-OnProgress = Callable[[Any, float, float], None]  # (video, seconds done, seconds in all)
-DEFAULT_SAMPLING = SamplingMethod("fix", Fraction(1))  # of the frame-wise models
-_MILLISECOND = Fraction(1, 1000)  # the time base of the inputs' times
-
-# Options of every model whose outputs are feature vectors.
-VIEWS = Option("views", None, "N inputs spread uniformly over the whole video (N frames, windows or clips), instead "
-               "of --extract_method or --step_size (default: the model's; see --list_models)", 2,
-               convert=positive_int, metavar="N", section=Section.SAMPLING)
-POOL = Option("pool", None, "mean: save one vector per video, the mean over every frame, window or clip (and crop); "
-              "none: one per frame, window or clip (default: the model's, none for most; see --list_models)",
-              "mean", choices=("mean", "none"), section=Section.OUTPUTS)
-L2_NORMALIZE = Option("l2_normalize", False, "scale every saved vector to unit L2 norm", True,
-                      section=Section.OUTPUTS)
-DTYPE = Option("dtype", "float32", "of the saved features", "float16", choices=("float32", "float16"),
-               section=Section.OUTPUTS)
-FEATURE_OPTIONS = (VIEWS, POOL, L2_NORMALIZE, DTYPE)
-# The published weights of a feature type (``--help`` lists every type's) and a local file instead.
-WEIGHTS = Option("weights", None, "which published weights", "IMAGENET1K_V2", metavar="NAME")
-CHECKPOINT = Option("checkpoint", None, "a local checkpoint in the official format, instead of the published one",
-                    "x.pt", metavar="PATH")
-# Families that run any model of a library name it (timm's, open_clip's).
-MODEL_NAME = Option("model_name", None, "the model: for timm, with its pretrained tag if it has several (e.g. "
-                    "vit_base_patch16_224.augreg2_in21k_ft_in1k); for open_clip, its name (ViT-B-16-SigLIP2) or a "
-                    "local-dir:FOLDER / hf-hub:ORG/REPO in open_clip's hub format; for transformers, a hub repository "
-                    "(ORG/NAME) or a local folder in the hub's format", "resnet50.a1_in1k",
-                    metavar="NAME", required=True)
-BATCH_SIZE = Option("batch_size", 32, "inputs (frames, clips, audio examples) per forward pass", 4,
-                    convert=positive_int, section=Section.SAMPLING, changes_features=False)
-EXTRACT_METHOD = Option("extract_method", None, "uni_N: N evenly spaced frames; fix_F: F frames per second; all: "
-                        "every frame (default: the model's; see --list_models)", "uni_3",
-                        convert=parse_extract_method, metavar="METHOD", section=Section.SAMPLING)
 
 
 @dataclass(frozen=True)
@@ -83,11 +52,6 @@ class WeightsFile:
     path: Path
     source: str
     preprocessing: str | None = None
-
-
-def sampling(config: RunConfig) -> SamplingMethod | None:
-    """Which frames to take: ``--views N`` is ``uni_N``, else ``--extract_method`` (None: the model's own)."""
-    return SamplingMethod("uni", Fraction(config[VIEWS])) if config[VIEWS] else config[EXTRACT_METHOD]
 
 
 class BaseExtractor(abc.ABC):
@@ -334,34 +298,6 @@ class BaseExtractor(abc.ABC):
         return {key: value.float().cpu().numpy() for key, value in outputs.items()}
 
 
-def run_feeds(prefetch: Prefetcher, feeds: Sequence[ModelFeed],
-              ended: Callable[[Any, Any, Exception | None], Any], on_progress: OnProgress | None = None
-              ) -> Iterator[tuple[Any, Any]]:
-    """The engine's one loop, decode -> batch -> model -> sink, for one feature type or several from one decode:
-    the decoding thread's events (``prefetch``, whose batches are tagged with the index of their feed, or carry
-    the exception that failed that feed) go to their :class:`ModelFeed`; at each video's end (or failure)
-    ``ended(video, the reader's facts or None, the error or None)`` gives what is yielded with the video."""
-    duration_s = 0.0
-    try:
-        for kind, video, payload in prefetch:
-            if kind == "start":
-                duration_s = payload
-                for feed in feeds:
-                    feed.start()
-            elif kind == "batch":
-                (index, inputs), times = payload
-                if isinstance(inputs, Exception):
-                    feeds[index].fail(inputs)
-                elif feeds[index].run(video, inputs, times) and on_progress is not None:
-                    on_progress(video, times[-1] / 1000, duration_s)
-            else:
-                yield video, ended(video, payload if kind == "end" else None, payload if kind == "error" else None)
-    finally:
-        for feed in feeds:
-            feed.abort()
-        prefetch.close()
-
-
 def _length(inputs: Batch) -> int:
     return len(next(iter(inputs.values()))) if isinstance(inputs, dict) else len(inputs)
 
@@ -374,101 +310,3 @@ def _split(inputs: Batch, size: int) -> list[Batch]:
     return list(inputs.split(size))
 
 
-class ModelFeed:
-    """The consumer's side of the engine for one extractor: a video's batches through its model into the video's
-    sink, and the video's outcome. A batch that fails (out of memory, a full disk...) fails this video only; the
-    video's later batches are then not run."""
-
-    def __init__(self, extractor: BaseExtractor, sink_of: Callable[[Any], Sink]):
-        self._extractor, self._sink_of = extractor, sink_of
-        config = extractor.config
-        self._finish = FinishingSink.wrapper(config[POOL], config[L2_NORMALIZE], config[DTYPE],
-                                             config[CROPS])
-        self._sink: Sink | None = None
-        self.failed: Exception | None = None
-
-    def start(self) -> None:
-        """A new video: it starts from ``--batch_size`` again."""
-        self._sink, self.failed = None, None
-        self._extractor.reset_batch_size()
-
-    def run(self, video, inputs: Batch, timestamps_ms: list[float]) -> bool:
-        """One batch of ``video`` through the model and into its sink; False if the video has failed."""
-        if self.failed is not None:
-            return False
-        ACTIVITY.begin(MODEL, video, "running the model", round(timestamps_ms[0]), _MILLISECOND)
-        try:
-            self._sink = self._sink or self._finish(self._sink_of(video))
-            self._sink.add(*self._extractor._run_batch(inputs, timestamps_ms))
-        except Exception as error:  # out of memory, a full disk...: this video only
-            self.failed = error
-        ACTIVITY.waiting(MODEL)
-        return self.failed is None
-
-    def fail(self, error: Exception) -> None:
-        """The video cannot give this model its inputs (``error`` says why)."""
-        self.failed = self.failed or error
-
-    def end(self, video, facts: dict[str, Any] | None, error: Exception | None) -> dict[str, np.ndarray] | Exception:
-        """What the sink of a video read whole (``facts``: the reader's) returns, or why the video failed."""
-        outcome = error or self.failed
-        if outcome is None:
-            ACTIVITY.begin(MODEL, video, "writing the outputs")
-            try:
-                self._sink = self._sink or self._finish(self._sink_of(video))
-                outcome, self._sink = self._sink.close(facts["fps"]), None
-            except Exception as failure:
-                outcome = failure
-            ACTIVITY.waiting(MODEL)
-        self.abort()
-        self.failed = None
-        return outcome
-
-    def abort(self) -> None:
-        """Remove what the current video's sink has written so far."""
-        if self._sink is not None:
-            self._sink.abort()
-            self._sink = None
-
-
-class FrameWiseExtractor(BaseExtractor):
-    """Models that take single frames, sampled with ``--extract_method`` (``uni_N``, ``fix_F`` or ``all``);
-    ``--views N`` is ``uni_N``. With ``--preprocess_on_device`` (for the families whose preprocessing is a
-    :class:`FramePreprocessing`, which declare it) their inputs are the decoded frames themselves, preprocessed in
-    batches on the model's device (see ``_prepared``)."""
-
-    options = (EXTRACT_METHOD, BATCH_SIZE, *FEATURE_OPTIONS)
-
-    @classmethod
-    def option_defaults(cls, config: RunConfig, weights: Weights | None) -> dict[str, Any]:
-        """One frame per second, unless ``--views`` samples."""
-        defaults = super().option_defaults(config, weights)
-        if config[EXTRACT_METHOD] is None and not config[VIEWS]:
-            defaults["extract_method"] = DEFAULT_SAMPLING
-        return defaults
-
-    @classmethod
-    def validate(cls, config: RunConfig, weights: Weights | None) -> None:
-        super().validate(config, weights)
-        if config[VIEWS] and config[EXTRACT_METHOD] is not None:
-            raise UsageError("--views N takes N frames spread over the video: give it or --extract_method, not both")
-
-    @classmethod
-    def sampling_rule(cls, config: RunConfig) -> str:
-        return f"frames on screen at the times of {sampling(config)} (presentation timestamps)"
-
-    def model_inputs(self, video: FrameReader, job: VideoJob) -> Iterator[tuple[torch.Tensor, float]]:
-        for frame in sampled_frames(video, self.config):
-            yield (torch.from_numpy(frame.rgb) if self._on_device else self.preprocess(frame.rgb)), frame.time_ms
-
-
-def sampled_frames(video: FrameReader, config: RunConfig) -> Iterator[Frame]:
-    """The frames ``--extract_method`` (or ``--views``) takes, in time order: what frame-wise models read."""
-    method = sampling(config)
-    if method.kind == "all":
-        return video.read_all()
-    targets = method.target_pts(video.start_pts, video.end_pts, video.time_base)
-    if method.kind == "uni" and len(targets) > video.num_frames:
-        counted = f"{video.num_frames} frame" + ("s" * (video.num_frames != 1))
-        raise VideoError(f"too short: {counted}, fewer than the {len(targets)} that {method} asks for")
-    return video.read_at(targets)

@@ -26,8 +26,9 @@ from typing import Any, Callable, Collection, Iterable, Iterator, Mapping, Seque
 import numpy as np
 import torch
 
-from extractors.base import BaseExtractor, ModelFeed, OnProgress, run_feeds
+from extractors.base import BaseExtractor
 from extractors.config import RunConfig, joint_configs
+from extractors.feed import ModelFeed, OnProgress, run_feeds
 from extractors.prefetch import Batcher, Prefetcher
 from extractors.registry import extractor_class
 from io_utils.errors import VideoError

@@ -14,9 +14,9 @@ from typing import Any, Iterator, Mapping
 
 from tqdm import tqdm
 
-from extractors.base import DTYPE, POOL
 from extractors.config import RunConfig, joint_configs, resolve_config
 from extractors.devices import worker_devices
+from extractors.engine_options import DTYPE, POOL
 from extractors.pool import LocalPoolExecutor
 from extractors.scheduling import Executor, Progress, Result
 from extractors.worker import OUTPUTS_EXIST, Extraction

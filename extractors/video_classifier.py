@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from extractors.base import CHECKPOINT
+from extractors.engine_options import CHECKPOINT
 from extractors.predictions import SHOW_PRED, HeadPredictions
 from extractors.transforms import CROPS
 from extractors.windows import WINDOW_OPTIONS, WindowExtractor

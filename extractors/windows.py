@@ -13,8 +13,9 @@ from typing import Any, Iterable, Iterator, Sequence, TypeVar
 
 import torch
 
-from extractors.base import FEATURE_OPTIONS, VIEWS, BaseExtractor
+from extractors.base import BaseExtractor
 from extractors.config import RunConfig
+from extractors.engine_options import FEATURE_OPTIONS, VIEWS
 from extractors.options import Option, Section, positive_float, positive_int
 from extractors.weights import Weights
 from io_utils.errors import UsageError, VideoError

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from extractors.base import EXTRACT_METHOD, WEIGHTS
+from extractors.engine_options import EXTRACT_METHOD, WEIGHTS
 from extractors.models.transformers_models import ExtractTransformers, example_samples
 from extractors.windows import EXTRACTION_FPS, STACK_SIZE, read_frames
 from io_utils.audio import AudioReader

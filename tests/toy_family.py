@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from extractors.base import FrameWiseExtractor
+from extractors.frame_wise import FrameWiseExtractor
 from extractors.options import Option, positive_float
 from extractors.registry import FeatureType, register
 

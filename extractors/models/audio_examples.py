@@ -24,7 +24,8 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
-from extractors.base import BATCH_SIZE, CHECKPOINT, EXTRACT_METHOD, FEATURE_OPTIONS, WEIGHTS, BaseExtractor, sampling
+from extractors.base import BaseExtractor
+from extractors.engine_options import BATCH_SIZE, CHECKPOINT, EXTRACT_METHOD, FEATURE_OPTIONS, WEIGHTS, sampling
 from extractors.options import Option, local_folder
 from io_utils.audio import AUDIO_EXTENSIONS, AudioReader
 from io_utils.errors import UsageError, VideoError

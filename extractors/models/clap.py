@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from extractors.base import CHECKPOINT, WeightsFile
+from extractors.base import WeightsFile
+from extractors.engine_options import CHECKPOINT
 from extractors.models.audio_examples import AudioExampleExtractor
 from extractors.models.image_text import PRED_TEXTS
 from extractors.models.hub_video import HUB, WEIGHT_FILES, repo_id

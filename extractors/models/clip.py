@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from extractors.base import CHECKPOINT, FrameWiseExtractor
+from extractors.engine_options import CHECKPOINT
+from extractors.frame_wise import FrameWiseExtractor
 from extractors.models.image_text import (PRED_TEXTS, ImageTextExtractor, built_without_weights,
                                           open_clip_preprocessing)
 from extractors.predictions import SHOW_PRED

@@ -15,7 +15,8 @@ from typing import Any
 from torch import nn
 from torchvision.transforms import InterpolationMode
 
-from extractors.base import CHECKPOINT, WEIGHTS, WeightsFile
+from extractors.base import WeightsFile
+from extractors.engine_options import CHECKPOINT, WEIGHTS
 from extractors.predictions import SHOW_PRED
 from extractors.registry import feature_type
 from extractors.transforms import FramePreprocessing

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torchvision.transforms import InterpolationMode
 
-from extractors.base import FrameWiseExtractor
+from extractors.frame_wise import FrameWiseExtractor
 from extractors.options import Option
 from extractors.predictions import SHOW_PRED, kinetics400_labels, print_top_classes
 from extractors.transforms import FramePreprocessing

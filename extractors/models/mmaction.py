@@ -32,8 +32,9 @@ import torch
 from torch import nn
 from torchvision.models import resnet50
 
-from extractors.base import BATCH_SIZE, CHECKPOINT, FEATURE_OPTIONS, POOL, VIEWS, BaseExtractor
+from extractors.base import BaseExtractor
 from extractors.config import RunConfig
+from extractors.engine_options import BATCH_SIZE, CHECKPOINT, FEATURE_OPTIONS, POOL, VIEWS
 from extractors.predictions import SHOW_PRED, HeadPredictions, kinetics400_labels
 from extractors.registry import FeatureType, ModelDocs, feature_type, register
 from extractors.transforms import CROPS, crop_views

@@ -19,7 +19,9 @@ from typing import Any, Mapping
 
 import torch
 
-from extractors.base import CHECKPOINT, MODEL_NAME, FrameWiseExtractor, WeightsFile
+from extractors.base import WeightsFile
+from extractors.engine_options import CHECKPOINT, MODEL_NAME
+from extractors.frame_wise import FrameWiseExtractor
 from extractors.models.image_text import (PRED_TEXTS, ImageTextExtractor, built_without_weights,
                                           open_clip_preprocessing)
 from extractors.options import Option

@@ -13,7 +13,8 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from extractors.base import CHECKPOINT, DTYPE, WEIGHTS, BaseExtractor
+from extractors.base import BaseExtractor
+from extractors.engine_options import CHECKPOINT, DTYPE, WEIGHTS
 from extractors.options import Option, positive_float, positive_int
 from extractors.registry import FeatureType, ModelDocs, register
 from extractors.transforms import SIDE_SIZE

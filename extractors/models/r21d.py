@@ -17,7 +17,7 @@ from torch import nn
 from torchvision.models.video import R2Plus1D_18_Weights, r2plus1d_18
 from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, R2Plus1dStem, VideoResNet
 
-from extractors.base import WEIGHTS
+from extractors.engine_options import WEIGHTS
 from extractors.predictions import kinetics400_labels, with_separate_head
 from extractors.registry import FeatureType, ModelDocs, register
 from extractors.transforms import KINETICS_MEAN, KINETICS_STD, FramePreprocessing

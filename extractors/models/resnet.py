@@ -13,7 +13,8 @@ import torch
 from torch import nn
 from torchvision import models
 
-from extractors.base import CHECKPOINT, WEIGHTS, FrameWiseExtractor
+from extractors.engine_options import CHECKPOINT, WEIGHTS
+from extractors.frame_wise import FrameWiseExtractor
 from extractors.predictions import SHOW_PRED, HeadPredictions, with_separate_head
 from extractors.registry import FeatureType, ModelDocs, register
 from extractors.transforms import CROPS, PREPROCESS_ON_DEVICE, SIDE_SIZE, FramePreprocessing

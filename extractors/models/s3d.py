@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torchvision.models.video import S3D_Weights, s3d
 
-from extractors.base import WEIGHTS
+from extractors.engine_options import WEIGHTS
 from extractors.registry import FeatureType, ModelDocs, register
 from extractors.transforms import FramePreprocessing
 from extractors.video_classifier import VideoClassifierExtractor

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 from torchvision.transforms import InterpolationMode
 
-from extractors.base import WEIGHTS
+from extractors.engine_options import WEIGHTS
 from extractors.predictions import kinetics400_labels
 from extractors.registry import FeatureType, ModelDocs, register
 from extractors.transforms import FramePreprocessing

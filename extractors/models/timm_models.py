@@ -20,7 +20,9 @@ import torch
 from torch import nn
 from torchvision.transforms import InterpolationMode
 
-from extractors.base import CHECKPOINT, MODEL_NAME, FrameWiseExtractor, WeightsFile
+from extractors.base import WeightsFile
+from extractors.engine_options import CHECKPOINT, MODEL_NAME
+from extractors.frame_wise import FrameWiseExtractor
 from extractors.options import Option
 from extractors.registry import FeatureType, ModelDocs, register
 from extractors.transforms import CROPS, FAST_RESIZE, PREPROCESS_ON_DEVICE, FramePreprocessing

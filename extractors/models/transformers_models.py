@@ -35,8 +35,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from extractors.base import (BATCH_SIZE, CHECKPOINT, DEFAULT_SAMPLING, EXTRACT_METHOD, MODEL_NAME, VIEWS, WEIGHTS,
-                             BaseExtractor, FrameWiseExtractor, WeightsFile, sampled_frames)
+from extractors.base import BaseExtractor, WeightsFile
+from extractors.engine_options import (BATCH_SIZE, CHECKPOINT, DEFAULT_SAMPLING, EXTRACT_METHOD, MODEL_NAME, VIEWS,
+                                       WEIGHTS)
+from extractors.frame_wise import FrameWiseExtractor, sampled_frames
 from extractors.models.audio_examples import TIMESTAMPS_FROM, AudioExampleExtractor, examples_rule
 from extractors.options import Option
 from extractors.registry import FeatureType, ModelDocs, feature_type, register

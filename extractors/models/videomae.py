@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from extractors.base import CHECKPOINT
+from extractors.engine_options import CHECKPOINT
 from extractors.models.hub_video import (HUB, WEIGHT_FILES, HubVideoExtractor, processor_preprocessing,
                                          read_processor, repo_id)
 from extractors.predictions import kinetics400_labels
