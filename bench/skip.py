@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from bench.inputs import make_long_clip, make_typical_clip  # noqa: E402
 from extractors.catalog import write_random_weights  # noqa: E402
 from extractors.models.r21d import ExtractR21D  # noqa: E402
-from io_utils import video as video_module  # noqa: E402
+from io_utils import forward_decoder  # noqa: E402
 from io_utils.sampling import parse_extract_method  # noqa: E402
 from io_utils.video import VideoReader  # noqa: E402
 
@@ -33,7 +33,7 @@ class DecodedFrames:
     """Counts the frames that come out of the decoder while it is in use."""
 
     def __enter__(self) -> DecodedFrames:
-        self.count, original, lock = 0, video_module._ForwardDecoder.next_frame, threading.Lock()
+        self.count, original, lock = 0, forward_decoder.ForwardDecoder.next_frame, threading.Lock()
 
         def counting(decoder):
             frame = original(decoder)
@@ -41,11 +41,11 @@ class DecodedFrames:
                 self.count += frame is not None
             return frame
 
-        self._original, video_module._ForwardDecoder.next_frame = original, counting
+        self._original, forward_decoder.ForwardDecoder.next_frame = original, counting
         return self
 
     def __exit__(self, *exc_info) -> None:
-        video_module._ForwardDecoder.next_frame = self._original
+        forward_decoder.ForwardDecoder.next_frame = self._original
 
 
 # (skip_unshown, decoders): before issue 14; skipping on one decoder; as the reader is (skipping, intervals at once)

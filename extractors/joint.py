@@ -35,7 +35,8 @@ from io_utils.errors import VideoError
 from io_utils.outputs import MemorySink, OutputLayout, Sink
 from io_utils.readers import FrameReader, Reader
 from io_utils.sources import Source
-from io_utils.video import Frame, on_screen
+from io_utils.forward_decoder import on_screen
+from io_utils.video import Frame
 from io_utils.video_list import VideoJob
 
 V = TypeVar("V")

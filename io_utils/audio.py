@@ -22,7 +22,8 @@ from io_utils.activity import ACTIVITY, READER
 from io_utils.errors import VideoError
 from io_utils.limits import InputLimits
 from io_utils.sources import Source, as_source, for_reading
-from io_utils.video import VideoReader, chosen_stream, close_container, error_reason, is_cover, open_container
+from io_utils.containers import chosen_stream, close_container, error_reason, is_cover, open_container
+from io_utils.video import VideoReader
 
 AUDIO_EXTENSIONS = frozenset(".wav .mp3 .flac .m4a .aac .ogg .opus .oga .wma .aif .aiff .mka".split())
 _GAP_S = 0.002  # a jump in the packets' times larger than this (a damaged packet skipped) is filled with silence

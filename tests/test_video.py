@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from io_utils import forward_decoder
 from io_utils import video as video_module
 from io_utils.errors import VideoError
 from io_utils.sampling import parse_extract_method
@@ -169,7 +170,7 @@ def count_decoded_frames(monkeypatch) -> list[int]:
     """Count the frames that come out of the decoders, on every decoding thread (a one-element list, updated in
     place)."""
     counter, lock = [0], threading.Lock()
-    original = video_module._ForwardDecoder.next_frame
+    original = forward_decoder.ForwardDecoder.next_frame
 
     def counting_next(self):
         frame = original(self)
@@ -177,7 +178,7 @@ def count_decoded_frames(monkeypatch) -> list[int]:
             counter[0] += frame is not None
         return frame
 
-    monkeypatch.setattr(video_module._ForwardDecoder, "next_frame", counting_next)
+    monkeypatch.setattr(forward_decoder.ForwardDecoder, "next_frame", counting_next)
     return counter
 
 
@@ -277,7 +278,7 @@ def test_intervals_larger_than_a_decoders_buffer_are_decoded_one_after_another(t
 def test_an_error_in_a_later_interval_comes_after_the_frames_before_it(ten_intervals, monkeypatch):
     """The decoding threads fail in their own time; the consumer sees every frame before the failure, in order,
     then the error, and no thread is left behind."""
-    original = video_module._ForwardDecoder.frame_at
+    original = forward_decoder.ForwardDecoder.frame_at
     with VideoReader(ten_intervals) as video:
         targets = parse_extract_method("fix_5").target_pts(video.start_pts, video.end_pts, video.time_base)
 
@@ -286,7 +287,7 @@ def test_an_error_in_a_later_interval_comes_after_the_frames_before_it(ten_inter
             raise VideoError("decoding failed (planted)")
         return original(self, target, following)
 
-    monkeypatch.setattr(video_module._ForwardDecoder, "frame_at", failing_at_the_seventh_interval)
+    monkeypatch.setattr(forward_decoder.ForwardDecoder, "frame_at", failing_at_the_seventh_interval)
     taken = []
     with VideoReader(ten_intervals, decoders=3) as video:
         with pytest.raises(VideoError, match="planted"):
@@ -321,14 +322,14 @@ def test_non_reference_frames_between_samples_are_not_decoded(skipping_streams, 
 def test_disposable_h264_packets_are_not_sent_to_the_decoder(skipping_streams, monkeypatch):
     """In MP4/MKV form, non-reference H.264 pictures between the frames taken never reach the decoder."""
     verdicts = []
-    original = video_module._disposable_h264
-    monkeypatch.setattr(video_module, "_disposable_h264", lambda *args: verdicts.append(original(*args)) or verdicts[-1])
+    original = forward_decoder._disposable_h264
+    monkeypatch.setattr(forward_decoder, "_disposable_h264", lambda *args: verdicts.append(original(*args)) or verdicts[-1])
     with VideoReader(skipping_streams["h264_b_pyramid.mp4"]) as video:
         targets = parse_extract_method("fix_1").target_pts(video.start_pts, video.end_pts, video.time_base)
         list(video.read_at(targets))
     assert verdicts.count(True) >= 10 and verdicts.count(False) >= 5, verdicts  # 72 frames, 3 taken
     with VideoReader(skipping_streams["h264_annex_b.ts"]) as video:
-        assert video_module._avcc_nal_length(video._stream) is None  # start codes: left to the decoder's skipping
+        assert forward_decoder._avcc_nal_length(video._stream) is None  # start codes: left to the decoder's skipping
 
 
 def nal(kind: int, ref_idc: int, payload: bytes = b"\x88\x84", length_size: int = 4) -> bytes:
@@ -347,9 +348,9 @@ def nal(kind: int, ref_idc: int, payload: bytes = b"\x88\x84", length_size: int 
     (b"", False),
 ])
 def test_disposable_h264_reads_every_nal_unit(packet, disposable):
-    assert video_module._disposable_h264(memoryview(packet), 4) is disposable
+    assert forward_decoder._disposable_h264(memoryview(packet), 4) is disposable
 
 
 def test_disposable_h264_with_two_byte_lengths():
-    assert video_module._disposable_h264(memoryview(nal(6, 0, length_size=2) + nal(1, 0, length_size=2)), 2)
-    assert not video_module._disposable_h264(memoryview(nal(6, 0, length_size=2) + nal(1, 1, length_size=2)), 2)
+    assert forward_decoder._disposable_h264(memoryview(nal(6, 0, length_size=2) + nal(1, 0, length_size=2)), 2)
+    assert not forward_decoder._disposable_h264(memoryview(nal(6, 0, length_size=2) + nal(1, 1, length_size=2)), 2)
