@@ -40,7 +40,7 @@ MATRIX: dict[str, list[str]] = {
     "resnet18": ["--feature_type", "resnet18", *FRAME_WISE],
     "resnet18_crops_views": ["--feature_type", "resnet18", "--views", "3", "--crops", "3"],
     "resnet152_preset": ["--preset", "howto100m_2d"],
-    "timm": ["--feature_type", "timm", "--model_name", "vit_small_patch16_224.augreg_in21k_ft_in1k",
+    "timm": ["--feature_type", "timm", "--model_name", "vit_small_patch14_dinov2.lvd142m",
              "--image_feature", "cls_patch_mean", *FRAME_WISE],
     "raft": ["--feature_type", "raft", "--raft_model", "small", "--extraction_fps", "2", "--side_size", "128"],
     "raft_images": ["--feature_type", "raft", "--raft_model", "small", "--extraction_fps", "2", "--side_size", "128",

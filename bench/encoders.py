@@ -3,8 +3,8 @@ of their published base models (transformers' default configurations, random wei
 audio example through the tool's own forward (the documented embedding), batch 1, median of ``--repeats`` passes
 after one warm-up.
 
-    python bench/transformers.py                    # CPU; about 5 minutes on 2 cores
-    python bench/transformers.py --only dinov3 ast
+    python bench/encoders.py                    # CPU; about 5 minutes on 2 cores
+    python bench/encoders.py --only dinov3 ast
 """
 from __future__ import annotations
 
