@@ -46,11 +46,11 @@ MATRIX: dict[str, list[str]] = {
     "raft_images": ["--feature_type", "raft", "--raft_model", "small", "--extraction_fps", "2", "--side_size", "128",
                     "--on_extraction", "save_flow_images"],
     "pwc": ["--feature_type", "pwc", "--extraction_fps", "2", "--side_size", "128"],
-    "i3d_pwc": ["--feature_type", "i3d", "--flow_type", "pwc", *WINDOWS, "--stack_size", "16", "--side_size", "128"],
+    "i3d_pwc": ["--feature_type", "i3d", "--flow_type", "pwc", *WINDOWS, "--stack_size", "16"],
     "i3d_rgb_crops": ["--feature_type", "i3d", "--streams", "rgb", *WINDOWS, "--stack_size", "16", "--crops", "3"],
     "r21d": ["--feature_type", "r21d", *WINDOWS],
     "r21d_views_pool": ["--feature_type", "r21d", "--views", "2", "--pool", "mean"],
-    "s3d": ["--feature_type", "s3d", *WINDOWS],
+    "s3d": ["--feature_type", "s3d", "--views", "2"],
     "resnext101_3d": ["--feature_type", "resnext101_3d", *WINDOWS],
     "tsn": ["--feature_type", "tsn", "--views", "3"],
     "slowonly": ["--feature_type", "slowonly", "--views", "2"],
@@ -67,10 +67,10 @@ MATRIX: dict[str, list[str]] = {
 NEEDS_INPUTS = ("--file_with_video_paths", "--frames_dir", "--video_paths")
 
 
-def write_weights(folder: Path) -> None:
-    """Random weights for every configuration, by this tree's writers (the formats are the publishers')."""
+def write_weights(folder: Path, names: list[str]) -> None:
+    """Random weights for the configurations ``names``, by this tree's writers (the formats are the publishers')."""
     written = set()
-    for options in MATRIX.values():
+    for options in (MATRIX[name] for name in names):
         if "--preset" in options:
             continue
         pairs = dict(zip(options[::2], options[1::2]))
@@ -81,8 +81,9 @@ def write_weights(folder: Path) -> None:
         if key not in written:
             write_random_weights(kind, folder, **extra)
             written.add(key)
-    for kind, extra in (("CLIP-ViT-B/32", {}), ("resnet152", {})):  # the presets'
-        write_random_weights(kind, folder, **extra)
+    presets = {"clip_preset": "CLIP-ViT-B/32", "resnet152_preset": "resnet152"}
+    for kind in {presets[name] for name in names if name in presets}:
+        write_random_weights(kind, folder)
 
 
 def inputs(folder: Path) -> dict[str, str]:
@@ -144,7 +145,7 @@ def main() -> None:
                        capture_output=True)
         try:
             weights = scratch / "weights"
-            write_weights(weights)
+            write_weights(weights, names)
             values = inputs(scratch)
             print("| configuration | before s | after s | outputs |\n| --- | --- | --- | --- |")
             for name in names:
