@@ -39,7 +39,12 @@ MODELS = {
                 ("WhisperFeatureExtractor", {}), "Whisper tiny encoder, 30 s"),
     "wav2vec2": ("Wav2Vec2Model", {}, ("Wav2Vec2FeatureExtractor", {}), "Wav2Vec2 base, 10 s"),
     "hubert": ("HubertModel", {}, ("Wav2Vec2FeatureExtractor", {}), "HuBERT base, 10 s"),
+    "pe_video": ("PeVideoModel", {}, ("PeVideoVideoProcessor", dict(do_resize=True, size={"height": 336, "width": 336})),
+                 "Perception Encoder video, default configuration, 8 frames"),
+    "pe_audio": ("PeAudioModel", {}, ("PeAudioFeatureExtractor", {}), "Perception Encoder audio, default configuration"),
 }
+# Options for models whose files give no frame count (Perception Encoder video takes any).
+OPTIONS = {"pe_video": dict(stack_size=8)}
 
 
 def repository(name: str, folder: Path) -> Path:
@@ -65,7 +70,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as scratch:
             folder = repository(name, Path(scratch))
             extractor = ExtractTransformers(dict(feature_type="transformers", model_name=str(folder), cpu=True,
-                                                 batch_size=1, views=1))
+                                                 batch_size=1, views=1, **OPTIONS.get(name, {})))
             with extractor.open_reader(SAMPLE_19FPS) as reader:
                 item, _ = next(iter(extractor.model_inputs(reader, extractor.video_job(SAMPLE_19FPS))))
             batch = {key: value[None] for key, value in item.items()}

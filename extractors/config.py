@@ -125,7 +125,8 @@ class RunConfig:
         "weights", metavar="DIR")
     # the feature type's own options, declared by its family (see the module's docstring)
     model_options: OptionValues = field(default_factory=OptionValues, repr=False)
-
+    # set by resolve_config: a worker (or an extractor built from this configuration) takes it as it is
+    resolved: bool = field(default=False, compare=False, repr=False)
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> RunConfig:
@@ -150,7 +151,7 @@ class RunConfig:
         """A copy with these options (of the run, or of the feature type) changed; nothing is checked."""
         shared = {name: value for name, value in values.items() if name in RUN_OPTIONS}
         model = {name: value for name, value in values.items() if name not in RUN_OPTIONS}
-        return replace(self, **shared, model_options=self.model_options.updated(model))
+        return replace(self, **shared, model_options=self.model_options.updated(model), resolved=False)
 
     def given(self) -> dict[str, Any]:
         """The options whose value is not their default: what the user asked for (and, once resolved, the
@@ -194,7 +195,7 @@ def _refuse_unknown(options: Mapping[str, Any]) -> None:
 def run_options() -> dict[str, Option]:
     """The options of every run, from :class:`RunConfig`'s fields."""
     return {spec.name: Option(spec.name, spec.default, **spec.metadata) for spec in fields(RunConfig)
-            if spec.name != "model_options"}
+            if spec.name not in ("model_options", "resolved")}
 
 
 RUN_OPTIONS = run_options()
@@ -242,7 +243,11 @@ def _jsonable(value: Any) -> Any:
 
 
 def resolve_config(options: RunConfig | Mapping[str, Any]) -> RunConfig:
-    """The complete configuration of a run of one feature type (see the module's docstring). Idempotent."""
+    """The complete configuration of a run of one feature type (see the module's docstring). A configuration it
+    returned is returned as it is: the main process resolves once (reading a repository's files, checking every
+    option), and each worker takes the result."""
+    if isinstance(options, RunConfig) and options.resolved:
+        return options
     config = options if isinstance(options, RunConfig) else RunConfig.from_options(with_recipe(options))
     spec = feature_type(config.feature_type)
     family = spec.extractor
@@ -269,7 +274,7 @@ def resolve_config(options: RunConfig | Mapping[str, Any]) -> RunConfig:
     weights = spec.weights_for(config)
     config = config.with_options(**family.option_defaults(config, weights))
     family.validate(config, weights)
-    return config
+    return replace(config, resolved=True)
 
 
 ONE_MODEL_OPTIONS = ("checkpoint", "weights")  # name one model's file or weights: never given to several types

@@ -14,12 +14,13 @@ import os
 import re
 import socket
 import urllib.parse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from tqdm import tqdm
 
-from io_utils.checkpoints import WEIGHTS_DIR_ENV
+from io_utils.checkpoints import WEIGHTS_DIR_ENV, local_file
 from io_utils.errors import UsageError
 from io_utils.files import sha256_of
 
@@ -60,6 +61,29 @@ def hub_file(repo_id: str, file_names: Sequence[str], weights_dir: str | os.Path
         f"`huggingface-cli download {repo_id} {file_names[0]}` and copy its cache folder "
         f"models--{repo_id.replace('/', '--')} into {hub_cache()} or into a folder given by --weights_dir, "
         f"or pass --checkpoint PATH")
+
+
+@dataclass(frozen=True)
+class HubFile:
+    """A weights file that a library names in a hub repository (timm's ``pretrained_cfg``, open_clip's tags): the
+    repository and the file names the library tries there, in order."""
+
+    repo_id: str
+    file_names: tuple[str, ...]
+
+
+def located_weights(source: HubFile | None, checkpoint: str | None, weights_dir: str | os.PathLike | None, what: str,
+                    progress: bool = True) -> Path | None:
+    """``--checkpoint``, else the file of ``source`` found locally or downloaded; None where there is no hub
+    source (a library that downloads from a URL of its own, into its own cache)."""
+    if checkpoint:
+        return local_file(checkpoint, "checkpoint")
+    return hub_file(source.repo_id, source.file_names, weights_dir, what, progress) if source else None
+
+
+def weights_address(source: HubFile | None, path: Path, checkpoint: str | None) -> str:
+    """Where a weights file came from, for the manifest: the ``--checkpoint`` path, else its hub address."""
+    return str(path) if checkpoint or source is None else hub_url(source.repo_id, path.name)
 
 
 def hub_url(repo_id: str, file_name: str | None = None) -> str:
@@ -158,24 +182,26 @@ class RepositoryUnavailable(UsageError):
     """A repository that is neither local nor downloadable now."""
 
 
-def hub_repository(name: str, weights_dir: str | os.PathLike | None, what: str, progress: bool = True) -> Path:
+def hub_repository(name: str, weights_dir: str | os.PathLike | None, what: str, progress: bool = True,
+                   needs: Sequence[str] = ()) -> Path:
     """The folder of a transformers repository: ``name`` itself where it is a local folder; for a hub id
-    (``ORG/NAME``), its snapshot in ``--weights_dir`` or the hub cache when that holds ``config.json`` and
-    weights, else downloaded (only :data:`REPOSITORY_FILES`) into the user's cache."""
+    (``ORG/NAME``), its snapshot in ``--weights_dir`` or the hub cache when that holds ``config.json``, weights
+    and the files of ``needs``, else downloaded (only :data:`REPOSITORY_FILES` and ``needs``) into the user's
+    cache."""
     if Path(name).is_dir():
         return Path(name)
     if name.count("/") != 1:
         raise UsageError(f"{what}: {name} is neither a local folder nor a hub repository (ORG/NAME)")
     for folder in _caches(weights_dir):
         snapshot = _local_snapshot(name, folder)
-        if snapshot is not None:
+        if snapshot is not None and all((snapshot / file).is_file() for file in needs):
             return snapshot
     unreachable = hub_unreachable()
     if not unreachable:
         from huggingface_hub import snapshot_download
 
         try:
-            return Path(snapshot_download(name, allow_patterns=list(REPOSITORY_FILES),
+            return Path(snapshot_download(name, allow_patterns=[*REPOSITORY_FILES, *needs],
                                           tqdm_class=None if progress else _Silent))
         except Exception as error:  # network, missing repository, permissions: one message below
             unreachable = f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
@@ -184,7 +210,7 @@ def hub_repository(name: str, weights_dir: str | os.PathLike | None, what: str, 
         f"{what}: {hub_url(name)} is not in the Hugging Face cache ({places}) and could not be downloaded "
         f"({unreachable}); on a machine with network run `huggingface-cli download {name}` and copy its cache "
         f"folder models--{name.replace('/', '--')} into {hub_cache()} or into a folder given by --weights_dir, "
-        f"or pass a local folder in the hub's format")
+        f"or give a local folder in the hub's format with --checkpoint FOLDER")
 
 
 def _local_snapshot(repo_id: str, cache: Path) -> Path | None:

@@ -29,14 +29,15 @@ def _offline_hub(monkeypatch):
 
 
 def small_repository(folder: Path, fused: bool) -> Path:
-    from transformers import ClapConfig
+    from transformers import ClapConfig, ClapModel
 
     audio = dict(depths=[1, 1, 1, 1], num_attention_heads=[1, 2, 2, 4], patch_embeds_hidden_size=16, hidden_size=128)
     if fused:
         audio.update(enable_fusion=True, fusion_type="aff_2d")
     text = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, vocab_size=400,
                 max_position_embeddings=64)
-    write_clap_repository(folder, ClapConfig(text_config=text, audio_config=audio, projection_dim=32), seed=3)
+    configuration = ClapConfig(text_config=text, audio_config=audio, projection_dim=32)
+    write_clap_repository(folder, lambda: ClapModel(configuration), seed=3)
     return folder
 
 
@@ -115,9 +116,9 @@ def test_show_pred_gives_claps_own_audio_text_scores(tmp_path, capsys):
 def test_clap_refusals_are_one_line(tmp_path):
     with pytest.raises(UsageError, match="--show_pred: clap scores the texts of --pred_texts"):
         ExtractCLAP(dict(feature_type="clap", cpu=True, show_pred=True))
-    with pytest.raises(UsageError, match="not a CLAP folder in the hub's format"):
+    with pytest.raises(UsageError, match="not a repository in the hub's format"):
         ExtractCLAP(dict(feature_type="clap", cpu=True, checkpoint=str(tmp_path)))
-    with pytest.raises(UsageError, match="^clap htsat_unfused: config.json of .*laion/clap-htsat-unfused is not in"):
+    with pytest.raises(UsageError, match="^clap htsat_unfused: .*laion/clap-htsat-unfused is not in"):
         ExtractCLAP(dict(feature_type="clap", cpu=True, weights_dir=str(tmp_path)))
     with pytest.raises(UsageError, match="--frames_dir: folders of frames have no audio for clap"):
         ExtractCLAP(dict(feature_type="clap", cpu=True, frames_dir=str(tmp_path), frames_fps=25))

@@ -99,7 +99,11 @@ def test_command_line_and_python_give_the_same_config():
     assert {name: from_cli.model_options[name] for name in ("weights", "stack_size", "step_size")} == dict(
         weights="r2plus1d_34_8_ig65m_ft_kinetics", stack_size=8, step_size=8)
     assert "model_name" not in from_cli.model_options  # the former spelling became --weights
-    assert resolve_config(from_cli) == from_cli  # idempotent: workers resolve it again
+    assert resolve_config(from_cli) is from_cli  # resolved once: a worker takes it as it is
+    changed = from_cli.with_options(crops=1)
+    assert not changed.resolved and resolve_config(changed).resolved  # a changed one is resolved again
+    with pytest.raises(UsageError, match="--weights nope: not available for r21d"):
+        resolve_config(from_cli.with_options(weights="nope"))
 
 
 def test_defaults_come_from_the_weights_and_former_spellings_map_onto_options():

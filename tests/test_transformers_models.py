@@ -169,6 +169,25 @@ def test_a_file_that_does_not_fit_its_architecture_is_refused(tmp_path, zoo):
         ExtractTransformers(dict(feature_type="transformers", model_name=str(folder), cpu=True))
 
 
+def test_the_network_is_copied_out_of_the_weights_files_memory_map(zoo):
+    """from_pretrained leaves tensors in the file's memory map at unaligned addresses, where CPU kernels round
+    otherwise (CLAP's features moved by 4e-8): every tensor is in memory of its own, 64-byte aligned."""
+    from extractors.models.hub_repository import load_network, located
+
+    config = ExtractTransformers(dict(feature_type="transformers", model_name=str(zoo / "dinov3"), cpu=True)).config
+    network = load_network(located(config))
+    tensors = [*network.parameters(), *network.buffers()]
+    assert tensors and [tensor.data_ptr() % 64 for tensor in tensors] == [0] * len(tensors)
+
+
+def test_transformers_own_prints_stay_out_of_standard_output(zoo, capfd):
+    """transformers 5.23 prints a check of its own docstrings each time it builds PeVideoModel; standard output is
+    where --on_extraction print writes the features."""
+    capfd.readouterr()
+    ExtractTransformers(dict(feature_type="transformers", model_name=str(zoo / "pe_video"), cpu=True, stack_size=4))
+    assert capfd.readouterr().out == ""
+
+
 def test_options_of_another_modality_are_refused(zoo):
     with pytest.raises(UsageError, match="--stack_size is not read by transformers for .*dinov3, a image model"):
         ExtractTransformers(dict(feature_type="transformers", model_name=str(zoo / "dinov3"), cpu=True, stack_size=4))

@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 from extractors.catalog import write_random_weights
-from extractors.models.hub_video import processor_preprocessing, read_processor
+from extractors.models.hub_repository import read_processor
+from extractors.models.hub_video import processor_preprocessing
 from extractors.models.videomae import ExtractVideoMAE
 from io_utils.errors import UsageError
 from tests.clips import frames_on_screen
@@ -28,7 +29,7 @@ def _offline_hub(monkeypatch):
 def test_kinetics_videomae_equals_transformers_processor_and_model(tmp_path):
     from transformers import VideoMAEForVideoClassification, VideoMAEImageProcessor
 
-    weights = write_random_weights("videomae", tmp_path)[0]
+    weights = _safetensors(write_random_weights("videomae", tmp_path))
     extractor = ExtractVideoMAE(dict(feature_type="videomae", cpu=True, weights_dir=str(tmp_path)))
     features = extractor.extract(SAMPLE_19FPS)
     frames = frames_on_screen(SAMPLE_19FPS, 7.5)
@@ -57,7 +58,7 @@ def test_kinetics_videomae_equals_transformers_processor_and_model(tmp_path):
 def test_a_pretraining_checkpoint_gives_the_mean_of_its_encoders_last_hidden_states(tmp_path):
     from transformers import VideoMAEImageProcessor, VideoMAEModel
 
-    weights = write_random_weights("videomae", tmp_path, weights="pretrained_base")[0]
+    weights = _safetensors(write_random_weights("videomae", tmp_path, weights="pretrained_base"))
     extractor = ExtractVideoMAE(dict(feature_type="videomae", weights="pretrained_base", cpu=True,
                                      weights_dir=str(tmp_path), views=1))
     features = extractor.extract(SAMPLE_19FPS)["videomae"]
@@ -74,9 +75,9 @@ def test_a_pretraining_checkpoint_gives_the_mean_of_its_encoders_last_hidden_sta
 def test_videomae_refusals_are_one_line(tmp_path):
     with pytest.raises(UsageError, match="--show_pred: the classes of videomae pretrained_base have no published"):
         ExtractVideoMAE(dict(feature_type="videomae", weights="pretrained_base", cpu=True, show_pred=True))
-    with pytest.raises(UsageError, match="not a VideoMAE folder in the hub's format"):
+    with pytest.raises(UsageError, match="not a repository in the hub's format .*preprocessor_config.json"):
         ExtractVideoMAE(dict(feature_type="videomae", cpu=True, checkpoint=str(tmp_path)))
-    with pytest.raises(UsageError, match="^videomae kinetics400_base: config.json of .*MCG-NJU/videomae-base-finetuned"):
+    with pytest.raises(UsageError, match="^videomae kinetics400_base: .*MCG-NJU/videomae-base-finetuned-kinetics is not in the Hugging Face cache"):
         ExtractVideoMAE(dict(feature_type="videomae", cpu=True))
 
 
@@ -86,7 +87,7 @@ def test_a_processor_file_of_2022_loads_with_the_values_transformers_gives_it(tm
     the tool, through --checkpoint FOLDER as through the hub cache."""
     import json
 
-    weights = write_random_weights("videomae", tmp_path / "cache")[0]
+    weights = _safetensors(write_random_weights("videomae", tmp_path / "cache"))
     folder = tmp_path / "folder"
     folder.mkdir()
     for path in weights.parent.iterdir():
@@ -96,5 +97,9 @@ def test_a_processor_file_of_2022_loads_with_the_values_transformers_gives_it(tm
         "feature_extractor_type": "VideoMAEFeatureExtractor", "image_mean": [0.485, 0.456, 0.406],
         "image_std": [0.229, 0.224, 0.225], "resample": 2, "size": 224}))
     older = ExtractVideoMAE(dict(feature_type="videomae", cpu=True, checkpoint=str(folder)))
-    published = processor_preprocessing(read_processor(weights.parent / "preprocessor_config.json", "AutoImageProcessor"))
+    published = processor_preprocessing(read_processor(weights.parent, "AutoImageProcessor"))
     assert older.transform == published  # the same resize, crop, rescale and normalisation: the same features
+
+
+def _safetensors(files):
+    return next(path for path in files if path.suffix == ".safetensors")

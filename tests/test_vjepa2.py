@@ -94,21 +94,21 @@ def test_loading_is_strict_and_refusals_are_one_line(tmp_path):
     assert any(key.startswith("predictor.") for key in tensors)  # published beside the encoder, not run
     save_file({key: value for key, value in tensors.items() if key != "encoder.layernorm.bias"},
               str(folder / "model.safetensors"))
-    with pytest.raises(UsageError, match=r"model.safetensors: not the V-JEPA 2 its config.json describes \(.*"
-                                         r"Missing key.*layernorm.bias"):
+    with pytest.raises(UsageError, match=r"its weights do not fit the VJEPA2Model its config.json describes \(missing "
+                                         r"keys: encoder.layernorm.bias\)"):
         ExtractVJEPA2(dict(feature_type="vjepa2", cpu=True, checkpoint=str(folder)))
     save_file({**tensors, "decoder.weight": torch.zeros(2)}, str(folder / "model.safetensors"))
-    with pytest.raises(UsageError, match=r"unexpected tensors: decoder.weight"):
+    with pytest.raises(UsageError, match=r"unexpected keys: decoder.weight"):
         ExtractVJEPA2(dict(feature_type="vjepa2", cpu=True, checkpoint=str(folder)))
-    with pytest.raises(UsageError, match="not a V-JEPA 2 folder in the hub's format"):
+    with pytest.raises(UsageError, match="not a repository in the hub's format"):
         ExtractVJEPA2(dict(feature_type="vjepa2", cpu=True, checkpoint=str(tmp_path / "empty")))
     save_file(tensors, str(folder / "model.safetensors"))
-    with pytest.raises(UsageError, match=r"--show_pred: .*model.safetensors holds no classifier"):
+    with pytest.raises(UsageError, match=r"--show_pred: .*vjepa2 holds no classifier"):
         ExtractVJEPA2(dict(feature_type="vjepa2", weights="vitl_ssv2", cpu=True, checkpoint=str(folder),
                            show_pred=True))
     with pytest.raises(UsageError, match="--show_pred: the classes of vjepa2 vitl have no published names"):
         ExtractVJEPA2(dict(feature_type="vjepa2", cpu=True, show_pred=True))
-    with pytest.raises(UsageError, match="^vjepa2 vitl: config.json of .*facebook/vjepa2-vitl-fpc64-256 is not in"):
+    with pytest.raises(UsageError, match="^vjepa2 vitl: .*facebook/vjepa2-vitl-fpc64-256 is not in .*--checkpoint FOLDER"):
         ExtractVJEPA2(dict(feature_type="vjepa2", cpu=True, weights_dir=str(tmp_path)))
     with pytest.raises(UsageError, match="--stack_size 1: vjepa2 needs at least 2"):
         ExtractVJEPA2(dict(feature_type="vjepa2", cpu=True, stack_size=1))
@@ -116,10 +116,10 @@ def test_loading_is_strict_and_refusals_are_one_line(tmp_path):
 
 def test_the_entries_describe_the_released_sizes():
     """Width, MLP width (ViT-g's ratio is 48/11) and layers of each released encoder, its crop and classes."""
-    from extractors.models.vjepa2 import VJEPA2_WEIGHTS
+    from extractors.models.vjepa2 import VJEPA2_WEIGHTS, release_configuration
 
     shapes = {name: (c.hidden_size, int(c.hidden_size * c.mlp_ratio), c.num_hidden_layers, c.crop_size)
-              for name, c in ((name, entry.build()) for name, entry in VJEPA2_WEIGHTS.items())}
+              for name, c in ((name, release_configuration(name)) for name in VJEPA2_WEIGHTS)}
     assert shapes == {"vitl": (1024, 4096, 24, 256), "vith": (1280, 5120, 32, 256), "vitg": (1408, 6144, 40, 256),
                       "vitg_384": (1408, 6144, 40, 384), "vitl_ssv2": (1024, 4096, 24, 256)}
-    assert VJEPA2_WEIGHTS["vitl_ssv2"].build().num_labels == 174
+    assert release_configuration("vitl_ssv2").num_labels == 174

@@ -20,33 +20,30 @@ scores ``--pred_texts`` with the text tower (softmax of ``logit_scale_a``-scaled
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from extractors.base import WeightsFile
-from extractors.engine_options import CHECKPOINT
 from extractors.models.audio_examples import AudioExampleExtractor
+from extractors.models.hub_repository import (HubRepositoryWeights, entry_repository, hub_entry, load_network,
+                                             read_processor, save_repository)
 from extractors.models.image_text import PRED_TEXTS
-from extractors.models.hub_video import HUB, WEIGHT_FILES, repo_id
 from extractors.predictions import SHOW_PRED, print_top_classes
 from extractors.registry import FeatureType, ModelDocs, feature_type, register
-from extractors.weights import Meta, Weights, WeightsTable, random_constants
-from io_utils.checkpoints import load_strictly, read_state_dict
+from extractors.weights import Weights, WeightsTable
 from io_utils.errors import UsageError
-from io_utils.hub import hub_file, hub_url, snapshot_folder
+from io_utils.hub import snapshot_folder
 
 SAMPLE_RATE = 48000
 EXAMPLE_SAMPLES = 10 * SAMPLE_RATE  # max_length_s of the released feature extractors
-_PROCESSOR_FILE = "preprocessor_config.json"
 _TOKENIZER_FILES = ("tokenizer_config.json", "vocab.json", "merges.txt")
 
 
 def _repository(name: str, repository: str, fused: bool) -> Weights:
-    return Weights(name, f"{HUB}/{repository}", None, lambda: _configuration(fused), None,
-                   Meta(embed_dim=512, input_range="log-mel (64 bands, 48 kHz) of 10 s, repeat-padded"))
+    return hub_entry(name, repository, lambda: _network(fused), embed_dim=512,
+                     input_range="log-mel (64 bands, 48 kHz) of 10 s, repeat-padded")
 
 
 CLAP_WEIGHTS = WeightsTable([
@@ -55,15 +52,15 @@ CLAP_WEIGHTS = WeightsTable([
 ], default="htsat_unfused")
 
 
-def _configuration(fused: bool) -> Any:
-    """transformers' CLAP configuration of the HTSAT repositories (its defaults are theirs), fused or not."""
-    from transformers import ClapConfig
+def _network(fused: bool) -> nn.Module:
+    """transformers' CLAP of the HTSAT repositories (its defaults are theirs), fused or not."""
+    from transformers import ClapConfig, ClapModel
 
     audio = dict(enable_fusion=True, fusion_type="aff_2d") if fused else {}
-    return ClapConfig(audio_config=audio)
+    return ClapModel(ClapConfig(audio_config=audio))
 
 
-class ExtractCLAP(AudioExampleExtractor):
+class ExtractCLAP(HubRepositoryWeights, AudioExampleExtractor):
     """One 512-d unit-norm embedding per 10 s example; key ``clap``."""
 
     key = "clap"
@@ -82,37 +79,30 @@ class ExtractCLAP(AudioExampleExtractor):
                              "'rain'); give them")
 
     @classmethod
-    def checkpoints(cls, config) -> list:
-        return []  # a hub repository, found by ``repository_files``
+    def needs(cls, config) -> tuple[str, ...]:
+        return ("preprocessor_config.json", *(_TOKENIZER_FILES if config[SHOW_PRED] else ()))
 
-    @classmethod
-    def prepare(cls, config) -> None:
-        repository_files(_weights(config), config[CHECKPOINT], config.weights_dir, config[SHOW_PRED])
+    @staticmethod
+    def publishes_processor(network: nn.Module) -> Any:
+        """The feature extractor as the repositories publish it: ``fusion`` truncation for a fused model,
+        ``rand_trunc`` otherwise; "repeatpad"."""
+        from transformers import ClapFeatureExtractor
 
-    @classmethod
-    def weights_files(cls, config) -> list[WeightsFile]:
-        weights = _weights(config)
-        files = repository_files(weights, config[CHECKPOINT], config.weights_dir, config[SHOW_PRED], progress=False)
-        return [WeightsFile(path, str(path) if config[CHECKPOINT] else hub_url(repo_id(weights), path.name))
-                for role, path in files.items() if role != "tokenizer"]
+        fused = network.config.audio_config.enable_fusion
+        return ClapFeatureExtractor(truncation="fusion" if fused else "rand_trunc", padding="repeatpad")
 
     @classmethod
     def write_random(cls, config, folder: Path, seed: int = 0) -> list[Path]:
-        weights = _weights(config)
-        return write_clap_repository(snapshot_folder(folder, repo_id(weights)), weights.build(), seed)
+        weights = feature_type(config.feature_type).weights_for(config)
+        return write_clap_repository(snapshot_folder(folder, entry_repository(weights)), weights.build, seed)
 
     def load_model(self) -> tuple[nn.Module, None]:
-        from transformers import AutoTokenizer, ClapConfig, ClapFeatureExtractor, ClapModel
-
-        files = repository_files(self.weights, self.config[CHECKPOINT], self.config.weights_dir, self.config[SHOW_PRED],
-                                 progress=not self.external_call)
-        model = ClapModel(ClapConfig.from_json_file(files["config"])).eval()
-        what = "the CLAP its config.json describes"
-        load_strictly(model, read_state_dict(files["weights"], what), files["weights"], what)
-        self.feature_extractor = ClapFeatureExtractor.from_json_file(files["processor"])
+        found = self.repository(self.config)
+        model = load_network(found)
+        self.feature_extractor = read_processor(found.folder, "ClapFeatureExtractor")
         self.fused = bool(model.config.audio_config.enable_fusion)
         if self.config[SHOW_PRED]:  # scored against the texts, which are encoded once
-            tokenizer = AutoTokenizer.from_pretrained(str(files["tokenizer"]))
+            tokenizer = read_processor(found.folder, "AutoTokenizer")
             tokens = tokenizer(list(self.config[PRED_TEXTS]), padding=True, return_tensors="pt")
             with torch.inference_mode():
                 self.text_features = model.get_text_features(**tokens).pooler_output
@@ -137,49 +127,10 @@ class ExtractCLAP(AudioExampleExtractor):
         print_top_classes(list(self.config[PRED_TEXTS]), scores, timestamps_ms)
 
 
-def _weights(config) -> Weights:
-    return feature_type(config.feature_type).weights_for(config)
-
-
-def repository_files(weights: Weights, checkpoint: str | None, weights_dir: str | None, tokenizer: bool,
-                     progress: bool = True) -> dict[str, Path]:
-    """``config.json``, the weights, ``preprocessor_config.json`` and, for ``--show_pred``, the folder of the
-    tokenizer's files: from the ``--checkpoint`` folder, else found locally or downloaded."""
-    if checkpoint:
-        folder = Path(checkpoint)
-        found = {"config": folder / "config.json", "processor": folder / _PROCESSOR_FILE,
-                 "weights": next((folder / name for name in WEIGHT_FILES if (folder / name).is_file()), None)}
-        needed = [*found.values(), *([folder / name for name in _TOKENIZER_FILES] if tokenizer else [])]
-        if any(path is None or not path.is_file() for path in needed):
-            names = ["config.json", _PROCESSOR_FILE, " or ".join(WEIGHT_FILES), *(_TOKENIZER_FILES if tokenizer else ())]
-            raise UsageError(f"--checkpoint {checkpoint}: not a CLAP folder in the hub's format (it needs "
-                             f"{', '.join(names)})")
-        return {**found, **({"tokenizer": folder} if tokenizer else {})}
-    repository, what = repo_id(weights), f"clap {weights.name}"
-    files = {"config": hub_file(repository, ("config.json",), weights_dir, what, progress),
-             "weights": hub_file(repository, WEIGHT_FILES, weights_dir, what, progress),
-             "processor": hub_file(repository, (_PROCESSOR_FILE,), weights_dir, what, progress)}
-    if tokenizer:
-        files["tokenizer"] = [hub_file(repository, (name,), weights_dir, what, progress)
-                              for name in _TOKENIZER_FILES][0].parent
-    return files
-
-
-def write_clap_repository(folder: Path, configuration: Any, seed: int = 0) -> list[Path]:
-    """A CLAP repository of random weights in ``folder``: ``ClapModel.save_pretrained`` (``config.json``,
-    ``model.safetensors``), the feature extractor's configuration as the repositories publish it (``fusion``
-    truncation for a fused model, ``rand_trunc`` otherwise; "repeatpad") and a small byte-level BPE tokenizer in
-    RoBERTa's files. Parameters that initialise to a constant are made random
-    (:func:`~extractors.weights.random_constants`)."""
-    from transformers import ClapFeatureExtractor, ClapModel
-
-    torch.manual_seed(seed)
-    network = ClapModel(configuration)
-    random_constants(network)
-    folder.mkdir(parents=True, exist_ok=True)
-    network.save_pretrained(folder)
-    fused = configuration.audio_config.enable_fusion
-    ClapFeatureExtractor(truncation="fusion" if fused else "rand_trunc", padding="repeatpad").save_pretrained(folder)
+def write_clap_repository(folder: Path, build: Callable[[], nn.Module], seed: int = 0) -> list[Path]:
+    """A CLAP repository of random weights in ``folder``: the network ``build`` makes, its feature extractor's
+    configuration and a small tokenizer (:func:`_write_tokenizer`)."""
+    save_repository(folder, build, ExtractCLAP.publishes_processor, seed)
     _write_tokenizer(folder)
     return sorted(path for path in folder.iterdir() if path.is_file())
 

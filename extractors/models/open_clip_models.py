@@ -28,9 +28,9 @@ from extractors.options import Option
 from extractors.predictions import SHOW_PRED, kinetics400_labels
 from extractors.registry import FeatureType, ModelDocs, register
 from extractors.transforms import CROPS, FAST_RESIZE, PREPROCESS_ON_DEVICE, FramePreprocessing
-from io_utils.checkpoints import local_file
 from io_utils.errors import UsageError
-from io_utils.hub import hub_file, hub_unreachable, hub_url, local_snapshot, record_absent, snapshot_folder
+from io_utils.hub import (HubFile, hub_unreachable, local_snapshot, located_weights, record_absent, snapshot_folder,
+                          weights_address)
 
 # What open_clip names the files of a hub repository (open_clip.constants): safetensors first, as it prefers.
 _HUB_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -74,8 +74,7 @@ class ExtractOpenCLIP(ImageTextExtractor):
         import open_clip
 
         cfg = open_clip.get_pretrained_cfg(config[MODEL_NAME], config[PRETRAINED])
-        repo_id, _ = hub_location(cfg)
-        source = str(path) if config[CHECKPOINT] else hub_url(repo_id, path.name)
+        source = weights_address(hub_source(cfg), path, config[CHECKPOINT])
         size = open_clip.get_model_config(config[MODEL_NAME])["vision_cfg"].get("image_size", 224)
         preprocessing = open_clip_preprocessing({**cfg, "size": size, "fill_color": 0}, pil=not config[FAST_RESIZE])
         return [WeightsFile(path, source, repr(preprocessing))]
@@ -168,20 +167,17 @@ def _tag_weights(name: str, tag: str | None, checkpoint: str | None, weights_dir
     """The weights file of a pretrained tag: ``--checkpoint``, else the file open_clip downloads for it."""
     if tag is None:
         return None
-    if checkpoint:
-        return local_file(checkpoint, "checkpoint")
     import open_clip
 
-    repo_id, file_name = hub_location(open_clip.get_pretrained_cfg(name, tag))
-    names = (file_name,) if file_name else _HUB_WEIGHTS
-    return hub_file(repo_id, names, weights_dir, f"open_clip {name} {tag}", progress)
+    source = None if checkpoint else hub_source(open_clip.get_pretrained_cfg(name, tag))
+    return located_weights(source, checkpoint, weights_dir, f"open_clip {name} {tag}", progress)
 
 
-def hub_location(pretrained_cfg: Mapping[str, Any]) -> tuple[str, str]:
-    """(repository, file name or "" for open_clip's default names) of a tag's ``hf_hub`` entry
-    (``org/repo/`` or ``org/repo/file``)."""
+def hub_source(pretrained_cfg: Mapping[str, Any]) -> HubFile:
+    """The repository and file names of a tag's ``hf_hub`` entry (``org/repo/`` names open_clip's default
+    files, ``org/repo/file`` one file)."""
     repo_id, _, file_name = pretrained_cfg["hf_hub"].rpartition("/")
-    return repo_id, file_name
+    return HubFile(repo_id, (file_name,) if file_name else _HUB_WEIGHTS)
 
 
 def write_random_open_clip(name: str, tag: str, cache: Path, seed: int = 0) -> list[Path]:
@@ -199,10 +195,10 @@ def write_random_open_clip(name: str, tag: str, cache: Path, seed: int = 0) -> l
         warnings.simplefilter("ignore", UserWarning)
         model = open_clip.create_model(name, force_quick_gelu=cfg.get("quick_gelu", False), force_preprocess_cfg=cfg,
                                        pretrained_text=False)
-    repo_id, file_name = hub_location(cfg)
-    folder = snapshot_folder(cache, repo_id)
+    source = hub_source(cfg)
+    folder = snapshot_folder(cache, source.repo_id)
     model_config = open_clip.get_model_config(name)
-    weights = folder / (file_name or _HUB_WEIGHTS[0])
+    weights = folder / source.file_names[0]
     state_dict = {key: value.contiguous() for key, value in model.state_dict().items()}
     if weights.suffix == ".safetensors":
         save_file(state_dict, weights)

@@ -7,7 +7,8 @@ classifier's input: the class token of the last hidden state, after the final no
 """
 from __future__ import annotations
 
-from extractors.models.transformers_models import TransformersEntry, hub_entry
+from extractors.models.hub_repository import hub_entry
+from extractors.models.transformers_models import TransformersEntry
 from extractors.predictions import kinetics400_labels
 from extractors.registry import FeatureType, ModelDocs, register
 from extractors.weights import WeightsTable
@@ -28,7 +29,7 @@ class ExtractTimeSformer(TransformersEntry):
     default_embedding = "cls"
 
     @staticmethod
-    def publishes_processor():
+    def publishes_processor(network):
         from transformers import VideoMAEImageProcessor
 
         return VideoMAEImageProcessor(image_mean=[0.45] * 3, image_std=[0.225] * 3)

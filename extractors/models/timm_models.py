@@ -26,9 +26,8 @@ from extractors.frame_wise import FrameWiseExtractor
 from extractors.options import Option
 from extractors.registry import FeatureType, ModelDocs, register
 from extractors.transforms import CROPS, FAST_RESIZE, PREPROCESS_ON_DEVICE, FramePreprocessing
-from io_utils.checkpoints import local_file
 from io_utils.errors import UsageError
-from io_utils.hub import hub_file, hub_url, snapshot_folder
+from io_utils.hub import HubFile, located_weights, snapshot_folder, weights_address
 
 
 def timm_preprocessing(config: Mapping[str, Any], pil: bool = True) -> FramePreprocessing:
@@ -90,9 +89,7 @@ class ExtractTimm(FrameWiseExtractor):
         path = _weights_file(config[MODEL_NAME], config[CHECKPOINT], config.weights_dir, progress=False)
         if path is None:  # left to timm: a URL it caches itself
             return []
-        repo_id, _ = _hub_files(config[MODEL_NAME])
-        source = str(path) if config[CHECKPOINT] else hub_url(repo_id, path.name)
-        return [WeightsFile(path, source)]
+        return [WeightsFile(path, weights_address(_hub_source(config[MODEL_NAME]), path, config[CHECKPOINT]))]
 
     @classmethod
     def write_random(cls, config, folder: Path, seed: int = 0) -> list[Path]:
@@ -101,17 +98,17 @@ class ExtractTimm(FrameWiseExtractor):
         import timm
         from timm.models._hub import save_for_hf
 
-        repo_id, names = _hub_files(config[MODEL_NAME])
-        if repo_id is None:
+        source = _hub_source(config[MODEL_NAME])
+        if source is None:
             raise UsageError(f"timm model {config[MODEL_NAME]}: its weights are not a hub checkpoint that timm loads "
                              f"as a state dict (timm reads them with the model's own code); random weights are "
                              f"written only in the hub format")
         torch.manual_seed(seed)
-        destination = snapshot_folder(folder, repo_id)
+        destination = snapshot_folder(folder, source.repo_id)
         save_for_hf(timm.create_model(config[MODEL_NAME], pretrained=False), str(destination), safe_serialization=True)
-        if names[0] != "model.safetensors":
-            (destination / "model.safetensors").rename(destination / names[0])
-        return [destination / names[0], destination / "config.json"]
+        if source.file_names[0] != "model.safetensors":
+            (destination / "model.safetensors").rename(destination / source.file_names[0])
+        return [destination / source.file_names[0], destination / "config.json"]
 
     def load_model(self) -> tuple[nn.Module, FramePreprocessing]:
         import timm
@@ -149,28 +146,25 @@ def _check_tokens(model: nn.Module, name: str, choice: str) -> None:
         raise UsageError(f"--image_feature {choice}: timm model {name} has no class token; use patch_mean or pooled")
 
 
-def _hub_files(name: str) -> tuple[str | None, tuple[str, ...]]:
+def _hub_source(name: str) -> HubFile | None:
     """The hub repository of a timm model's pretrained weights and the file names timm tries there, in order
-    (the safetensors file first), or (None, ()) for a model whose weights are not on the hub."""
+    (the safetensors file first); None for a model whose weights are not on the hub."""
     import timm
 
     cfg = timm.models.get_pretrained_cfg(name)
     if cfg is None or not cfg.hf_hub_id or cfg.custom_load:
-        return None, ()
+        return None
     file_name = cfg.hf_hub_filename or "pytorch_model.bin"
     if file_name.endswith(".safetensors"):
-        return cfg.hf_hub_id, (file_name,)
+        return HubFile(cfg.hf_hub_id, (file_name,))
     safe = "model.safetensors" if file_name == "pytorch_model.bin" else file_name.rsplit(".", 1)[0] + ".safetensors"
-    return cfg.hf_hub_id, (safe, file_name)
+    return HubFile(cfg.hf_hub_id, (safe, file_name))
 
 
 def _weights_file(name: str, checkpoint: str | None, weights_dir: str | None, progress: bool = True) -> Path | None:
     """``--checkpoint``, else the model's hub file found locally or downloaded; None: timm downloads it itself
     (weights published only at a URL, which timm caches under the torch hub folder)."""
-    if checkpoint:
-        return local_file(checkpoint, "checkpoint")
-    repo_id, names = _hub_files(name)
-    return hub_file(repo_id, names, weights_dir, f"timm model {name}", progress) if repo_id else None
+    return located_weights(_hub_source(name), checkpoint, weights_dir, f"timm model {name}", progress)
 
 
 register(FeatureType("timm", ExtractTimm))
