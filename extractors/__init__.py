@@ -2,12 +2,13 @@
 
 ``extractor_class(feature_type)`` gives the class; ``list_models()`` the feature types, ``describe(name)`` what one
 reads and writes; ``from extractors import ExtractCLIP`` a class itself; ``JointExtractor`` several feature types
-from one decode of each video.
+from one decode of each video; ``open_features(path)`` the features a run wrote, video by video.
 """
 from extractors import models  # noqa: F401  (registers every feature type)
 from extractors.base import BaseExtractor
 from extractors.catalog import describe, list_models
 from extractors.config import RunConfig, resolve_config
+from extractors.features import open_features
 from extractors.frame_wise import FrameWiseExtractor
 from extractors.joint import JointExtractor
 from extractors.models.clap import ExtractCLAP
@@ -34,4 +35,4 @@ __all__ = ["BaseExtractor", "FrameWiseExtractor", "WindowExtractor", "RunConfig"
            "ExtractCLIP", "ExtractOpenCLIP", "ExtractFlow", "ExtractRAFT", "ExtractI3D", "ExtractR21D", "ExtractResNet",
            "ExtractResNeXt3D", "ExtractS3D", "ExtractSlowFast", "ExtractSlowOnly", "ExtractTimeSformer", "ExtractTimm",
            "ExtractTransformers", "ExtractTSN", "ExtractVGGish", "ExtractVideoMAE", "ExtractVJEPA2", "describe",
-           "extractor_class", "feature_types", "JointExtractor", "list_models"]
+           "extractor_class", "feature_types", "JointExtractor", "list_models", "open_features"]

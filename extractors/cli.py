@@ -17,12 +17,10 @@ from typing import Any, Callable
 
 from extractors.catalog import (MODEL_TABLES, REPOSITORY, collapsed, models_listing, presets_listing, reference_pages,
                                 shown, weights_line, with_model_table, write_random_weights)
-from extractors.config import RUN_OPTIONS, output_layout, resolve_config
+from extractors.config import RUN_OPTIONS, finished_layout
 from extractors.options import Option, Section
 from extractors.registry import declared_everywhere, feature_types, former_spellings, readers
-from io_utils.errors import UsageError
 from io_utils.files import atomic_write
-from io_utils.manifest import MANIFEST_FILE
 from io_utils.pack import pack
 from io_utils.remote_outputs import local_copy
 
@@ -173,15 +171,7 @@ def pack_command(argv: list[str]) -> int:
                         help="for a folder without manifest.json: which feature type made it (with default options)")
     args = parser.parse_args(argv)
     with local_copy(args.folder) as folder:  # a folder in object storage is copied here first
-        if (folder / MANIFEST_FILE).exists():
-            config = resolve_config({"from_manifest": str(folder / MANIFEST_FILE)})
-        elif args.feature_type:
-            config = resolve_config({"feature_type": args.feature_type})
-        else:
-            raise UsageError(f"{args.folder}: no {MANIFEST_FILE}; give --feature_type to say which outputs to pack")
-        layout = output_layout(config.with_options(output_path=str(folder), output_direct=True,
-                                                   on_extraction="save_numpy"))
-        added, kept = pack(layout, Path(args.to))
+        added, kept = pack(finished_layout(folder, args.feature_type, "save_numpy"), Path(args.to))
     print(f"{args.to}: {added} videos added, {kept} already there")
     return 0
 

@@ -25,7 +25,7 @@ from extractors.registry import declared_options, feature_type, feature_types, k
 from io_utils.checkpoints import WEIGHTS_DIR_ENV
 from io_utils.errors import UsageError
 from io_utils.limits import InputLimits, parse_limit
-from io_utils.manifest import read_manifest
+from io_utils.manifest import MANIFEST_FILE, read_manifest
 from io_utils.outputs import FLOW_IMAGE_MODES, ON_EXTRACTION_CHOICES, OutputLayout, output_folder
 from io_utils.remote_outputs import STAGING_ROOT
 from io_utils.sampling import SamplingMethod
@@ -331,3 +331,22 @@ def output_layout(config: RunConfig) -> OutputLayout:
     if isinstance(folder, str):  # in object storage: each process stages into a folder of its own
         return OutputLayout(STAGING_ROOT / "unstaged", (*keys, "fps", "timestamps_ms"), config.on_extraction, folder)
     return OutputLayout(folder, (*keys, "fps", "timestamps_ms"), config.on_extraction)
+
+
+def finished_layout(folder: Path, feature_type: str | None = None, on_extraction: str | None = None) -> OutputLayout:
+    """The layout of a finished local output folder of one feature type, for reading it back (``pack``,
+    ``open_features``): the configuration its ``manifest.json`` records, else ``feature_type`` with default
+    options; its files ``.npy`` or, where the folder holds only pickles of the main output, ``.pkl`` (or as
+    ``on_extraction`` says)."""
+    manifest = folder / MANIFEST_FILE
+    if manifest.exists():
+        config = resolve_config({"from_manifest": str(manifest)})
+    elif feature_type:
+        config = resolve_config({"feature_type": feature_type})
+    else:
+        raise UsageError(f"{folder}: no {MANIFEST_FILE}; give the feature type that made it (--feature_type)")
+    layout = output_layout(config.with_options(output_path=str(folder), output_direct=True, on_extraction="save_numpy"))
+    if on_extraction is None:
+        pickled = not any(folder.rglob(f"*_{layout.main_key}.npy")) and any(folder.rglob(f"*_{layout.main_key}.pkl"))
+        on_extraction = "save_pickle" if pickled else "save_numpy"
+    return layout.in_folder(folder, on_extraction)

@@ -42,6 +42,7 @@ def pack(layout: OutputLayout, destination: Path) -> tuple[int, int]:
             shutil.copyfile(destination, temporary.name)
         with h5py.File(temporary.name, "a" if destination.exists() else "w") as packed:
             packed.attrs["manifest"] = json.dumps(manifest)
+            packed.attrs["keys"] = json.dumps(list(layout.keys))  # the order extract() returns them in
             for name, paths in layout.saved_videos():
                 if name in packed:
                     kept += 1
@@ -70,12 +71,15 @@ def packed_videos(path: str | os.PathLike) -> list[str]:
 
 
 def read_packed(path: str | os.PathLike, video: str) -> dict[str, Any]:
-    """One video's arrays from a packed file, as ``extract`` returns them (plus ``manifest``, its record)."""
+    """One video's arrays from a packed file, as ``extract`` returns them, in the same order (plus ``manifest``, its
+    record)."""
     import h5py
 
     with h5py.File(path, "r") as packed:
         group = packed[video]
-        arrays: dict[str, Any] = {key: np.asarray(dataset[()]) for key, dataset in group.items()}
+        order = json.loads(packed.attrs.get("keys", "[]"))  # HDF5 lists datasets by name
+        names = sorted(group, key=lambda key: order.index(key) if key in order else len(order))
+        arrays: dict[str, Any] = {key: np.asarray(group[key][()]) for key in names}
         if "manifest" in group.attrs:
             arrays["manifest"] = json.loads(group.attrs["manifest"])
     return arrays

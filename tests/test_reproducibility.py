@@ -199,6 +199,31 @@ def test_pack_round_trip_equals_the_npy_files_and_a_rerun_adds_only_new_videos(t
     assert sorted(path.name for path in tmp_path.iterdir()) == ["features.h5", "out"]  # no temporary left
 
 
+def test_open_features_reads_npy_pkl_and_packed_outputs_as_the_python_api_returns_them(weights, tmp_path):
+    """The reader against the Python API on the same video: every key, dtype and value, from the .npy folder, the
+    .pkl folder and the packed file, looked up by name or by the video's path."""
+    from extractors import open_features
+
+    expected = ExtractResNet(dict(feature_type="resnet18", cpu=True, weights_dir=str(weights), views=2),
+                             external_call=True).extract(SAMPLE_19FPS)
+    assert run(weights, tmp_path / "npy", "--views", "2") == 0
+    assert run(weights, tmp_path / "pkl", "--views", "2", "--on_extraction", "save_pickle") == 0
+    assert main.main(["pack", str(tmp_path / "npy" / "resnet18"), "--to", str(tmp_path / "all.h5")]) == 0
+    for where in (tmp_path / "npy" / "resnet18", tmp_path / "pkl" / "resnet18", tmp_path / "all.h5"):
+        features = open_features(where)
+        assert list(features) == [SAMPLE_19FPS.stem] and len(features) == 1 and str(SAMPLE_19FPS) in features
+        arrays = features[str(SAMPLE_19FPS)]
+        assert list(arrays) == list(expected), where
+        for key, value in expected.items():
+            assert arrays[key].dtype == value.dtype and np.array_equal(arrays[key], value), (where, key)
+    with pytest.raises(KeyError, match="other.mp4: not among the 1 videos of"):
+        open_features(tmp_path / "all.h5")["other.mp4"]
+    with pytest.raises(UsageError, match="neither an output folder nor a packed file"):
+        open_features(tmp_path / "missing")
+    with pytest.raises(UsageError, match=r"no manifest.json; give the feature type that made it"):
+        open_features(tmp_path)
+
+
 def test_pack_takes_the_keys_and_records_from_the_manifest(weights, tmp_path):
     assert run(weights, tmp_path, "--views", "2") == 0
     assert main.main(["pack", str(tmp_path / "resnet18"), "--to", str(tmp_path / "all.h5")]) == 0

@@ -1,0 +1,84 @@
+"""Reading features back: ``extractors.open_features(path)``, one reader for the outputs of a run.
+
+It takes an output folder of one feature type (``.npy`` or ``.pkl`` files beside their ``manifest.json``) or an
+HDF5 file that ``main.py pack`` wrote, and gives a mapping from each video's name (its output path without the
+output's suffix, relative to the folder: ``v_abc``, ``sub/clip``; the name the manifest and a packed file use)
+to its arrays, ``{main key: (N, ...), ..., "fps": (), "timestamps_ms": (N,)}``, exactly as ``extract`` returns
+them. A video's files are read when it is asked for, so iterating over a large output holds one video at a time.
+A video may also be asked for by the path of its video file (``videos/v_abc.mp4``): its name is then its stem.
+
+A ``.pkl`` output is read with ``pickle``, which runs what a pickle holds: open only outputs you trust (``.npy``
+and HDF5 outputs are read without running anything).
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path, PurePath
+from typing import Callable, Iterator, Mapping
+
+import numpy as np
+
+from extractors.config import finished_layout
+from io_utils.errors import UsageError
+from io_utils.pack import packed_videos, read_packed
+
+PACKED_SUFFIXES = (".h5", ".hdf5")
+
+
+class Features(Mapping[str, dict[str, np.ndarray]]):
+    """The videos of an output by name, each read when it is asked for."""
+
+    def __init__(self, where: str, names: list[str], read: Callable[[str], dict[str, np.ndarray]]):
+        self._where, self._names, self._read = where, names, read
+        self._known = set(names)
+
+    def __getitem__(self, video: str | os.PathLike) -> dict[str, np.ndarray]:
+        return self._read(self._name(video))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, video: object) -> bool:
+        try:
+            self._name(video)  # type: ignore[arg-type]
+        except KeyError:
+            return False
+        return True
+
+    def _name(self, video: str | os.PathLike) -> str:
+        """A video's name: itself, or the stem of a video file's path."""
+        name = PurePath(video).as_posix()
+        if name in self._known:
+            return name
+        if PurePath(name).stem in self._known:
+            return PurePath(name).stem
+        raise KeyError(f"{video}: not among the {len(self)} videos of {self._where}")
+
+
+def open_features(path: str | os.PathLike, feature_type: str | None = None) -> Features:
+    """The features of an output folder or a packed HDF5 file (see the module's docstring). ``feature_type``
+    names the type that made a folder without ``manifest.json`` (run with its default options)."""
+    path = Path(path)
+    if path.suffix in PACKED_SUFFIXES and path.is_file():
+        return Features(str(path), packed_videos(path), lambda name: _packed_arrays(path, name))
+    if not path.is_dir():
+        raise UsageError(f"{path}: neither an output folder nor a packed file ({' or '.join(PACKED_SUFFIXES)})")
+    layout = finished_layout(path, feature_type)
+    saved = dict(layout.saved_videos())
+    load = np.load if layout.on_extraction == "save_numpy" else _unpickled
+    return Features(str(path), list(saved), lambda name: {key: load(saved[name][key]) for key in layout.keys})
+
+
+def _packed_arrays(path: Path, name: str) -> dict[str, np.ndarray]:
+    arrays = read_packed(path, name)
+    arrays.pop("manifest", None)
+    return arrays
+
+
+def _unpickled(path: Path) -> np.ndarray:
+    with open(path, "rb") as handle:
+        return pickle.load(handle)
