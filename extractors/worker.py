@@ -78,8 +78,10 @@ def worker_main(extraction: Extraction, device: str, threads: int, connection: C
     sys.unraisablehook = _exit_if_terminated
     try:
         serve(extraction, device, threads, connection)
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # stopped while shutting down: end quietly
+    except SystemExit as stopped:  # SIGTERM, after the finally blocks removed temporary files and claims
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _exit_now(stopped.code)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # stopped while shutting down: end quietly
 
 
 def serve(extraction: Extraction, device: str, threads: int, connection: Any) -> None:
@@ -338,8 +340,20 @@ def _exit_if_terminated(unraisable) -> None:
     """A SIGTERM that lands in a finalizer (a generator collected, a ``__del__``) raises there, where Python
     only prints the exception and goes on: end now, quietly (the scheduler removes what this worker held)."""
     if isinstance(unraisable.exc_value, SystemExit):
-        os._exit(unraisable.exc_value.code)
+        _exit_now(unraisable.exc_value.code)
     sys.__unraisablehook__(unraisable)
+
+
+def _exit_now(code: int) -> None:
+    """End a stopped worker without the interpreter's shutdown: a thread the stop caught mid-way (the decoding
+    thread inside torch, a join the signal interrupted) would make libstdc++ abort the process at exit, printing
+    "terminate called without an active exception" into the run's one-line error."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 class _DeviceUnusable(Exception):
