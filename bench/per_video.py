@@ -1,7 +1,8 @@
 """The cost of a run per video, apart from the model: orchestration, the manifest, resuming, the driver's memory.
 
 Many tiny videos (one 0.5 s clip of 96 x 64 px, hard-linked under ``--videos`` names) go through ``main.py``
-(resnet18 with random weights, ``fix_1``, ``--cpu``, ``save_numpy``, one worker), and through an in-process loop of
+(resnet18 with random weights, ``fix_1``, ``--cpu``, ``--on_extraction`` as given: ``save_numpy`` by default,
+one worker), and through an in-process loop of
 ``extract()`` on a sample of them with the model already loaded. Reported for each count:
 
 - **orchestration ms per video**: the run's wall time, less a one-video run's (start-up, model loading), per
@@ -11,7 +12,7 @@ Many tiny videos (one 0.5 s clip of 96 x 64 px, hard-linked under ``--videos`` n
   per further video;
 - **resume s**: a second run over the finished list, which has nothing to do.
 
-    python bench/per_video.py --videos 1000 10000
+    python bench/per_video.py --videos 1000 10000 [--on_extraction save_parquet]
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from extractors.catalog import write_random_weights  # noqa: E402
 from extractors.models.resnet import ExtractResNet  # noqa: E402
 from tests.clips import write_clip  # noqa: E402
 
-OPTIONS = ["--feature_type", "resnet18", "--extract_method", "fix_1", "--cpu", "--on_extraction", "save_numpy"]
+OPTIONS = ["--feature_type", "resnet18", "--extract_method", "fix_1", "--cpu"]
 IN_PROCESS_SAMPLE = 200  # videos timed in process (the per-video model time does not depend on the count)
 
 
@@ -50,10 +51,10 @@ def videos(folder: Path, count: int) -> Path:
     return listing
 
 
-def timed_run(listing: Path, weights: Path, out: Path) -> tuple[float, int]:
+def timed_run(listing: Path, weights: Path, out: Path, on_extraction: str) -> tuple[float, int]:
     """Wall seconds of ``main.py`` on the list, and the main process's peak resident memory in KB."""
-    command = [sys.executable, "main.py", *OPTIONS, "--file_with_video_paths", str(listing), "--weights_dir",
-               str(weights), "--output_path", str(out)]
+    command = [sys.executable, "main.py", *OPTIONS, "--on_extraction", on_extraction, "--file_with_video_paths",
+               str(listing), "--weights_dir", str(weights), "--output_path", str(out)]
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     peak = [0]
@@ -98,8 +99,11 @@ def manifest_bytes(folder: Path) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", type=int, nargs="+", default=[1000])
+    parser.add_argument("--on_extraction", default="save_numpy", choices=("save_numpy", "save_pickle", "save_parquet",
+                                                                          "save_webdataset"))
     args = parser.parse_args()
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"{args.on_extraction}")
     print("| videos | run s | in-process ms per video | orchestration ms per video | manifest bytes per video "
           "| driver KB per video | resume s |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     with tempfile.TemporaryDirectory(prefix="per_video_") as scratch:
@@ -107,13 +111,13 @@ def main() -> None:
         weights = scratch / "weights"
         write_random_weights("resnet18", weights)
         one = videos(scratch / "one", 1)
-        base_seconds, base_rss = timed_run(one, weights, scratch / "out_one")
+        base_seconds, base_rss = timed_run(one, weights, scratch / "out_one", args.on_extraction)
         model_ms = in_process_ms(videos(scratch / "sample", IN_PROCESS_SAMPLE), weights)
         for count in args.videos:
             listing = videos(scratch / f"n{count}", count)
             out = scratch / f"out_{count}"
-            seconds, rss = timed_run(listing, weights, out)
-            resume, _ = timed_run(listing, weights, out)
+            seconds, rss = timed_run(listing, weights, out, args.on_extraction)
+            resume, _ = timed_run(listing, weights, out, args.on_extraction)
             per_video_ms = 1000 * (seconds - base_seconds) / (count - 1)
             print(f"| {count} | {seconds:.1f} | {model_ms:.1f} | {per_video_ms - model_ms:.1f} "
                   f"| {manifest_bytes(out / 'resnet18') / count:.0f} | {(rss - base_rss) / (count - 1):.2f} "

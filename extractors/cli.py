@@ -17,10 +17,12 @@ from typing import Any, Callable
 
 from extractors.catalog import (MODEL_TABLES, REPOSITORY, collapsed, models_listing, presets_listing, reference_pages,
                                 shown, weights_line, with_model_table, write_random_weights)
-from extractors.config import RUN_OPTIONS, finished_layout
+from extractors.config import RUN_OPTIONS
+from extractors.features import open_features
 from extractors.options import Option, Section
 from extractors.registry import declared_everywhere, feature_types, former_spellings, readers
 from io_utils.files import atomic_write
+from io_utils.manifest import MANIFEST_FILE, read_manifest
 from io_utils.pack import pack
 from io_utils.remote_outputs import local_copy
 
@@ -160,18 +162,23 @@ def _argparse_type(convert: Callable[[Any], Any]) -> Callable[[str], Any]:
 
 
 def pack_command(argv: list[str]) -> int:
-    """``main.py pack FOLDER --to FILE``: a finished output folder into one HDF5 file (see ``io_utils/pack.py``)."""
-    parser = argparse.ArgumentParser(prog="main.py pack", description="Pack a finished output folder (the .npy "
-                                     "files of one feature type, and its manifest.json) into one HDF5 file; "
-                                     "packing again adds the videos the file does not hold yet.")
-    parser.add_argument("folder", help="the output folder of one feature type (where its manifest.json is); a URL "
-                                       "in object storage is copied to a temporary folder first")
-    parser.add_argument("--to", required=True, metavar="FILE", help="the HDF5 file to write or extend")
+    """``main.py pack SOURCE --to FILE``: a finished output into one HDF5 file or shard (see ``io_utils/pack.py``)."""
+    parser = argparse.ArgumentParser(prog="main.py pack", description="Pack a finished output (the .npy, .pkl or "
+                                     "shard files of one feature type, and its manifest.json; or a shard or packed "
+                                     "file) into one HDF5 file, Parquet file or WebDataset tar, by the suffix of "
+                                     "--to; packing again into an HDF5 file adds the videos it does not hold yet.")
+    parser.add_argument("folder", help="the output folder of one feature type (where its manifest.json is), a shard "
+                                       "or a packed file; a folder in object storage is copied to a temporary folder "
+                                       "first")
+    parser.add_argument("--to", required=True, metavar="FILE", help="the file to write: .h5 (or .hdf5: extended if "
+                                                                    "it exists), .parquet or .tar")
     parser.add_argument("--feature_type", choices=feature_types(), metavar="FEATURE_TYPE",
                         help="for a folder without manifest.json: which feature type made it (with default options)")
     args = parser.parse_args(argv)
     with local_copy(args.folder) as folder:  # a folder in object storage is copied here first
-        added, kept = pack(finished_layout(folder, args.feature_type, "save_numpy"), Path(args.to))
+        manifest = folder / MANIFEST_FILE
+        recorded = read_manifest(manifest) if folder.is_dir() and manifest.exists() else {}
+        added, kept = pack(open_features(folder, args.feature_type), recorded, Path(args.to))
     print(f"{args.to}: {added} videos added, {kept} already there")
     return 0
 

@@ -26,7 +26,8 @@ from io_utils.checkpoints import WEIGHTS_DIR_ENV
 from io_utils.errors import UsageError
 from io_utils.limits import InputLimits, parse_limit
 from io_utils.manifest import MANIFEST_FILE, read_manifest
-from io_utils.outputs import FLOW_IMAGE_MODES, ON_EXTRACTION_CHOICES, OutputLayout, output_folder
+from io_utils.outputs import FLOW_IMAGE_MODES, ON_EXTRACTION_CHOICES, SHARD_SUFFIXES, OutputLayout, output_folder
+from io_utils.shards import DEFAULT_SHARD_SIZE
 from io_utils.remote_outputs import STAGING_ROOT
 from io_utils.sampling import SamplingMethod
 from io_utils.sources import is_url
@@ -109,6 +110,10 @@ class RunConfig:
     # outputs
     on_extraction: str = run_option("print", "what to do with the features", Section.OUTPUTS, "save_numpy",
                                     choices=ON_EXTRACTION_CHOICES)
+    shard_size: int | None = run_option(
+        None, f"with save_parquet or save_webdataset and no --shards input: videos per output shard, in list order "
+              f"(default {DEFAULT_SHARD_SIZE}; with --shards, output shard k holds input shard k's videos)",
+        Section.OUTPUTS, 1000, convert=positive_int, metavar="N")
     output_path: str = run_option("./output", "where outputs go", Section.OUTPUTS, "out", metavar="DIR")
     output_direct: bool = run_option(False, "write into --output_path itself, not a sub-folder named after the "
                                             "feature type", Section.OUTPUTS, True)
@@ -267,6 +272,9 @@ def resolve_config(options: RunConfig | Mapping[str, Any]) -> RunConfig:
         raise UsageError("--collect_pickle writes one local file from the outputs: give a local --output_path")
     if config.collect_pickle and config.on_extraction not in ("save_numpy", "save_pickle"):
         raise UsageError("--collect_pickle gathers the saved features: give --on_extraction save_numpy or save_pickle")
+    if config.shard_size is not None and (config.on_extraction not in SHARD_SUFFIXES or config.shards):
+        raise UsageError("--shard_size sizes the output shards of save_parquet and save_webdataset when the input "
+                         "is not --shards (whose shards the output follows)")
     if config.on_extraction in FLOW_IMAGE_MODES and not family.writes_flow:
         writers = [name for name in feature_types() if feature_type(name).extractor.writes_flow]
         raise UsageError(f"--on_extraction {config.on_extraction} writes optical flow; use it with "

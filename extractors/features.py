@@ -1,7 +1,8 @@
 """Reading features back: ``extractors.open_features(path)``, one reader for the outputs of a run.
 
-It takes an output folder of one feature type (``.npy`` or ``.pkl`` files beside their ``manifest.json``) or an
-HDF5 file that ``main.py pack`` wrote, and gives a mapping from each video's name (its output path without the
+It takes an output folder of one feature type (``.npy`` or ``.pkl`` files beside their ``manifest.json``, or the
+Parquet or WebDataset shards of ``save_parquet`` and ``save_webdataset``), one shard file, or an HDF5 file that
+``main.py pack`` wrote, and gives a mapping from each video's name (its output path without the
 output's suffix, relative to the folder: ``v_abc``, ``sub/clip``; the name the manifest and a packed file use)
 to its arrays, ``{main key: (N, ...), ..., "fps": (), "timestamps_ms": (N,)}``, exactly as ``extract`` returns
 them. A video's files are read when it is asked for, so iterating over a large output holds one video at a time.
@@ -21,10 +22,9 @@ import numpy as np
 
 from extractors.config import finished_layout
 from io_utils.errors import UsageError
-from io_utils.pack import packed_videos, read_packed
-
-PACKED_SUFFIXES = (".h5", ".hdf5")
-
+from io_utils.outputs import SHARD_SUFFIXES
+from io_utils.pack import PACKED_SUFFIXES, packed_videos, read_packed
+from io_utils.shards import read_from_shard, shard_index
 
 class Features(Mapping[str, dict[str, np.ndarray]]):
     """The videos of an output by name, each read when it is asked for."""
@@ -65,12 +65,25 @@ def open_features(path: str | os.PathLike, feature_type: str | None = None) -> F
     path = Path(path)
     if path.suffix in PACKED_SUFFIXES and path.is_file():
         return Features(str(path), packed_videos(path), lambda name: _packed_arrays(path, name))
+    if path.suffix in SHARD_SUFFIXES.values() and path.is_file():
+        return _sharded(str(path), [path])
     if not path.is_dir():
-        raise UsageError(f"{path}: neither an output folder nor a packed file ({' or '.join(PACKED_SUFFIXES)})")
+        raise UsageError(f"{path}: neither an output folder nor a packed file ({' or '.join(PACKED_SUFFIXES)}) "
+                         f"nor a shard ({' or '.join(SHARD_SUFFIXES.values())})")
+    shards = sorted(shard for suffix in SHARD_SUFFIXES.values() for shard in path.glob(f"*{suffix}"))
+    if shards:
+        return _sharded(str(path), shards)
     layout = finished_layout(path, feature_type)
     saved = dict(layout.saved_videos())
     load = np.load if layout.on_extraction == "save_numpy" else _unpickled
     return Features(str(path), list(saved), lambda name: {key: load(saved[name][key]) for key in layout.keys})
+
+
+def _sharded(where: str, shards: list[Path]) -> Features:
+    """The videos of Parquet or WebDataset shard files, found from each shard's index (its videos are read when
+    asked for)."""
+    places = {name: (shard, place) for shard in shards for name, place in shard_index(shard).items()}
+    return Features(where, list(places), lambda name: read_from_shard(*places[name]))
 
 
 def _packed_arrays(path: Path, name: str) -> dict[str, np.ndarray]:

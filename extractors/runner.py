@@ -8,7 +8,7 @@ from __future__ import annotations
 import shutil
 import sys
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -24,8 +24,10 @@ from io_utils.errors import UsageError, VideoError
 from io_utils.files import atomic_write, unwritable_reason
 from io_utils.manifest import (JOURNAL_FILE, MANIFEST_FILE, Manifest, existing_manifest, file_sha256,
                                refuse_another_configuration)
-from io_utils.outputs import OutputLayout, collect_pickle, stored_shapes
+from io_utils.output_stores import Listing, finished_by_listing
+from io_utils.outputs import SHARD_SUFFIXES, OutputLayout, collect_pickle, stored_shapes
 from io_utils.remote_outputs import ManifestMirror, RemoteFolder
+from io_utils.shards import DEFAULT_SHARD_SIZE, ShardAssembly, assign_output_shards
 from io_utils.sources import source_facts
 from io_utils.video_list import VideoJob, in_shard, list_jobs, list_shard_jobs, split_jobs
 
@@ -51,10 +53,14 @@ def run(options: RunConfig | Mapping[str, Any], executor: Executor | None = None
         worker_devices(config)  # a wrong device list stops here, before any checkpoint or worker
     extensions = frozenset.intersection(*(part.extractor.input_extensions for part in parts))
     listed, damaged_shards = _listed_jobs(config, extensions)
+    if config.on_extraction in SHARD_SUFFIXES:  # before missing files are set aside: a shard's videos stay its own
+        listed = assign_output_shards(_without_feature_paths(list(dict.fromkeys(listed))),
+                                      config.shard_size or DEFAULT_SHARD_SIZE)
     jobs, missing = split_jobs(listed)  # output names must not collide across shards either
-    listed = [job for job in listed if in_shard(job.path, config.shard)]
-    jobs = [job for job in jobs if in_shard(job.path, config.shard)]
-    missing = [path for path in missing if in_shard(path, config.shard)]
+    node = {job.path: in_shard(job.output_shard or job.path, config.shard) for job in listed}
+    listed = [job for job in listed if node[job.path]]
+    jobs = [job for job in jobs if node[job.path]]
+    missing = [path for path in missing if node[path]]
     summaries = {part.config.feature_type: Summary(failures={**{str(path): "no such file" for path in missing},
                                                              **damaged_shards})
                  for part in parts}
@@ -81,9 +87,20 @@ def run_configs(options: RunConfig | Mapping[str, Any]) -> list[RunConfig]:
     return [resolve_config(options)]
 
 
+def _without_feature_paths(jobs: list[VideoJob]) -> list[VideoJob]:
+    """A CSV list's ``feature_path`` names a file per video, which sharded outputs do not write: refused."""
+    named = next((job for job in jobs if job.feature_path is not None), None)
+    if named is not None:
+        raise UsageError(f"{named.path}: the list gives a feature_path, but save_parquet and save_webdataset write "
+                         "shards; give a list of video paths only, or --on_extraction save_numpy")
+    return jobs
+
+
 def _extract(extraction: Extraction, jobs: list[VideoJob], summaries: dict[str, Summary],
              executor: Executor | None) -> None:
-    """Run the executor on ``jobs``, with each feature type's manifest and failures file kept up to date."""
+    """Run the executor on ``jobs``, with each feature type's manifest and failures file kept up to date. The
+    videos an output listing shows finished are reported without a worker; with sharded outputs, each shard is
+    written once its last video has an outcome."""
     config = extraction.config
     saving = config.on_extraction != "print"
     books: list[_TypeBook] = []
@@ -101,9 +118,22 @@ def _extract(extraction: Extraction, jobs: list[VideoJob], summaries: dict[str, 
             part.extractor.prepare(part.config)  # e.g. download weights once, before the workers start
         for part, book, existing in zip(extraction.every, books, found):
             book.manifest = _open_manifest(part, book.layout, existing, book.mirror) if saving else None
+        listings = [finished_by_listing(book.layout, jobs) if saving and not config.overwrite else Listing()
+                    for book in books]
+        for book, listing in zip(books, listings):
+            if config.on_extraction in SHARD_SUFFIXES:
+                book.assembly = ShardAssembly(book.layout, jobs, book.manifest.record, listing.published,
+                                              listing.pending)
         progress = _Progress(jobs, books, config.verbose)
         try:
-            (executor or _executor(config)).run(extraction, jobs, progress.on_result, progress.on_progress)
+            finished = _finished(jobs, books, listings)
+            for result in finished.values():
+                progress.on_result(result)
+            remaining = [index for index in range(len(jobs)) if index not in finished]
+            if remaining:
+                (executor or _executor(config)).run(extraction, [jobs[index] for index in remaining],
+                                                    lambda result: progress.on_result(_renumbered(result, remaining)),
+                                                    lambda update: progress.on_progress(_renumbered(update, remaining)))
         finally:
             progress.close()
             for book in books:
@@ -118,16 +148,44 @@ def _extract(extraction: Extraction, jobs: list[VideoJob], summaries: dict[str, 
                 shutil.rmtree(book.layout.folder, ignore_errors=True)
 
 
+def _finished(jobs: list[VideoJob], books: list[_TypeBook], listings: list[Listing]) -> dict[int, Result]:
+    """The results of the videos finished for every feature type, as one listing of each type's output folder
+    shows them (``listings``: :func:`finished_by_listing`'s), by position in ``jobs``: skipped, or, in a published
+    shard, failed again if the manifest says it failed."""
+    results = {}
+    for index, job in enumerate(jobs):
+        if not all(job in listing.finished for listing in listings):
+            continue
+        parts = {book.name: _finished_result(index, job, book, job.output_shard in listing.published)
+                 for book, listing in zip(books, listings)}
+        results[index] = next(iter(parts.values())) if len(parts) == 1 else Result.of_parts(index, parts)
+    return results
+
+
+def _finished_result(index: int, job: VideoJob, book: _TypeBook, in_published_shard: bool) -> Result:
+    record = book.manifest.record(book.layout.video_name(job)) if in_published_shard else None
+    if record is not None and "failed" in record:
+        return Result(index, "failed", record["failed"])
+    return Result(index, "skipped", OUTPUTS_EXIST)
+
+
+def _renumbered(message: Any, positions: list[int]) -> Any:
+    """A message of the executor about ``jobs[positions[i]]`` (it numbers the jobs it was given), numbered as in
+    the run's list."""
+    return replace(message, job_id=positions[message.job_id])
+
+
 @dataclass
 class _TypeBook:
     """What the main process keeps of one feature type of a run: where its outputs go (``layout``: staged here),
-    its summary, and its manifest (with, in object storage, its mirror)."""
+    its summary, its manifest (with, in object storage, its mirror) and, with sharded outputs, its shards."""
 
     name: str
     layout: OutputLayout
     summary: Summary
     mirror: ManifestMirror | None = None
     manifest: Manifest | None = None
+    assembly: ShardAssembly | None = None
 
 
 @contextmanager
@@ -216,11 +274,18 @@ class _Progress:
         named = f" ({book.name})" if len(self._books) > 1 else ""
         if book.manifest is not None:
             name, record = book.layout.video_name(job), result.record
-            if record is None and result.reason == OUTPUTS_EXIST and not book.manifest.has_video(name):
+            if (record is None and result.reason == OUTPUTS_EXIST and job.output_shard is None
+                    and not book.manifest.has_video(name)):  # (a shard's videos are recorded before it is written)
                 record = self._found_record(job, book.layout)
-            if record is not None:
+            if job.output_shard is not None and result.status == "failed":
+                record = {"shard": job.output_shard, "failed": result.reason}
+            elif job.output_shard is not None and record is not None:
+                record = {**record, "shard": job.output_shard}
+            if record is not None and record != book.manifest.record(name):
                 with _stopping_when_unwritable(book.layout):
                     book.manifest.add_video(name, record)
+        if book.assembly is not None:
+            self._write_shard(job, book, held_elsewhere=result.status == "skipped" and result.reason != OUTPUTS_EXIST)
         if result.status == "failed":
             book.summary.failures[str(job.path)] = result.reason
             tqdm.write(f"FAILED {job.path}{named}: {result.reason}", file=sys.stderr)
@@ -230,6 +295,18 @@ class _Progress:
                 tqdm.write(f"skipped {job.path}{named}: {result.reason}", file=sys.stderr)
         else:
             book.summary.done += 1
+
+    @staticmethod
+    def _write_shard(job: VideoJob, book: _TypeBook, held_elsewhere: bool) -> None:
+        """Write ``job``'s shard if it was the last of it to have an outcome (a disk that is full stops the run;
+        another problem fails the shard, whose videos stay pending for the next run)."""
+        try:
+            with _stopping_when_unwritable(book.layout):
+                book.assembly.resolved(job, held_elsewhere)
+        except (OSError, ValueError, VideoError) as error:
+            shard = f"{book.layout.remote or book.layout.folder}/{job.output_shard}"
+            book.summary.failures[shard] = f"the shard could not be written: {error}"
+            tqdm.write(f"FAILED {shard}: the shard could not be written: {error}", file=sys.stderr)
 
     @staticmethod
     def _found_record(job: VideoJob, layout: OutputLayout) -> dict | None:

@@ -103,6 +103,10 @@ class Manifest:
     def has_video(self, key: str) -> bool:
         return key in self.content["videos"]
 
+    def record(self, key: str) -> dict[str, Any] | None:
+        """A video's record, None if it has none."""
+        return self.content["videos"].get(key)
+
     def add_video(self, key: str, facts: Mapping[str, Any]) -> None:
         self.content["videos"][key] = dict(facts)
         if self._handle is None:

@@ -26,8 +26,10 @@ from io_utils.sources import is_url
 from io_utils.video_list import VideoJob
 
 FLOW_IMAGE_MODES = ("save_flow_images", "save_flow_viz")
-ON_EXTRACTION_CHOICES = ("print", "save_numpy", "save_pickle", *FLOW_IMAGE_MODES)
-_EXTENSIONS = {"save_numpy": ".npy", "save_pickle": ".pkl"}
+SHARD_SUFFIXES = {"save_parquet": ".parquet", "save_webdataset": ".tar"}  # io_utils.shards
+ON_EXTRACTION_CHOICES = ("print", "save_numpy", "save_pickle", *SHARD_SUFFIXES, *FLOW_IMAGE_MODES)
+PENDING_FOLDER = ".pending"  # a shard's videos until the shard is written: <folder>/.pending/<shard>/
+_EXTENSIONS = {"save_numpy": ".npy", "save_pickle": ".pkl", **{mode: ".npy" for mode in SHARD_SUFFIXES}}
 _NO_FRAMES = "no frames were sampled"
 
 
@@ -53,7 +55,10 @@ class OutputLayout:
     - a CSV list's ``feature_path`` receives the main key itself (relative paths are taken under ``folder``), the
       other keys go beside it as ``<feature stem>_<key>.<ext>``;
     - flow images go to one folder per video under the main key: ``folder/<output stem>/`` for the JPEG pairs,
-      ``folder/<output stem>_viz/`` for the pictures (so that both can exist, each complete or absent).
+      ``folder/<output stem>_viz/`` for the pictures (so that both can exist, each complete or absent);
+    - the sharded modes (``io_utils.shards``) stage a video's ``.npy`` files in its shard's pending folder,
+      ``folder/.pending/<shard>/<output stem>_<key>.npy``, until the shard ``folder/<shard>.parquet`` (or
+      ``.tar``) is written from them.
     """
 
     folder: Path
@@ -84,6 +89,8 @@ class OutputLayout:
     def path(self, job: VideoJob, key: str) -> Path:
         """Where output ``key`` of ``job`` goes, for the modes that write one file per key."""
         extension = _EXTENSIONS[self.on_extraction]
+        if self.on_extraction in SHARD_SUFFIXES:
+            return self.folder / PENDING_FOLDER / job.output_shard / f"{job.output_stem}_{key}{extension}"
         if job.feature_path is None:
             return self.folder / f"{job.output_stem}_{key}{extension}"
         main = job.feature_path if job.feature_path.is_absolute() else self.folder / job.feature_path
@@ -329,7 +336,7 @@ def open_sink(on_extraction: str, paths: Mapping[str, Path], flow_bound: float =
         return MemorySink()
     if on_extraction == "save_pickle":
         return PickleSink(paths)
-    if on_extraction == "save_numpy":
+    if on_extraction == "save_numpy" or on_extraction in SHARD_SUFFIXES:
         return NpyStreamSink(paths)
     (key, folder), = paths.items()
     return FlowImageSink(folder, on_extraction, flow_bound, key)

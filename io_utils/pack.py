@@ -1,4 +1,6 @@
-"""One HDF5 file for a finished output folder (``python main.py pack FOLDER --to features.h5``).
+"""One HDF5 file for a finished output folder (``python main.py pack FOLDER --to features.h5``), or one Parquet or
+WebDataset shard (``--to features.parquet``, ``--to features.tar``): any output ``extractors.open_features`` reads
+(a folder of ``.npy``, ``.pkl`` or shards, a shard, a packed file) converted into one file.
 
 Layout: a group per video, named by its output path relative to the folder (``v_abc``, ``sub/clip``), holding
 one dataset per output key (the features, ``timestamps_ms``, ``fps``) exactly as the ``.npy`` files hold them,
@@ -17,23 +19,44 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
-from io_utils.files import temporary_beside
-from io_utils.manifest import MANIFEST_FILE, read_manifest
-from io_utils.outputs import OutputLayout
+from io_utils.errors import UsageError
+from io_utils.files import atomic_write, temporary_beside
+from io_utils.outputs import SHARD_SUFFIXES
+from io_utils.shards import ShardVideo, write_shard
+
+PACKED_SUFFIXES = (".h5", ".hdf5")
 
 
-def pack(layout: OutputLayout, destination: Path) -> tuple[int, int]:
-    """Pack the videos of a finished output folder (``layout``: its folder, output keys and naming) into
-    ``destination``; returns (videos added, videos already there)."""
+def pack(features: Mapping[str, Mapping[str, np.ndarray]], manifest: Mapping[str, Any], destination: Path
+         ) -> tuple[int, int]:
+    """Pack ``features`` (video name -> arrays, read one video at a time: ``extractors.open_features``) into
+    ``destination``, with ``manifest`` (the source folder's, ``{}`` if it has none): an HDF5 file (``.h5``,
+    ``.hdf5``; one already there is extended), or one Parquet or WebDataset shard (``.parquet``, ``.tar``;
+    ``io_utils.shards``). Returns (videos added, videos already there)."""
+    destination = Path(destination)
+    if destination.suffix not in (*PACKED_SUFFIXES, *SHARD_SUFFIXES.values()):
+        raise UsageError(f"--to {destination}: give a file ending in "
+                         f"{', '.join((*PACKED_SUFFIXES, *SHARD_SUFFIXES.values()))}")
+    manifest = dict(manifest)
+    records = manifest.pop("videos", {})
+    if destination.suffix in SHARD_SUFFIXES.values():
+        mode = next(mode for mode, suffix in SHARD_SUFFIXES.items() if suffix == destination.suffix)
+        videos = (ShardVideo(name, records.get(name, {}).get("source", name), records.get(name), dict(arrays))
+                  for name, arrays in features.items())
+        added = [0]
+        atomic_write(destination, lambda handle: added.__setitem__(0, write_shard(mode, handle, videos)))
+        return added[0], 0
+    return _pack_hdf5(features, manifest, records, destination)
+
+
+def _pack_hdf5(features: Mapping[str, Mapping[str, np.ndarray]], manifest: Mapping[str, Any],
+               records: Mapping[str, Any], destination: Path) -> tuple[int, int]:
     import h5py
 
-    folder, destination = layout.folder, Path(destination)
-    manifest = read_manifest(folder / MANIFEST_FILE) if (folder / MANIFEST_FILE).exists() else {}
-    records = manifest.pop("videos", {})
     temporary = temporary_beside(destination, suffix=".h5.tmp")
     temporary.close()
     added = kept = 0
@@ -42,14 +65,15 @@ def pack(layout: OutputLayout, destination: Path) -> tuple[int, int]:
             shutil.copyfile(destination, temporary.name)
         with h5py.File(temporary.name, "a" if destination.exists() else "w") as packed:
             packed.attrs["manifest"] = json.dumps(manifest)
-            packed.attrs["keys"] = json.dumps(list(layout.keys))  # the order extract() returns them in
-            for name, paths in layout.saved_videos():
+            for name in features:
                 if name in packed:
                     kept += 1
                     continue
+                arrays = features[name]
+                packed.attrs["keys"] = json.dumps(list(arrays))  # the order extract() returns them in
                 group = packed.create_group(name)
-                for key in layout.keys:
-                    group.create_dataset(key, data=np.load(paths[key], allow_pickle=False))
+                for key, value in arrays.items():
+                    group.create_dataset(key, data=value)
                 if name in records:
                     group.attrs["manifest"] = json.dumps(records[name])
                 added += 1

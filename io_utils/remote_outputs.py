@@ -115,6 +115,14 @@ class RemoteFolder:
     def delete(self, relative: str) -> None:
         self._unless_missing(relative, self._fs.rm_file)
 
+    def delete_below(self, prefix: str) -> None:
+        """Delete every object below ``prefix`` (in batches: S3 deletes up to 1,000 objects a request)."""
+        try:
+            with remote_errors(self.url_of(prefix)):
+                self._fs.rm(self._path(prefix), recursive=True)
+        except FileNotFoundError:
+            pass
+
     def list(self, prefix: str = "") -> list[str]:
         """The objects below ``prefix`` (all the folder's with ""), relative to the folder, sorted."""
         with remote_errors(self.url):

@@ -37,6 +37,7 @@ class VideoJob:
     path: Source  # a local file, an object or URL, or a member of a tar shard
     output_stem: PurePath  # relative; outputs are ``<output_stem>_<key>.<ext>``
     feature_path: Path | None = None  # set by a CSV list: the file of the main feature
+    output_shard: str | None = None  # with sharded outputs, the shard it is written into (io_utils.shards)
 
 
 def list_jobs(

@@ -4,6 +4,7 @@ the local disk."""
 from __future__ import annotations
 
 import csv
+import os
 import importlib.util
 import json
 import subprocess
@@ -357,3 +358,82 @@ def test_a_transfer_that_keeps_failing_fails_its_video_with_the_reason(tmp_path,
 def test_a_scheme_whose_back_end_is_not_installed_names_the_package():
     with pytest.raises(VideoError, match="cannot read gs:// URLs: .*install gcsfs"):
         VideoReader(RemoteFile("gs://bucket/v.mp4"))
+
+
+def sharded_run(checkpoint: Path, clips: Path, out: str) -> list[str]:
+    return [sys.executable, "main.py", "--feature_type", "CLIP-ViT-B/32", "--cpu", "--clip_checkpoint", str(checkpoint),
+            "--extract_method", "uni_16", "--on_extraction", "save_parquet", "--shard_size", "3", "--output_path", out,
+            "--video_dir", str(clips)]
+
+
+def test_parquet_shards_in_object_storage_are_whole_after_a_kill_and_equal_a_local_run(store, s3, tiny_checkpoint,
+                                                                                      tmp_path):
+    import os
+    import signal
+    import time
+
+    import pyarrow.parquet as pq
+
+    clips = tmp_path / "clips"
+    for index in range(6):
+        write_clip(clips / f"v{index}.mp4", num_frames=100, size=(96, 64))
+    prefix = f"videos/sharded/{FEATURES}"
+    run = subprocess.Popen(sharded_run(tiny_checkpoint, clips, "s3://videos/sharded"), cwd=REPO,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 180
+    try:  # killed once the first shard is written and a video of the second is in the store
+        while time.monotonic() < deadline and not half_done(stored_names(s3, prefix)):
+            time.sleep(0.2)
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+    left = stored_names(s3, prefix)
+    assert any(name.startswith(".pending/000001/") for name in left), left
+    assert [name for name in left if name.endswith(".parquet")] == ["000000.parquet"]
+
+    rerun = subprocess.run(sharded_run(tiny_checkpoint, clips, "s3://videos/sharded"), cwd=REPO, capture_output=True,
+                           text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert stored_names(s3, prefix) == ["000000.parquet", "000001.parquet", "manifest.json"]
+    local = subprocess.run(sharded_run(tiny_checkpoint, clips, str(tmp_path / "local")), cwd=REPO,
+                           capture_output=True, text=True, timeout=300)
+    assert local.returncode == 0, local.stderr
+    for shard in ("000000.parquet", "000001.parquet"):
+        stored = pq.read_table(f"{prefix}/{shard}", filesystem=s3).drop(["record", "source"])
+        assert stored.equals(pq.read_table(tmp_path / "local" / FEATURES / shard).drop(["record", "source"])), shard
+
+
+def half_done(names: list[str]) -> bool:
+    return "000000.parquet" in names and any(name.startswith(".pending/000001/") and name.endswith("_clip.npy")
+                                             for name in names)
+
+
+def stored_names(s3, prefix: str) -> list[str]:
+    s3.invalidate_cache()
+    return sorted(key[len(prefix) + 1:] for key in s3.find(prefix))
+
+
+def test_resuming_ten_thousand_finished_videos_in_object_storage_costs_a_listing_not_a_request_per_video(
+        store, s3, tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    """Ten published shards of 1,000 videos (synthetic objects: only their names are read on resume)."""
+    import s3fs
+
+    import main
+
+    clips = tmp_path / "clips"
+    clip = write_clip(tmp_path / "clip.mp4", num_frames=10)
+    clips.mkdir()
+    for index in range(10_000):
+        os.link(clip, clips / f"v{index:05d}.mp4")
+    s3.pipe({f"videos/many/{FEATURES}/{shard:06d}.parquet": b"" for shard in range(10)})
+    calls: list[str] = []
+    call = s3fs.S3FileSystem._call_s3
+
+    async def counted(self, method, *args, **kwargs):
+        calls.append(getattr(method, "__name__", str(method)))
+        return await call(self, method, *args, **kwargs)
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "_call_s3", counted)
+    status = main.main(sharded_run(tiny_checkpoint, clips, "s3://videos/many")[2:] + ["--shard_size", "1000"])
+    assert status == 0 and capsys.readouterr().out.strip().splitlines()[-1] == "done: 0, skipped: 10000, failed: 0"
+    assert len(calls) < 30, calls  # the listing, the write check, the manifest and its journal: not 10,000
