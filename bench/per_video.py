@@ -13,6 +13,10 @@ one worker), and through an in-process loop of
 - **resume s**: a second run over the finished list, which has nothing to do.
 
     python bench/per_video.py --videos 1000 10000 [--on_extraction save_parquet]
+    unshare -n sh -c 'ip link set lo up && python bench/per_video.py --backend ray --videos 1000'
+
+(Ray registers the machine's external address: on a machine without a cluster, run it in a network namespace with
+only loopback, as ``tests/test_ray.py`` does.)
 """
 from __future__ import annotations
 
@@ -51,10 +55,10 @@ def videos(folder: Path, count: int) -> Path:
     return listing
 
 
-def timed_run(listing: Path, weights: Path, out: Path, on_extraction: str) -> tuple[float, int]:
+def timed_run(listing: Path, weights: Path, out: Path, run_options: list[str]) -> tuple[float, int]:
     """Wall seconds of ``main.py`` on the list, and the main process's peak resident memory in KB."""
-    command = [sys.executable, "main.py", *OPTIONS, "--on_extraction", on_extraction, "--file_with_video_paths",
-               str(listing), "--weights_dir", str(weights), "--output_path", str(out)]
+    command = [sys.executable, "main.py", *OPTIONS, *run_options, "--file_with_video_paths", str(listing),
+               "--weights_dir", str(weights), "--output_path", str(out)]
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     peak = [0]
@@ -101,9 +105,11 @@ def main() -> None:
     parser.add_argument("--videos", type=int, nargs="+", default=[1000])
     parser.add_argument("--on_extraction", default="save_numpy", choices=("save_numpy", "save_pickle", "save_parquet",
                                                                           "save_webdataset"))
+    parser.add_argument("--backend", default="local", choices=("local", "ray"))
     args = parser.parse_args()
+    run_options = ["--on_extraction", args.on_extraction, "--backend", args.backend]
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"{args.on_extraction}")
+          f"{' '.join(run_options)}")
     print("| videos | run s | in-process ms per video | orchestration ms per video | manifest bytes per video "
           "| driver KB per video | resume s |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     with tempfile.TemporaryDirectory(prefix="per_video_") as scratch:
@@ -111,13 +117,13 @@ def main() -> None:
         weights = scratch / "weights"
         write_random_weights("resnet18", weights)
         one = videos(scratch / "one", 1)
-        base_seconds, base_rss = timed_run(one, weights, scratch / "out_one", args.on_extraction)
+        base_seconds, base_rss = timed_run(one, weights, scratch / "out_one", run_options)
         model_ms = in_process_ms(videos(scratch / "sample", IN_PROCESS_SAMPLE), weights)
         for count in args.videos:
             listing = videos(scratch / f"n{count}", count)
             out = scratch / f"out_{count}"
-            seconds, rss = timed_run(listing, weights, out, args.on_extraction)
-            resume, _ = timed_run(listing, weights, out, args.on_extraction)
+            seconds, rss = timed_run(listing, weights, out, run_options)
+            resume, _ = timed_run(listing, weights, out, run_options)
             per_video_ms = 1000 * (seconds - base_seconds) / (count - 1)
             print(f"| {count} | {seconds:.1f} | {model_ms:.1f} | {per_video_ms - model_ms:.1f} "
                   f"| {manifest_bytes(out / 'resnet18') / count:.0f} | {(rss - base_rss) / (count - 1):.2f} "

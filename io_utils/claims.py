@@ -10,7 +10,6 @@ holders refresh their claims far more often than that. (In object storage the sa
 """
 from __future__ import annotations
 
-import glob
 import json
 import os
 import pickletools
@@ -71,23 +70,30 @@ def remove_leftover_temporaries(paths: Iterable[Path]) -> None:
 class Claim:
     """A lock file owned by this process; ``acquire`` returns None if another live run holds it."""
 
-    def __init__(self, path: Path, token: str):
+    def __init__(self, path: Path, token: str, took_over: bool = False):
         self.path = path
         self._token = token
+        self.took_over = took_over  # from a holder that died: what it left may be there
 
     @classmethod
     def acquire(cls, path: Path) -> Claim | None:
+        """The claim, or None. What dead claimers left is looked for sparingly, since a search lists the whole
+        folder (a scan per video would make a large run quadratic): their drafts once per ``HEARTBEAT_S`` per
+        folder, a dead holder's temporaries only by the claim that takes its lock over
+        (``io_utils.output_stores.LocalOutputs.prepare``)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         token = new_token()
+        took_over = False
         for _ in range(2):
             try:
                 _create_whole(path, token)
             except FileExistsError:
                 if not _take_over_if_stale(path):
                     return None
+                took_over = True
                 continue
-            _remove_stale_drafts(path)
-            return cls(path, token)
+            _remove_stale_drafts(path.parent)
+            return cls(path, token, took_over)
         return None
 
     @staticmethod
@@ -125,10 +131,17 @@ def _create_whole(path: Path, content: str) -> None:
         draft.unlink(missing_ok=True)
 
 
-def _remove_stale_drafts(path: Path) -> None:
-    """Remove the drafts of ``path`` that claimers killed midway left (a live claimer's lasts microseconds: one
-    older than ``HEARTBEAT_S`` is nobody's)."""
-    for draft in path.parent.glob(f"{glob.escape(path.name)}.*.new"):
+_DRAFTS_CHECKED: dict[Path, float] = {}  # folder -> when this process last removed its stale drafts
+
+
+def _remove_stale_drafts(folder: Path) -> None:
+    """Remove the lock drafts that claimers killed midway left in ``folder`` (a live claimer's lasts microseconds:
+    one older than ``HEARTBEAT_S`` is nobody's), at most once per ``HEARTBEAT_S``."""
+    now = time.monotonic()
+    if now - _DRAFTS_CHECKED.get(folder, -HEARTBEAT_S) < HEARTBEAT_S:
+        return
+    _DRAFTS_CHECKED[folder] = now
+    for draft in folder.glob("*.lock.*.new"):
         try:
             if time.time() - draft.stat().st_mtime > HEARTBEAT_S:
                 draft.unlink()

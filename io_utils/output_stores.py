@@ -19,16 +19,24 @@ class LocalOutputs:
 
     def __init__(self, layout: OutputLayout):
         self.layout = layout
+        self._taken_over: set[VideoJob] = set()  # claimed from a holder that died
 
     def complete(self, job: VideoJob) -> bool:
         return outputs_complete(self.layout.paths(job).values())
 
     def claim(self, job: VideoJob) -> Claim | None:
-        return Claim.acquire(self.layout.claim(job))
+        claim = Claim.acquire(self.layout.claim(job))
+        if claim is not None and claim.took_over:
+            self._taken_over.add(job)
+        return claim
 
     def prepare(self, job: VideoJob) -> None:
-        """Before extracting a claimed video: remove what a killed writer left of it."""
-        remove_leftover_temporaries(self.layout.paths(job).values())
+        """Before extracting a claimed video: remove what a killed writer left of it. Only a claim taken over from a
+        dead holder can find anything: a writer removes its own temporaries when it fails or is stopped, and the
+        scheduler those of a worker that died; a killed run leaves its claims, which the next run takes over."""
+        if job in self._taken_over:
+            self._taken_over.discard(job)
+            remove_leftover_temporaries(self.layout.paths(job).values())
 
     def publish(self, job: VideoJob) -> None:
         """The outputs are in place once written."""

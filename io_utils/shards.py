@@ -40,6 +40,7 @@ from io_utils.sources import ShardMember
 from io_utils.video_list import VideoJob
 
 DEFAULT_SHARD_SIZE = 1000
+Opener = Callable[[str, str], BinaryIO]
 ROWS_PER_GROUP = 256  # a Parquet row group closes after this many videos or ROW_GROUP_BYTES, whichever first
 ROW_GROUP_BYTES = 64 << 20
 _ASSEMBLY_CLAIM = "shard.lock"
@@ -180,42 +181,44 @@ def _column(pa, arrays: list[np.ndarray]):
     return pa.ListArray.from_arrays(offsets, flat)
 
 
-def shard_index(path: Path) -> dict[str, Any]:
+def shard_index(path: str | Path, opener: Opener = open) -> dict[str, Any]:
     """Where each video of a shard file is, by name, in order, from the file's index alone (Parquet: its row group
-    and row; tar: its members' offsets and sizes, from their headers), for :func:`read_from_shard`."""
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+    and row; tar: its members' offsets and sizes, from their headers), for :func:`read_from_shard`. ``opener``
+    opens the file for reading (an object in a store: fsspec's ``open``, which reads ranges)."""
+    with opener(str(path), "rb") as handle:
+        if PurePath(str(path)).suffix == ".parquet":
+            import pyarrow.parquet as pq
 
-        shard = pq.ParquetFile(path)
-        return {name: (group, row) for group in range(shard.num_row_groups)
-                for row, name in enumerate(shard.read_row_group(group, columns=["video"]).column("video").to_pylist())}
-    index: dict[str, Any] = {}
-    with tarfile.open(path) as tar:
+            shard = pq.ParquetFile(handle)
+            return {name: (group, row) for group in range(shard.num_row_groups) for row, name in
+                    enumerate(shard.read_row_group(group, columns=["video"]).column("video").to_pylist())}
         by_key: dict[str, dict[str, tuple[int, int]]] = {}
-        for member in tar:
-            if member.isfile() and "." in member.name:
-                key, extension = member.name.split(".", 1)
-                by_key.setdefault(key, {})[extension] = (member.offset_data, member.size)
+        with tarfile.open(fileobj=handle) as tar:
+            for member in tar:
+                if member.isfile() and "." in member.name:
+                    key, extension = member.name.split(".", 1)
+                    by_key.setdefault(key, {})[extension] = (member.offset_data, member.size)
+        index: dict[str, Any] = {}
         for key, members in by_key.items():
-            described = _read_at(tar.fileobj, *members["json"]) if "json" in members else None
-            name = json.loads(described)["video"] if described else key
+            name = json.loads(_read_at(handle, *members["json"]))["video"] if "json" in members else key
             index[name] = {extension[: -len(".npy")]: place for extension, place in members.items()
                            if extension.endswith(".npy")}
-    return index
+        return index
 
 
-def read_from_shard(path: Path, place: Any) -> dict[str, np.ndarray]:
+def read_from_shard(path: str | Path, place: Any, opener: Opener = open) -> dict[str, np.ndarray]:
     """One video's arrays from a shard file, at ``place`` (from :func:`shard_index`)."""
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+    with opener(str(path), "rb") as handle:
+        if PurePath(str(path)).suffix == ".parquet":
+            import pyarrow.parquet as pq
 
-        group, row = place
-        batch = pq.ParquetFile(path).read_row_group(group).slice(row, 1).to_batches()[0]
-        outputs = [name for name in batch.schema.names
-                   if name not in ("key", "video", "source", "record") and not name.endswith("_shape")]
-        return {name: _cell(batch, name, 0) for name in outputs}
-    with open(path, "rb") as handle:
-        return {key: np.load(io.BytesIO(_read_at(handle, *member)), allow_pickle=False) for key, member in place.items()}
+            group, row = place
+            batch = pq.ParquetFile(handle).read_row_group(group).slice(row, 1).to_batches()[0]
+            outputs = [name for name in batch.schema.names
+                       if name not in ("key", "video", "source", "record") and not name.endswith("_shape")]
+            return {name: _cell(batch, name, 0) for name in outputs}
+        return {key: np.load(io.BytesIO(_read_at(handle, *member)), allow_pickle=False)
+                for key, member in place.items()}
 
 
 def _read_at(handle, offset: int, size: int) -> bytes:

@@ -4,6 +4,7 @@ the local disk."""
 from __future__ import annotations
 
 import csv
+import io
 import os
 import importlib.util
 import json
@@ -262,6 +263,13 @@ def test_outputs_in_object_storage_equal_a_local_run_and_resume_and_pack_from_th
     assert f"{tmp_path / 'missing.mp4'}\tno such file" in objects["failures.tsv"].decode()
     assert sorted(json.loads(objects["manifest.json"])["videos"]) == ["a", SAMPLE_30FPS.stem]
 
+    from extractors import open_features
+
+    features = open_features(f"s3://{prefix}")  # read where it is: listed once, each object fetched when asked for
+    assert sorted(features) == ["a", SAMPLE_30FPS.stem]
+    assert {key: features["a"][key].tobytes() for key in ("clip", "fps", "timestamps_ms")} == \
+        {key: np.load(io.BytesIO(value)).tobytes() for key, value in saved(tmp_path / "local", SAMPLE_19FPS.stem).items()}
+
     again = extract(tiny_checkpoint, "s3://videos/features", *inputs)
     assert again.returncode == 0 and "done: 0, skipped: 2, failed: 0" in again.stdout, again.stderr
     assert "failures.tsv" not in stored_objects(s3, prefix)  # a run without failures removes the file
@@ -401,6 +409,12 @@ def test_parquet_shards_in_object_storage_are_whole_after_a_kill_and_equal_a_loc
     for shard in ("000000.parquet", "000001.parquet"):
         stored = pq.read_table(f"{prefix}/{shard}", filesystem=s3).drop(["record", "source"])
         assert stored.equals(pq.read_table(tmp_path / "local" / FEATURES / shard).drop(["record", "source"])), shard
+    from extractors import open_features
+
+    remote, local = open_features(f"s3://{prefix}"), open_features(tmp_path / "local" / FEATURES)
+    assert list(remote) == list(local) == [f"v{index}" for index in range(6)]
+    assert all(np.array_equal(remote[name][key], local[name][key]) for name in local for key in local[name])
+    assert list(open_features(f"s3://{prefix}/000001.parquet")) == ["v3", "v4", "v5"]
 
 
 def half_done(names: list[str]) -> bool:
